@@ -1,0 +1,918 @@
+//! The `latency` scenario: cross-node location delivery, measured end to end.
+//!
+//! Setup inserts D trips (one driver each) straight into the database, connects each driver
+//! to the driver node (`driver:connect`) and P ADMIN "passengers" per trip to the passenger
+//! node (`passenger:subscribe`). Then drivers emit `driver:location:update` with acks at an
+//! aggregate steady rate, stamping `timestamp` with the wall clock (µs); passengers read
+//! `updatedAt` back from `server:location:update` and record receive time − `updatedAt`.
+//! Client and server share this machine's clock, so no clock sync is needed.
+//!
+//! One task per connection; histograms and counters are shared (a `Mutex` held for one
+//! record, atomics), so memory does not grow with connections. Every phase has a deadline
+//! and Ctrl-C ends the current phase early; the trips it inserted are deleted at the end
+//! (unless `--keep-trips`), whatever happened in between.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use anyhow::{Context as _, bail};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Serialize;
+use serde_json::{Value, json};
+use sqlx::AnyPool;
+use sqlx::any::AnyPoolOptions;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+use tokio::time::{Instant, MissedTickBehavior, sleep_until};
+use tokio_util::sync::CancellationToken;
+
+use crate::protocol::{AckOutcome, ClientError, Incoming, SioClient, socket_url};
+use crate::stats::{self, LatencySummary, Recorder, Tally};
+use crate::token::{Role, TokenMinter};
+
+/// Columns bound in order: tenant, trip id, driver id, status, title.
+const DEFAULT_INSERT_SQL: &str =
+    "INSERT INTO trips (tenant, id, driver_id, status, title) VALUES ($1, $2, $3, $4, $5)";
+/// Bound in order: tenant, `lt-<runid>-%`.
+const DEFAULT_CLEANUP_SQL: &str = "DELETE FROM trips WHERE tenant = $1 AND id LIKE $2";
+
+/// Most acks one driver may be waiting for; past it the oldest counts as `timeout:ack`.
+/// At the contract's 90 updates/min a driver has ~8 in a 5 s ack window, so this only
+/// bounds memory against a server that stops answering.
+const MAX_PENDING_ACKS: usize = 256;
+
+/// Arguments of `fleetcast-loadtest latency`.
+#[derive(Debug, clap::Args)]
+pub struct LatencyArgs {
+    /// Node the drivers connect to, e.g. ws://127.0.0.1:3001.
+    #[arg(long)]
+    pub driver_target: String,
+    /// Node the passengers connect to, e.g. ws://127.0.0.1:3002.
+    #[arg(long)]
+    pub passenger_target: String,
+    /// Number of drivers, one trip each.
+    #[arg(long, default_value_t = 10)]
+    pub drivers: u32,
+    /// Subscribers per trip (ADMIN tokens, distinct users).
+    #[arg(long, default_value_t = 1)]
+    pub passengers_per_trip: u32,
+    /// Aggregate location updates per second, spread evenly over drivers. Per driver the
+    /// contract's defaults allow one per 500 ms and 90 per minute (1.5/s).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// Seconds of steady sending.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+    /// HS256 secret the server verifies tokens with.
+    #[arg(long)]
+    pub secret: String,
+    /// Database the server reads trips from (postgres://… or sqlite://…).
+    #[arg(long)]
+    pub database_url: String,
+    /// Tenant for tokens and trip rows (absent = `default`, and no tenant claim).
+    #[arg(long)]
+    pub tenant: Option<String>,
+    /// Trip insert statement; binds tenant, id, driver id, status, title in that order.
+    #[arg(long, default_value = DEFAULT_INSERT_SQL)]
+    pub insert_sql: String,
+    /// Trip cleanup statement; binds tenant and the run's id pattern `lt-<runid>-%`.
+    #[arg(long, default_value = DEFAULT_CLEANUP_SQL)]
+    pub cleanup_sql: String,
+    /// Status of the inserted trips.
+    #[arg(long, default_value = "IN_PROGRESS")]
+    pub trip_status: String,
+    /// Leave the inserted trips in the database.
+    #[arg(long)]
+    pub keep_trips: bool,
+    /// New connections per second during setup (the default per-address limit is 100/s).
+    #[arg(long, default_value_t = 100.0)]
+    pub ramp: f64,
+    /// Seconds one connection attempt may take.
+    #[arg(long, default_value_t = 10)]
+    pub connect_timeout: u64,
+    /// Seconds to wait for an ack (the contract promises 5).
+    #[arg(long, default_value_t = 5)]
+    pub ack_timeout: u64,
+    /// Seconds passengers keep listening after the drivers are done.
+    #[arg(long, default_value_t = 2)]
+    pub drain: u64,
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Counters and histograms every connection task writes to.
+struct Shared {
+    e2e: Recorder,
+    ack: Recorder,
+    received: AtomicU64,
+    /// Updates not newer than the previous one a passenger saw (duplicates or reordering).
+    out_of_order: AtomicU64,
+    /// Updates for a trip the passenger did not subscribe to: a room or tenant leak.
+    foreign: AtomicU64,
+    /// `server:location:update` without a parseable `tripId`/`updatedAt`.
+    unparsable: AtomicU64,
+}
+
+/// A task's setup result, sent once.
+struct Ready {
+    role: Role,
+    trip: usize,
+    outcome: Result<(), String>,
+}
+
+/// What a driver task returns when it is done.
+#[derive(Default)]
+struct DriverReport {
+    trip: usize,
+    sent: u64,
+    accepted: u64,
+    errors: Tally,
+    disconnect: Option<String>,
+    /// When it stopped sending (end of the run, Ctrl-C or a lost connection).
+    stopped_at: Option<Instant>,
+}
+
+/// What a passenger task returns when it is done.
+#[derive(Default)]
+struct PassengerReport {
+    disconnect: Option<String>,
+}
+
+/// The report, printed as a table or as JSON.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LatencyReport {
+    scenario: &'static str,
+    run_id: String,
+    driver_target: String,
+    passenger_target: String,
+    drivers: u64,
+    drivers_ready: u64,
+    passengers: u64,
+    passengers_ready: u64,
+    setup_failures: Tally,
+    send_window_s: f64,
+    target_rate: f64,
+    achieved_rate: f64,
+    accepted_rate: f64,
+    sent: u64,
+    accepted: u64,
+    ack_errors: Tally,
+    expected_deliveries: u64,
+    received_deliveries: u64,
+    delivery_ratio: Option<f64>,
+    out_of_order: u64,
+    foreign_trip: u64,
+    unparsable: u64,
+    e2e_ms: LatencySummary,
+    ack_ms: LatencySummary,
+    disconnects: Tally,
+    interrupted: bool,
+}
+
+struct Trip {
+    id: String,
+    driver_id: String,
+}
+
+/// Runs the scenario and prints its report. Trips are removed afterwards even on failure.
+pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
+    if args.drivers == 0 {
+        bail!("--drivers must be at least 1");
+    }
+    if !(args.rate.is_finite() && args.rate > 0.0) {
+        bail!("--rate must be a positive number of updates per second");
+    }
+    if !(args.ramp.is_finite() && args.ramp > 0.0) {
+        bail!("--ramp must be a positive number of connections per second");
+    }
+    if args.duration == 0 {
+        bail!("--duration must be at least 1 second");
+    }
+    let per_driver_interval = f64::from(args.drivers) / args.rate;
+    if per_driver_interval < 60.0 / 90.0 {
+        eprintln!(
+            "warning: each driver sends every {per_driver_interval:.3} s; the contract's default \
+             limits (500 ms minimum interval, 90/min) will reject some with RATE_LIMITED — \
+             add drivers or lower --rate"
+        );
+    }
+    let sockets = u64::from(args.drivers) * (1 + u64::from(args.passengers_per_trip));
+    crate::warn_if_fd_limit_below(sockets);
+
+    let run_id = crate::run_id();
+    let tenant = args.tenant.clone().unwrap_or_else(|| "default".to_owned());
+    let pool = connect_db(&args.database_url).await?;
+    let trips = insert_trips(&pool, &args, &tenant, &run_id).await;
+    let result = match trips {
+        Ok(trips) => measure(&args, &run_id, &trips).await,
+        Err(e) => Err(e),
+    };
+    if args.keep_trips {
+        eprintln!("keeping trips lt-{run_id}-*");
+    } else {
+        cleanup_trips(&pool, &args.cleanup_sql, &tenant, &run_id).await;
+    }
+    pool.close().await;
+    let report = result?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print_table(&report);
+    }
+    if report.drivers_ready == 0 {
+        bail!("no driver completed setup");
+    }
+    Ok(())
+}
+
+async fn connect_db(url: &str) -> anyhow::Result<AnyPool> {
+    sqlx::any::install_default_drivers();
+    let connect = AnyPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect(url);
+    tokio::time::timeout(Duration::from_secs(15), connect)
+        .await
+        .context("connecting to --database-url timed out")?
+        .context("connecting to --database-url")
+}
+
+/// Inserts one trip per driver with ids unique to this run; on failure removes what it
+/// inserted so far (through the caller's cleanup, which matches the run's id pattern).
+async fn insert_trips(
+    pool: &AnyPool,
+    args: &LatencyArgs,
+    tenant: &str,
+    run_id: &str,
+) -> anyhow::Result<Vec<Trip>> {
+    let mut trips = Vec::with_capacity(usize::try_from(args.drivers).unwrap_or(0));
+    for n in 0..args.drivers {
+        let trip = Trip {
+            id: format!("lt-{run_id}-{n}"),
+            driver_id: format!("ltd-{run_id}-{n}"),
+        };
+        let title = format!("loadtest {run_id} #{n}");
+        let insert = sqlx::query(sqlx::AssertSqlSafe(args.insert_sql.as_str()))
+            .bind(tenant)
+            .bind(trip.id.as_str())
+            .bind(trip.driver_id.as_str())
+            .bind(args.trip_status.as_str())
+            .bind(title.as_str())
+            .execute(pool);
+        tokio::time::timeout(Duration::from_secs(10), insert)
+            .await
+            .context("inserting a trip timed out")?
+            .with_context(|| {
+                format!(
+                    "inserting trip {} with --insert-sql {:?} (binds tenant, id, driver id, status, title)",
+                    trip.id, args.insert_sql
+                )
+            })?;
+        trips.push(trip);
+    }
+    Ok(trips)
+}
+
+/// Best effort: a failure is reported, not fatal (the measurement already happened).
+async fn cleanup_trips(pool: &AnyPool, sql: &str, tenant: &str, run_id: &str) {
+    let pattern = format!("lt-{run_id}-%");
+    let delete = sqlx::query(sqlx::AssertSqlSafe(sql))
+        .bind(tenant)
+        .bind(pattern.as_str())
+        .execute(pool);
+    match tokio::time::timeout(Duration::from_secs(10), delete).await {
+        Ok(Ok(done)) => eprintln!("removed {} trips of run {run_id}", done.rows_affected()),
+        Ok(Err(e)) => eprintln!("warning: could not remove trips lt-{run_id}-*: {e}"),
+        Err(_) => eprintln!("warning: removing trips lt-{run_id}-* timed out"),
+    }
+}
+
+/// Setup, steady sending, drain, tally; returns the report.
+// One linear story of phases, each with its deadline; split up, the deadlines scatter.
+#[allow(clippy::too_many_lines)]
+async fn measure(
+    args: &LatencyArgs,
+    run_id: &str,
+    trips: &[Trip],
+) -> anyhow::Result<LatencyReport> {
+    let connect_timeout = Duration::from_secs(args.connect_timeout);
+    let ack_timeout = Duration::from_secs(args.ack_timeout);
+    let duration = Duration::from_secs(args.duration);
+    let drivers = trips.len();
+    let per_trip = usize::try_from(args.passengers_per_trip).unwrap_or(0);
+    let total = drivers + drivers * per_trip;
+    let setup_time = Duration::from_secs_f64(total as f64 / args.ramp);
+    let minter = TokenMinter::new(
+        &args.secret,
+        args.tenant.clone(),
+        setup_time.as_secs() + args.duration + 3600,
+    );
+    let driver_url: Arc<str> = socket_url(&args.driver_target).into();
+    let passenger_url: Arc<str> = socket_url(&args.passenger_target).into();
+    let interrupt = crate::interrupt_token();
+
+    let shared = Arc::new(Shared {
+        e2e: Recorder::new(),
+        ack: Recorder::new(),
+        received: AtomicU64::new(0),
+        out_of_order: AtomicU64::new(0),
+        foreign: AtomicU64::new(0),
+        unparsable: AtomicU64::new(0),
+    });
+    // One report per task; capacity only smooths bursts of handshakes finishing together.
+    let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(1024);
+    let (start_tx, start_rx) = watch::channel::<Option<Instant>>(None);
+    let stop_drivers = interrupt.child_token();
+    let stop_passengers = CancellationToken::new();
+    let mut driver_tasks: JoinSet<DriverReport> = JoinSet::new();
+    let mut passenger_tasks: JoinSet<PassengerReport> = JoinSet::new();
+
+    // Phase 1: connect drivers, then passengers, at the ramp rate.
+    let period = Duration::from_secs_f64(drivers as f64 / args.rate);
+    let step = Duration::from_secs_f64(1.0 / args.rate);
+    let mut subs_per_trip = vec![0u64; drivers];
+    let mut setup_failures = Tally::default();
+    let (mut drivers_ready, mut passengers_ready, mut reported) = (0u64, 0u64, 0usize);
+    let mut spawned = 0usize;
+    let mut interrupted = false;
+    let setup_started = Instant::now();
+    let setup_deadline =
+        setup_started + setup_time + connect_timeout + ack_timeout + Duration::from_secs(5);
+    let mut spawn_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp));
+    spawn_tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
+    while reported < total {
+        tokio::select! {
+            _ = spawn_tick.tick(), if spawned < total => {
+                if spawned < drivers {
+                    let trip = &trips[spawned];
+                    let plan = DriverPlan {
+                        trip: spawned,
+                        trip_id: trip.id.clone(),
+                        url: Arc::clone(&driver_url),
+                        token: minter.mint(&trip.driver_id, Role::Driver)?,
+                        connect_timeout,
+                        ack_timeout,
+                        period,
+                        offset: step.mul_f64(spawned as f64),
+                        duration,
+                    };
+                    driver_tasks.spawn(driver_task(
+                        plan,
+                        ready_tx.clone(),
+                        start_rx.clone(),
+                        Arc::clone(&shared),
+                        stop_drivers.clone(),
+                    ));
+                } else {
+                    let k = spawned - drivers;
+                    let trip = k % drivers;
+                    let plan = PassengerPlan {
+                        trip,
+                        trip_id: trips[trip].id.clone(),
+                        url: Arc::clone(&passenger_url),
+                        token: minter.mint(&format!("ltp-{run_id}-{k}"), Role::Admin)?,
+                        connect_timeout,
+                        ack_timeout,
+                    };
+                    passenger_tasks.spawn(passenger_task(
+                        plan,
+                        ready_tx.clone(),
+                        Arc::clone(&shared),
+                        stop_passengers.clone(),
+                    ));
+                }
+                spawned += 1;
+            }
+            Some(ready) = ready_rx.recv() => {
+                reported += 1;
+                match (ready.role, ready.outcome) {
+                    (Role::Driver, Ok(())) => drivers_ready += 1,
+                    (_, Ok(())) => {
+                        passengers_ready += 1;
+                        if let Some(n) = subs_per_trip.get_mut(ready.trip) {
+                            *n += 1;
+                        }
+                    }
+                    (Role::Driver, Err(code)) => setup_failures.add(&format!("driver:{code}")),
+                    (_, Err(code)) => setup_failures.add(&format!("passenger:{code}")),
+                }
+            }
+            () = sleep_until(setup_deadline) => {
+                eprintln!("setup deadline reached: {reported} of {total} connections reported");
+                setup_failures.add_n("setup:unfinished", u64::try_from(total - reported).unwrap_or(0));
+                break;
+            }
+            () = interrupt.cancelled() => {
+                interrupted = true;
+                break;
+            }
+        }
+    }
+    drop(ready_rx);
+    eprintln!(
+        "setup: {drivers_ready}/{drivers} drivers, {passengers_ready}/{} passengers in {:.1} s",
+        drivers * per_trip,
+        setup_started.elapsed().as_secs_f64()
+    );
+
+    // Phase 2: steady sending. Drivers start together on a shared instant, each offset by
+    // its index/rate so the aggregate is evenly spaced.
+    let mut driver_reports = Vec::with_capacity(drivers);
+    let mut window = Duration::ZERO;
+    if drivers_ready > 0 && !interrupted {
+        let start_at = Instant::now() + Duration::from_millis(200);
+        let _ = start_tx.send(Some(start_at));
+        eprintln!("sending for {} s at {} updates/s", args.duration, args.rate);
+        let deadline = start_at + duration + ack_timeout + Duration::from_secs(5);
+        let collect = async {
+            while let Some(joined) = driver_tasks.join_next().await {
+                if let Ok(report) = joined {
+                    driver_reports.push(report);
+                }
+            }
+        };
+        if tokio::time::timeout_at(deadline, collect).await.is_err() {
+            eprintln!("warning: some drivers did not finish in time");
+        }
+        interrupted |= interrupt.is_cancelled();
+        window = driver_reports
+            .iter()
+            .filter_map(|r| r.stopped_at)
+            .max()
+            .map_or(Duration::ZERO, |end| {
+                end.saturating_duration_since(start_at)
+            });
+
+        // Phase 3: let in-flight deliveries land, then stop listening.
+        let drain_end = Instant::now() + Duration::from_secs(args.drain);
+        tokio::select! {
+            () = sleep_until(drain_end) => {}
+            () = interrupt.cancelled() => interrupted = true,
+        }
+    }
+
+    // Phase 4: stop every task (bounded), then add everything up.
+    stop_drivers.cancel();
+    stop_passengers.cancel();
+    let mut disconnects = Tally::default();
+    let _ = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(joined) = passenger_tasks.join_next().await {
+            if let Ok(PassengerReport {
+                disconnect: Some(code),
+            }) = joined
+            {
+                disconnects.add(&format!("passenger:{code}"));
+            }
+        }
+        while driver_tasks.join_next().await.is_some() {}
+    })
+    .await;
+    passenger_tasks.abort_all();
+    driver_tasks.abort_all();
+
+    let mut sent = 0;
+    let mut accepted = 0;
+    let mut expected = 0;
+    let mut ack_errors = Tally::default();
+    for r in &driver_reports {
+        sent += r.sent;
+        accepted += r.accepted;
+        expected += r.accepted * subs_per_trip.get(r.trip).copied().unwrap_or(0);
+        ack_errors.merge(&r.errors);
+        if let Some(code) = &r.disconnect {
+            disconnects.add(&format!("driver:{code}"));
+        }
+    }
+    let received = shared.received.load(Ordering::Relaxed);
+    let drivers = u64::from(args.drivers);
+    Ok(LatencyReport {
+        scenario: "latency",
+        run_id: run_id.to_owned(),
+        driver_target: args.driver_target.clone(),
+        passenger_target: args.passenger_target.clone(),
+        drivers,
+        drivers_ready,
+        passengers: drivers * u64::from(args.passengers_per_trip),
+        passengers_ready,
+        setup_failures,
+        send_window_s: stats::round3(window.as_secs_f64()),
+        target_rate: args.rate,
+        achieved_rate: stats::per_second(sent, window),
+        accepted_rate: stats::per_second(accepted, window),
+        sent,
+        accepted,
+        ack_errors,
+        expected_deliveries: expected,
+        received_deliveries: received,
+        delivery_ratio: stats::delivery_ratio(expected, received),
+        out_of_order: shared.out_of_order.load(Ordering::Relaxed),
+        foreign_trip: shared.foreign.load(Ordering::Relaxed),
+        unparsable: shared.unparsable.load(Ordering::Relaxed),
+        e2e_ms: stats::summarize_us(&shared.e2e.snapshot()),
+        ack_ms: stats::summarize_us(&shared.ack.snapshot()),
+        disconnects,
+        interrupted,
+    })
+}
+
+struct DriverPlan {
+    trip: usize,
+    trip_id: String,
+    url: Arc<str>,
+    token: String,
+    connect_timeout: Duration,
+    ack_timeout: Duration,
+    /// Time between two updates of this driver (drivers / rate).
+    period: Duration,
+    /// This driver's first update comes `offset` after the shared start.
+    offset: Duration,
+    duration: Duration,
+}
+
+/// A driver: connect, `driver:connect`, wait for the start, send updates, collect acks.
+async fn driver_task(
+    plan: DriverPlan,
+    ready: mpsc::Sender<Ready>,
+    mut start: watch::Receiver<Option<Instant>>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> DriverReport {
+    let mut report = DriverReport {
+        trip: plan.trip,
+        ..DriverReport::default()
+    };
+    let setup = async {
+        let mut client = SioClient::connect(&plan.url, &plan.token, plan.connect_timeout).await?;
+        let data = json!({ "tripId": plan.trip_id });
+        match client
+            .call("driver:connect", &data, plan.ack_timeout)
+            .await?
+        {
+            AckOutcome::Ok(_) => Ok(Ok(client)),
+            AckOutcome::Err(code) => Ok(Err(code)),
+        }
+    };
+    let mut client = match stop.run_until_cancelled(setup).await {
+        None => return report,
+        Some(Ok(Ok(client))) => {
+            let sent = ready
+                .send(Ready {
+                    role: Role::Driver,
+                    trip: plan.trip,
+                    outcome: Ok(()),
+                })
+                .await;
+            if sent.is_err() {
+                // Setup already ended without us: joining now would skew the run.
+                client.close().await;
+                return report;
+            }
+            client
+        }
+        Some(Ok(Err(code))) => {
+            let _ = ready
+                .send(Ready {
+                    role: Role::Driver,
+                    trip: plan.trip,
+                    outcome: Err(code),
+                })
+                .await;
+            return report;
+        }
+        Some(Err(e)) => {
+            let outcome = Err(e.code());
+            let _ = ready
+                .send(Ready {
+                    role: Role::Driver,
+                    trip: plan.trip,
+                    outcome,
+                })
+                .await;
+            return report;
+        }
+    };
+    drop(ready);
+
+    // Keep the socket alive until the start signal. `wait_for` is cancel-safe; frames are
+    // processed outside the select so a pong is never half-sent.
+    let start_at = loop {
+        let frame = tokio::select! {
+            biased;
+            () = stop.cancelled() => {
+                client.close().await;
+                return report;
+            }
+            started = start.wait_for(Option::is_some) => match started {
+                Ok(at) => match *at {
+                    Some(at) => break at,
+                    None => continue,
+                },
+                // The scenario dropped the sender: setup was abandoned.
+                Err(_) => {
+                    client.close().await;
+                    return report;
+                }
+            },
+            frame = client.recv_frame() => frame,
+        };
+        if let Err(e) = handle_driver_frame(
+            &mut client,
+            frame,
+            &mut VecDeque::new(),
+            &shared,
+            &mut report,
+        )
+        .await
+        {
+            report.disconnect = Some(e.code());
+            return report;
+        }
+    };
+
+    let end = start_at + plan.duration;
+    let mut tick = tokio::time::interval_at(start_at + plan.offset, plan.period);
+    // Skip, not Burst: a stalled client must not hit the server with a catch-up burst
+    // (which would also trip the per-driver rate limit). The achieved rate shows the gap.
+    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
+    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut seq: u64 = 0;
+    loop {
+        let frame = tokio::select! {
+            biased;
+            () = stop.cancelled() => break,
+            () = sleep_until(end) => break,
+            _ = tick.tick() => {
+                if Instant::now() >= end {
+                    break;
+                }
+                let update = location_update(&plan.trip_id, plan.trip, seq);
+                seq += 1;
+                let sent_at = Instant::now();
+                match client.emit_with_ack("driver:location:update", &update).await {
+                    Ok(id) => {
+                        report.sent += 1;
+                        if pending.len() >= MAX_PENDING_ACKS {
+                            pending.pop_front();
+                            report.errors.add("timeout:ack");
+                        }
+                        pending.push_back((id, sent_at));
+                    }
+                    Err(e) => {
+                        report.disconnect = Some(e.code());
+                        report.stopped_at = Some(Instant::now());
+                        lose_pending(&mut report, &pending, &e);
+                        return report;
+                    }
+                }
+                continue;
+            }
+            frame = client.recv_frame() => frame,
+        };
+        if let Err(e) =
+            handle_driver_frame(&mut client, frame, &mut pending, &shared, &mut report).await
+        {
+            report.disconnect = Some(e.code());
+            report.stopped_at = Some(Instant::now());
+            lose_pending(&mut report, &pending, &e);
+            return report;
+        }
+    }
+    report.stopped_at = Some(Instant::now());
+
+    // Collect the acks still owed, up to the ack timeout.
+    let ack_deadline = Instant::now() + plan.ack_timeout;
+    while !pending.is_empty() {
+        let frame = tokio::select! {
+            () = sleep_until(ack_deadline) => break,
+            frame = client.recv_frame() => frame,
+        };
+        if let Err(e) =
+            handle_driver_frame(&mut client, frame, &mut pending, &shared, &mut report).await
+        {
+            report.disconnect = Some(e.code());
+            lose_pending(&mut report, &pending, &e);
+            return report;
+        }
+    }
+    report
+        .errors
+        .add_n("timeout:ack", u64::try_from(pending.len()).unwrap_or(0));
+    client.close().await;
+    report
+}
+
+/// Updates in flight when the connection died: their fate is unknown.
+fn lose_pending(report: &mut DriverReport, pending: &VecDeque<(u64, Instant)>, e: &ClientError) {
+    report.errors.add_n(
+        &format!("lost:{}", e.code()),
+        u64::try_from(pending.len()).unwrap_or(0),
+    );
+}
+
+/// Processes one frame for a driver: pings are answered, acks matched to pending updates.
+async fn handle_driver_frame(
+    client: &mut SioClient,
+    frame: Result<tokio_tungstenite::tungstenite::Message, ClientError>,
+    pending: &mut VecDeque<(u64, Instant)>,
+    shared: &Shared,
+    report: &mut DriverReport,
+) -> Result<(), ClientError> {
+    // Drivers are in their trip's room too, so they also receive their own broadcasts;
+    // those events are dropped here.
+    if let Some(Incoming::Ack { id, args }) = client.process(frame?).await? {
+        if let Some(pos) = pending.iter().position(|(pending_id, _)| *pending_id == id) {
+            if let Some((_, sent_at)) = pending.remove(pos) {
+                shared.ack.record(sent_at.elapsed());
+                match AckOutcome::from_args(args) {
+                    AckOutcome::Ok(_) => report.accepted += 1,
+                    AckOutcome::Err(code) => report.errors.add(&code),
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A plausible moving position around Nairobi; each trip has its own lane. `timestamp` is
+/// the wall clock at microsecond precision: passengers compute latency from its echo.
+fn location_update(trip_id: &str, trip: usize, seq: u64) -> Value {
+    let (lane, step) = ((trip % 1000) as f64, (seq % 10_000) as f64);
+    json!({
+        "tripId": trip_id,
+        "lat": -1.2921 + lane * 0.0005 + step * 0.00001,
+        "lng": 36.8219 + step * 0.00001,
+        "speed": 12.5,
+        "heading": (seq * 7 % 360) as f64,
+        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
+    })
+}
+
+struct PassengerPlan {
+    trip: usize,
+    trip_id: String,
+    url: Arc<str>,
+    token: String,
+    connect_timeout: Duration,
+    ack_timeout: Duration,
+}
+
+/// A passenger: connect, `passenger:subscribe`, then time every location update until stopped.
+async fn passenger_task(
+    plan: PassengerPlan,
+    ready: mpsc::Sender<Ready>,
+    shared: Arc<Shared>,
+    stop: CancellationToken,
+) -> PassengerReport {
+    let mut report = PassengerReport::default();
+    let setup = async {
+        let mut client = SioClient::connect(&plan.url, &plan.token, plan.connect_timeout).await?;
+        let data = json!({ "tripId": plan.trip_id });
+        match client
+            .call("passenger:subscribe", &data, plan.ack_timeout)
+            .await?
+        {
+            AckOutcome::Ok(_) => Ok(Ok(client)),
+            AckOutcome::Err(code) => Ok(Err(code)),
+        }
+    };
+    let mut client = match stop.run_until_cancelled(setup).await {
+        None => return report,
+        Some(Ok(Ok(client))) => client,
+        Some(Ok(Err(code))) => {
+            let _ = ready
+                .send(Ready {
+                    role: Role::Passenger,
+                    trip: plan.trip,
+                    outcome: Err(code),
+                })
+                .await;
+            return report;
+        }
+        Some(Err(e)) => {
+            let outcome = Err(e.code());
+            let _ = ready
+                .send(Ready {
+                    role: Role::Passenger,
+                    trip: plan.trip,
+                    outcome,
+                })
+                .await;
+            return report;
+        }
+    };
+    let sent = ready
+        .send(Ready {
+            role: Role::Passenger,
+            trip: plan.trip,
+            outcome: Ok(()),
+        })
+        .await;
+    if sent.is_err() {
+        // Setup already ended without us: our deliveries would not be expected.
+        client.close().await;
+        return report;
+    }
+    drop(ready);
+
+    let mut last_us = i64::MIN;
+    let listen = async {
+        loop {
+            match client.next_incoming().await {
+                Ok(Incoming::Event { name, data }) if name == "server:location:update" => {
+                    on_location(&data, &plan.trip_id, &mut last_us, &shared);
+                }
+                Ok(_) => {}
+                Err(e) => return e,
+            }
+        }
+    };
+    // next_incoming is not cancel-safe; cancellation here ends the connection anyway.
+    match stop.run_until_cancelled(listen).await {
+        None => client.close().await,
+        Some(e) => report.disconnect = Some(e.code()),
+    }
+    report
+}
+
+/// Records one delivery: latency = now − `updatedAt`, both from this machine's clock.
+fn on_location(data: &Value, trip_id: &str, last_us: &mut i64, shared: &Shared) {
+    let now = Utc::now();
+    let trip = data.get("tripId").and_then(Value::as_str);
+    let updated_at = data
+        .get("updatedAt")
+        .and_then(Value::as_str)
+        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
+    match (trip, updated_at) {
+        (Some(trip), _) if trip != trip_id => {
+            shared.foreign.fetch_add(1, Ordering::Relaxed);
+        }
+        (Some(_), Some(at)) => {
+            let at = at.with_timezone(&Utc);
+            let latency_us = (now - at).num_microseconds().unwrap_or(i64::MAX);
+            // A negative latency can only be clock granularity; count it as zero.
+            shared.e2e.record_us(u64::try_from(latency_us).unwrap_or(0));
+            shared.received.fetch_add(1, Ordering::Relaxed);
+            let at_us = at.timestamp_micros();
+            if at_us <= *last_us {
+                shared.out_of_order.fetch_add(1, Ordering::Relaxed);
+            }
+            *last_us = (*last_us).max(at_us);
+        }
+        _ => {
+            shared.unparsable.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+fn print_table(r: &LatencyReport) {
+    println!(
+        "latency run {}: drivers {}/{} ready on {}, passengers {}/{} ready on {}",
+        r.run_id,
+        r.drivers_ready,
+        r.drivers,
+        r.driver_target,
+        r.passengers_ready,
+        r.passengers,
+        r.passenger_target
+    );
+    println!("setup failures  {}", r.setup_failures);
+    println!(
+        "rate (upd/s)    target {:.2}  achieved {:.2}  accepted {:.2}  over {:.1} s",
+        r.target_rate, r.achieved_rate, r.accepted_rate, r.send_window_s
+    );
+    println!(
+        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}",
+        "(ms)", "p50", "p90", "p99", "max", "count"
+    );
+    for (name, s) in [("e2e delivery", &r.e2e_ms), ("ack", &r.ack_ms)] {
+        println!(
+            "{name:<16}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10}",
+            s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count
+        );
+    }
+    let ratio = r
+        .delivery_ratio
+        .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.6}"));
+    println!(
+        "deliveries      expected {}  received {}  ratio {ratio}  (out of order {}, other trips {}, unparsable {})",
+        r.expected_deliveries, r.received_deliveries, r.out_of_order, r.foreign_trip, r.unparsable
+    );
+    println!(
+        "acks            sent {}  ok {}  errors {}",
+        r.sent, r.accepted, r.ack_errors
+    );
+    println!("disconnects     {}", r.disconnects);
+    println!(
+        "SUMMARY latency rate={:.2}/s e2e_p50_ms={:.3} e2e_p99_ms={:.3} e2e_max_ms={:.3} delivery_ratio={ratio} ack_errors={}{}",
+        r.achieved_rate,
+        r.e2e_ms.p50_ms,
+        r.e2e_ms.p99_ms,
+        r.e2e_ms.max_ms,
+        r.ack_errors.total(),
+        if r.interrupted { " interrupted" } else { "" }
+    );
+}

@@ -1,0 +1,60 @@
+-- One accepted-or-refused driver location update, in one round trip (CONTRACT §2).
+-- Cluster-wide rate check (minimum interval + sliding minute), latest position by driver
+-- and by trip with TTL, GEO index + freshness, snapshot-sampling decision, publish.
+-- Refused updates write nothing, so they never count toward a window.
+--
+-- KEYS[1] rate window ZSET of the driver     KEYS[2] latest position of the driver
+-- KEYS[3] latest position of the trip        KEYS[4] GEO index of the tenant's drivers
+-- KEYS[5] freshness ZSET of the tenant        KEYS[6] snapshot-sampling marker of the driver
+-- ARGV[1] min interval ms   ARGV[2] max per minute   ARGV[3] location TTL ms
+-- ARGV[4] snapshot interval ms   ARGV[5] Location JSON   ARGV[6] lng   ARGV[7] lat
+-- ARGV[8] driver id (GEO member)   ARGV[9] "1" when the update names a trip
+-- ARGV[10] channel to publish on ("" = none)   ARGV[11] frame to publish
+-- ARGV[12] unique window entry id
+-- Returns {1, sampled(0|1)} when accepted, {0, retryAfterMs} when refused.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local min_interval = tonumber(ARGV[1])
+local max_per_minute = tonumber(ARGV[2])
+local ttl = tonumber(ARGV[3])
+
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+if min_interval > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    local wait = tonumber(last[2]) + min_interval - now
+    if wait > 0 then return {0, wait} end
+  end
+end
+if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  local wait = tonumber(oldest[2]) + 60000 - now
+  if wait < 1 then wait = 1 end
+  return {0, wait}
+end
+redis.call('ZADD', KEYS[1], now, ARGV[12])
+redis.call('PEXPIRE', KEYS[1], 60000)
+
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
+if ARGV[9] == '1' then
+  redis.call('SET', KEYS[3], ARGV[5], 'PX', ttl)
+end
+redis.call('GEOADD', KEYS[4], ARGV[6], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[5], now, ARGV[8])
+-- Drivers silent for longer than the TTL leave the index; the index itself expires with
+-- the tenant's last update, so both stay bounded by the number of live drivers.
+local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl, 'LIMIT', 0, 100)
+if #stale > 0 then
+  redis.call('ZREM', KEYS[5], unpack(stale))
+  redis.call('ZREM', KEYS[4], unpack(stale))
+end
+redis.call('PEXPIRE', KEYS[4], ttl)
+redis.call('PEXPIRE', KEYS[5], ttl)
+
+local sampled = 0
+if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
+
+if ARGV[10] ~= '' then
+  redis.call('PUBLISH', ARGV[10], ARGV[11])
+end
+return {1, sampled}

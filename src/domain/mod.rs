@@ -1,0 +1,240 @@
+//! Domain types shared below the edges: validated ids, roles, positions and the rules of
+//! who may touch a trip. No wire formats live here (those are in `socket`, `sse`, `http`);
+//! what reaches this module has already been parsed and checked.
+
+use std::fmt;
+use std::str::FromStr;
+
+pub mod access;
+
+/// Tenant id. Every key, room and query carries one.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Tenant(pub String);
+
+/// User id (`sub`); a driver's id is its user id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct UserId(pub String);
+
+/// Trip id.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct TripId(pub String);
+
+impl fmt::Display for TripId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Ids are 1–128 characters without control characters (CONTRACT §6); control characters
+/// are refused because some are used as separators inside engine keys.
+pub fn valid_id(s: &str) -> bool {
+    !s.is_empty() && s.chars().count() <= 128 && !s.chars().any(char::is_control)
+}
+
+/// Roles of CONTRACT §1.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Role {
+    /// A rider.
+    Passenger,
+    /// A driver streaming positions.
+    Driver,
+    /// Checks tickets on board.
+    Conductor,
+    /// Operator with tenant-wide access.
+    Admin,
+    /// Dispatcher / operator of a business.
+    Business,
+    /// A backend calling the publish API.
+    Service,
+}
+
+impl Role {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Passenger => "PASSENGER",
+            Role::Driver => "DRIVER",
+            Role::Conductor => "CONDUCTOR",
+            Role::Admin => "ADMIN",
+            Role::Business => "BUSINESS",
+            Role::Service => "SERVICE",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "PASSENGER" => Role::Passenger,
+            "DRIVER" => Role::Driver,
+            "CONDUCTOR" => Role::Conductor,
+            "ADMIN" => Role::Admin,
+            "BUSINESS" => Role::Business,
+            "SERVICE" => Role::Service,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// Driver-reported trip status of `driver:status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverStatus {
+    /// Trip started.
+    Started,
+    /// Trip paused.
+    Paused,
+    /// Trip ended by the driver.
+    Ended,
+    /// Emergency: also alerts admins.
+    Emergency,
+}
+
+impl DriverStatus {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DriverStatus::Started => "STARTED",
+            DriverStatus::Paused => "PAUSED",
+            DriverStatus::Ended => "ENDED",
+            DriverStatus::Emergency => "EMERGENCY",
+        }
+    }
+}
+
+impl FromStr for DriverStatus {
+    type Err = ();
+    fn from_str(s: &str) -> Result<Self, ()> {
+        Ok(match s {
+            "STARTED" => DriverStatus::Started,
+            "PAUSED" => DriverStatus::Paused,
+            "ENDED" => DriverStatus::Ended,
+            "EMERGENCY" => DriverStatus::Emergency,
+            _ => return Err(()),
+        })
+    }
+}
+
+/// A validated position report of one driver.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocationFix {
+    /// Trip the driver reports for, already checked to be the driver's trip.
+    pub trip: Option<TripId>,
+    /// The driver.
+    pub driver: UserId,
+    /// Latitude in [-90, 90].
+    pub lat: f64,
+    /// Longitude in [-180, 180].
+    pub lng: f64,
+    /// Speed ≥ 0.
+    pub speed: Option<f64>,
+    /// Heading in [0, 360).
+    pub heading: Option<f64>,
+    /// Accuracy ≥ 0.
+    pub accuracy: Option<f64>,
+    /// When the position was taken (the driver's timestamp, or receipt time), ISO-8601.
+    pub updated_at: String,
+}
+
+/// Why a position or status report is not valid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+/// Checks the numeric ranges of CONTRACT §2 `driver:location:update`.
+pub fn check_position(
+    lat: f64,
+    lng: f64,
+    speed: Option<f64>,
+    heading: Option<f64>,
+    accuracy: Option<f64>,
+) -> Result<(), Invalid> {
+    let finite = |name: &str, v: f64| {
+        if v.is_finite() { Ok(()) } else { Err(Invalid(format!("{name} must be a finite number"))) }
+    };
+    finite("lat", lat)?;
+    finite("lng", lng)?;
+    if !(-90.0..=90.0).contains(&lat) {
+        return Err(Invalid("lat must be in [-90, 90]".into()));
+    }
+    if !(-180.0..=180.0).contains(&lng) {
+        return Err(Invalid("lng must be in [-180, 180]".into()));
+    }
+    if let Some(s) = speed {
+        finite("speed", s)?;
+        if s < 0.0 {
+            return Err(Invalid("speed must be ≥ 0".into()));
+        }
+    }
+    if let Some(h) = heading {
+        finite("heading", h)?;
+        if !(0.0..360.0).contains(&h) {
+            return Err(Invalid("heading must be in [0, 360)".into()));
+        }
+    }
+    if let Some(a) = accuracy {
+        finite("accuracy", a)?;
+        if a < 0.0 {
+            return Err(Invalid("accuracy must be ≥ 0".into()));
+        }
+    }
+    Ok(())
+}
+
+/// Parses an ISO-8601 timestamp and refuses one more than 60 s ahead of `now`.
+pub fn check_timestamp(
+    ts: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<chrono::DateTime<chrono::Utc>, Invalid> {
+    let t = chrono::DateTime::parse_from_rfc3339(ts)
+        .map_err(|_| Invalid("timestamp must be an ISO-8601 date-time".into()))?
+        .with_timezone(&chrono::Utc);
+    if t > now + chrono::Duration::seconds(60) {
+        return Err(Invalid("timestamp is more than 60 s ahead".into()));
+    }
+    Ok(t)
+}
+
+/// Current time as the contract's ISO-8601 UTC string (milliseconds).
+pub fn now_iso() -> String {
+    iso(chrono::Utc::now())
+}
+
+/// A time as ISO-8601 UTC with as many fractional digits as it carries.
+pub fn iso(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_bounded_and_free_of_control_characters() {
+        assert!(valid_id("t1"));
+        assert!(valid_id(&"x".repeat(128)));
+        assert!(!valid_id(""));
+        assert!(!valid_id(&"x".repeat(129)));
+        assert!(!valid_id("a\u{1f}b"));
+    }
+
+    #[test]
+    fn positions_outside_their_ranges_are_invalid() {
+        assert!(check_position(10.0, 20.0, Some(0.0), Some(359.9), Some(3.0)).is_ok());
+        assert!(check_position(90.1, 0.0, None, None, None).is_err());
+        assert!(check_position(0.0, -180.1, None, None, None).is_err());
+        assert!(check_position(0.0, 0.0, Some(-1.0), None, None).is_err());
+        assert!(check_position(0.0, 0.0, None, Some(360.0), None).is_err());
+        assert!(check_position(0.0, 0.0, None, None, Some(-0.1)).is_err());
+        assert!(check_position(f64::NAN, 0.0, None, None, None).is_err());
+    }
+
+    #[test]
+    fn timestamps_far_ahead_are_invalid_and_precision_is_kept() {
+        let now = chrono::Utc::now();
+        assert!(check_timestamp(&iso(now + chrono::Duration::seconds(61)), now).is_err());
+        assert!(check_timestamp("yesterday", now).is_err());
+        let t = check_timestamp("2026-01-02T03:04:05.123456Z", now).expect("valid");
+        assert_eq!(iso(t), "2026-01-02T03:04:05.123456Z");
+    }
+}

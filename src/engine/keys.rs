@@ -1,0 +1,119 @@
+//! Every Redis key and channel name, built under the configured prefix. Nothing outside
+//! `engine::redis` and this module spells a key. TTLs are next to each key's writer and in
+//! `redis/README.md`.
+//!
+//! Tenant and id components are escaped (`%` → `%25`, `:` → `%3A`) so that `a:b` + `c` and
+//! `a` + `b:c` can never name the same key.
+
+use crate::domain::{Tenant, TripId, UserId};
+use crate::engine::RoomKey;
+
+/// Key and channel builder for one prefix.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    prefix: String,
+}
+
+fn esc(s: &str) -> std::borrow::Cow<'_, str> {
+    if s.contains(['%', ':']) {
+        s.replace('%', "%25").replace(':', "%3A").into()
+    } else {
+        s.into()
+    }
+}
+
+fn unesc(s: &str) -> String {
+    s.replace("%3A", ":").replace("%25", "%")
+}
+
+impl Keys {
+    /// Keys under `prefix`.
+    pub fn new(prefix: &str) -> Self {
+        Self { prefix: prefix.to_string() }
+    }
+
+    /// Pub/sub channel of a room: `{p}:room:{tenant}:{room}`.
+    pub fn room_channel(&self, room: &RoomKey) -> String {
+        format!("{}:room:{}:{}", self.prefix, esc(room.tenant()), room.name())
+    }
+
+    /// Prefix shared by every room channel (to map a message back to its room).
+    pub fn room_channel_prefix(&self) -> String {
+        format!("{}:room:", self.prefix)
+    }
+
+    /// Inverse of [`Keys::room_channel`].
+    pub fn room_from_channel(&self, channel: &str) -> Option<RoomKey> {
+        let rest = channel.strip_prefix(&self.room_channel_prefix())?;
+        let (tenant, name) = rest.split_once(':')?;
+        Some(RoomKey::new(&Tenant(unesc(tenant)), name))
+    }
+
+    /// Sliding rate window of a driver's location updates (ZSET, TTL 60 s).
+    pub fn location_window(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:rl:loc:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
+    }
+
+    /// Latest position of a driver (string, TTL = location TTL).
+    pub fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:loc:drv:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
+    }
+
+    /// Latest position on a trip (string, TTL = location TTL).
+    pub fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> String {
+        format!("{}:loc:trip:{}:{}", self.prefix, esc(&tenant.0), esc(&trip.0))
+    }
+
+    /// GEO index of a tenant's live drivers (TTL = location TTL, refreshed by updates).
+    pub fn geo(&self, tenant: &Tenant) -> String {
+        format!("{}:geo:{}", self.prefix, esc(&tenant.0))
+    }
+
+    /// Last-update time of each driver in the GEO index (ZSET, same TTL).
+    pub fn geo_fresh(&self, tenant: &Tenant) -> String {
+        format!("{}:geofresh:{}", self.prefix, esc(&tenant.0))
+    }
+
+    /// Snapshot-sampling marker of a driver (string, TTL = snapshot interval).
+    pub fn snapshot_marker(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:snap:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
+    }
+
+    /// A user's trip-subscription slots (HASH, TTL 24 h refreshed on claim).
+    pub fn subscriptions(&self, tenant: &Tenant, user: &UserId) -> String {
+        format!("{}:subs:{}:{}", self.prefix, esc(&tenant.0), esc(&user.0))
+    }
+
+    /// A user's connection slots (HASH, TTL 24 h refreshed on claim).
+    pub fn connections(&self, tenant: &Tenant, user: &UserId) -> String {
+        format!("{}:conns:{}:{}", self.prefix, esc(&tenant.0), esc(&user.0))
+    }
+
+    /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a
+    /// TTL of three heartbeat intervals.
+    pub fn node_prefix(&self) -> String {
+        format!("{}:node:", self.prefix)
+    }
+
+    /// Heartbeat key of a node.
+    pub fn node(&self, node: &str) -> String {
+        format!("{}{}", self.node_prefix(), node)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn components_cannot_collide_and_channels_map_back_to_rooms() {
+        let k = Keys::new("fc");
+        let a = k.driver_location(&Tenant("a:b".into()), &UserId("c".into()));
+        let b = k.driver_location(&Tenant("a".into()), &UserId("b:c".into()));
+        assert_ne!(a, b);
+        let room = RoomKey::new(&Tenant("t:1%".into()), "trip:x:subscribers");
+        let ch = k.room_channel(&room);
+        assert_eq!(ch, "fc:room:t%3A1%25:trip:x:subscribers");
+        assert_eq!(k.room_from_channel(&ch), Some(room));
+    }
+}

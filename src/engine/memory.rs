@@ -1,0 +1,184 @@
+//! In-memory engine for one embedded node: the same semantics as the Redis engine (rate
+//! windows, TTLs, slot caps) with maps behind one mutex. The mutex is never held across an
+//! `.await`; expired entries are swept on every heartbeat so memory stays bounded by the
+//! live drivers and users.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use super::{Claim, Deliver, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
+use crate::domain::{Tenant, TripId, UserId};
+use crate::error::Result;
+
+type Key = (String, String);
+
+#[derive(Default)]
+struct State {
+    driver_loc: HashMap<Key, (Instant, String)>,
+    trip_loc: HashMap<Key, (Instant, String)>,
+    windows: HashMap<Key, VecDeque<Instant>>,
+    snapshot_marks: HashMap<Key, Instant>,
+    /// Live driver positions by tenant: (lat, lng, expiry), the embedded GEO index.
+    geo: HashMap<String, HashMap<String, (f64, f64, Instant)>>,
+    /// (kind, tenant, user) → slot → sockets holding it.
+    slots: HashMap<(SlotKind, String, String), HashMap<String, HashSet<String>>>,
+}
+
+impl std::hash::Hash for SlotKind {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        (*self as u8).hash(h);
+    }
+}
+
+/// The embedded engine.
+pub struct MemoryEngine {
+    state: Mutex<State>,
+    deliver: Deliver,
+}
+
+fn key(t: &Tenant, id: &str) -> Key {
+    (t.0.clone(), id.to_string())
+}
+
+impl MemoryEngine {
+    /// An empty engine delivering frames to `deliver`.
+    pub fn new(deliver: Deliver) -> Self {
+        Self { state: Mutex::new(State::default()), deliver }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
+        (self.deliver)(room, frame);
+        Ok(())
+    }
+
+    pub(super) async fn hold_room(&self, _room: &RoomKey) -> Result<()> {
+        Ok(())
+    }
+
+    pub(super) async fn release_room(&self, _room: &RoomKey) {}
+
+    pub(super) async fn write_location(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
+        let now = Instant::now();
+        let sampled;
+        {
+            let mut s = self.lock();
+            let dkey = key(w.tenant, &w.fix.driver.0);
+            let window = s.windows.entry(dkey.clone()).or_default();
+            while window.front().is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(60)) {
+                window.pop_front();
+            }
+            if let Some(last) = window.back() {
+                let since = now.duration_since(*last).as_millis() as u64;
+                if since < l.min_interval_ms {
+                    return Ok(LocationOutcome::RateLimited { retry_after_ms: l.min_interval_ms - since });
+                }
+            }
+            if window.len() >= l.max_per_minute as usize
+                && let Some(oldest) = window.front()
+            {
+                let wait = 60_000u64.saturating_sub(now.duration_since(*oldest).as_millis() as u64).max(1);
+                return Ok(LocationOutcome::RateLimited { retry_after_ms: wait });
+            }
+            window.push_back(now);
+            let expiry = now + Duration::from_millis(l.ttl_ms);
+            s.driver_loc.insert(dkey.clone(), (expiry, w.location_json.to_string()));
+            if let Some(trip) = &w.fix.trip {
+                s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.location_json.to_string()));
+            }
+            s.geo.entry(w.tenant.0.clone()).or_default().insert(w.fix.driver.0.clone(), (w.fix.lat, w.fix.lng, expiry));
+            sampled = match s.snapshot_marks.get(&dkey) {
+                Some(until) if *until > now => false,
+                _ => {
+                    s.snapshot_marks.insert(dkey, now + Duration::from_millis(l.snapshot_interval_ms));
+                    true
+                }
+            };
+        }
+        if let Some((room, frame)) = w.publish {
+            (self.deliver)(room, frame);
+        }
+        Ok(LocationOutcome::Accepted { sampled })
+    }
+
+    pub(super) async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<String>> {
+        let s = self.lock();
+        Ok(s.trip_loc.get(&key(tenant, &trip.0)).filter(|(exp, _)| *exp > Instant::now()).map(|(_, j)| j.clone()))
+    }
+
+    pub(super) async fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> Result<Option<String>> {
+        let s = self.lock();
+        Ok(s.driver_loc.get(&key(tenant, &driver.0)).filter(|(exp, _)| *exp > Instant::now()).map(|(_, j)| j.clone()))
+    }
+
+    pub(super) async fn claim(
+        &self,
+        kind: SlotKind,
+        tenant: &Tenant,
+        user: &UserId,
+        sid: &str,
+        slots: &[&str],
+        cap: u32,
+    ) -> Result<Claim> {
+        let mut s = self.lock();
+        let held = s.slots.entry((kind, tenant.0.clone(), user.0.clone())).or_default();
+        let new: HashSet<&str> = slots.iter().copied().filter(|x| !held.contains_key(*x)).collect();
+        if held.len() + new.len() > cap as usize {
+            return Ok(Claim::Refused);
+        }
+        for slot in slots {
+            held.entry((*slot).to_string()).or_default().insert(sid.to_string());
+        }
+        Ok(Claim::Granted)
+    }
+
+    pub(super) async fn release(
+        &self,
+        kind: SlotKind,
+        tenant: &Tenant,
+        user: &UserId,
+        sid: &str,
+        slots: &[&str],
+    ) -> Result<()> {
+        let mut s = self.lock();
+        let k = (kind, tenant.0.clone(), user.0.clone());
+        if let Some(held) = s.slots.get_mut(&k) {
+            for slot in slots {
+                if let Some(socks) = held.get_mut(*slot) {
+                    socks.remove(sid);
+                    if socks.is_empty() {
+                        held.remove(*slot);
+                    }
+                }
+            }
+            if held.is_empty() {
+                s.slots.remove(&k);
+            }
+        }
+        Ok(())
+    }
+
+    pub(super) async fn heartbeat(&self, _stats: &str) -> Result<()> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        s.driver_loc.retain(|_, (exp, _)| *exp > now);
+        s.trip_loc.retain(|_, (exp, _)| *exp > now);
+        s.windows.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)));
+        s.snapshot_marks.retain(|_, until| *until > now);
+        s.geo.retain(|_, drivers| {
+            drivers.retain(|_, (_, _, exp)| *exp > now);
+            !drivers.is_empty()
+        });
+        Ok(())
+    }
+
+    pub(super) async fn ready(&self) -> bool {
+        true
+    }
+
+    pub(super) async fn shutdown(&self) {}
+}

@@ -1,0 +1,257 @@
+//! The seam between a node and shared state. [`Engine`] is the `Broker` (publish a frame to
+//! a room, hold a node subscription per room with local members) and the `LiveState`
+//! (latest locations, rate windows, subscription and connection slots, node presence).
+//! Two implementations: [`memory`] for one embedded node, [`redis`] for a cluster. Both
+//! behave the same to callers; the behavioural tests run against both.
+//!
+//! Delivery: a node hands every frame it receives for a room to the `Deliver` callback
+//! (see `fanout`), which emits it to the local Socket.IO members of that room. The memory
+//! engine calls it at once; the Redis engine calls it from its subscriber task.
+
+use std::sync::Arc;
+
+use crate::domain::{LocationFix, Tenant, TripId, UserId};
+use crate::error::Result;
+
+pub mod keys;
+pub mod memory;
+pub mod redis;
+
+/// A room scoped by tenant. Its string form (`tenant \x1f name`) is the local Socket.IO
+/// room name; clients never see it.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct RoomKey {
+    full: String,
+    split: usize,
+}
+
+impl RoomKey {
+    /// The room `name` (client-visible form, e.g. `trip:t1:subscribers`) of `tenant`.
+    pub fn new(tenant: &Tenant, name: &str) -> Self {
+        Self { full: format!("{}\u{1f}{}", tenant.0, name), split: tenant.0.len() }
+    }
+
+    /// Parses the local room name back (inverse of [`RoomKey::as_str`]).
+    pub fn parse(full: &str) -> Option<Self> {
+        let split = full.find('\u{1f}')?;
+        Some(Self { full: full.to_string(), split })
+    }
+
+    /// Tenant part.
+    pub fn tenant(&self) -> &str {
+        &self.full[..self.split]
+    }
+
+    /// Client-visible name.
+    pub fn name(&self) -> &str {
+        &self.full[self.split + 1..]
+    }
+
+    /// Local Socket.IO room name.
+    pub fn as_str(&self) -> &str {
+        &self.full
+    }
+}
+
+/// Receives frames for rooms with local members. Must not block.
+pub type Deliver = Arc<dyn Fn(&RoomKey, &str) + Send + Sync>;
+
+/// Outcome of a location update in the engine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LocationOutcome {
+    /// Stored and published; `sampled` = this update is due for a snapshot.
+    Accepted {
+        /// At most one sampled update per driver per snapshot interval.
+        sampled: bool,
+    },
+    /// Refused by the cluster-wide window; nothing was stored.
+    RateLimited {
+        /// When a retry can succeed.
+        retry_after_ms: u64,
+    },
+}
+
+/// Rate and retention settings of the location path.
+#[derive(Debug, Clone, Copy)]
+pub struct LocationLimits {
+    /// Minimum interval between accepted updates of one driver.
+    pub min_interval_ms: u64,
+    /// Accepted updates per sliding minute.
+    pub max_per_minute: u32,
+    /// Live position TTL.
+    pub ttl_ms: u64,
+    /// Snapshot sampling interval.
+    pub snapshot_interval_ms: u64,
+}
+
+/// A location update ready for the engine: the validated fix, its stored JSON (the
+/// contract's `Location`) and, when it names a trip, the frame to publish to the trip room.
+pub struct LocationWrite<'a> {
+    /// Tenant of the driver.
+    pub tenant: &'a Tenant,
+    /// The validated fix.
+    pub fix: &'a LocationFix,
+    /// `Location` JSON stored as the latest value.
+    pub location_json: &'a str,
+    /// Room and frame to publish (trip subscribers), if the update names a trip.
+    pub publish: Option<(&'a RoomKey, &'a str)>,
+}
+
+/// Which per-user slot set a claim counts in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SlotKind {
+    /// Active trip subscriptions (slot = trip id).
+    Subscriptions,
+    /// Open connections (slot = socket id).
+    Connections,
+}
+
+/// Answer to a slot claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// All slots claimed.
+    Granted,
+    /// The cap would be exceeded; nothing claimed.
+    Refused,
+}
+
+/// The engine of a node.
+pub enum Engine {
+    /// Embedded, single node.
+    Memory(memory::MemoryEngine),
+    /// Cluster over Redis.
+    Redis(Arc<redis::RedisEngine>),
+}
+
+macro_rules! dispatch {
+    ($self:ident, $e:ident => $body:expr) => {
+        match $self {
+            Engine::Memory($e) => $body,
+            Engine::Redis($e) => $body,
+        }
+    };
+}
+
+impl Engine {
+    /// Publishes `frame` to every node with members in `room` (this one included).
+    pub async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
+        dispatch!(self, e => e.publish(room, frame).await)
+    }
+
+    /// A local socket joined `room`: make sure this node receives the room's frames before
+    /// returning (so an event published right after the ack is not missed).
+    pub async fn hold_room(&self, room: &RoomKey) -> Result<()> {
+        dispatch!(self, e => e.hold_room(room).await)
+    }
+
+    /// A local socket left `room`; the last one releases the node's subscription.
+    pub async fn release_room(&self, room: &RoomKey) {
+        dispatch!(self, e => e.release_room(room).await)
+    }
+
+    /// Applies a location update: rate window, latest value, sampling, publish.
+    pub async fn write_location(&self, w: LocationWrite<'_>, limits: &LocationLimits) -> Result<LocationOutcome> {
+        dispatch!(self, e => e.write_location(w, limits).await)
+    }
+
+    /// Latest live `Location` JSON of a trip.
+    pub async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<String>> {
+        dispatch!(self, e => e.trip_location(tenant, trip).await)
+    }
+
+    /// Latest live `Location` JSON of a driver.
+    pub async fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> Result<Option<String>> {
+        dispatch!(self, e => e.driver_location(tenant, driver).await)
+    }
+
+    /// Claims `slots` for socket `sid` of `user`, all or nothing, under `cap` distinct slots.
+    pub async fn claim(
+        &self,
+        kind: SlotKind,
+        tenant: &Tenant,
+        user: &UserId,
+        sid: &str,
+        slots: &[&str],
+        cap: u32,
+    ) -> Result<Claim> {
+        dispatch!(self, e => e.claim(kind, tenant, user, sid, slots, cap).await)
+    }
+
+    /// Releases `slots` held by socket `sid`.
+    pub async fn release(&self, kind: SlotKind, tenant: &Tenant, user: &UserId, sid: &str, slots: &[&str]) -> Result<()> {
+        dispatch!(self, e => e.release(kind, tenant, user, sid, slots).await)
+    }
+
+    /// Refreshes this node's presence with its stats; also expires stale memory entries.
+    pub async fn heartbeat(&self, stats_json: &str) -> Result<()> {
+        dispatch!(self, e => e.heartbeat(stats_json).await)
+    }
+
+    /// True when shared state answers and every held room is subscribed.
+    pub async fn ready(&self) -> bool {
+        dispatch!(self, e => e.ready().await)
+    }
+
+    /// Stops background tasks and leaves the cluster registry.
+    pub async fn shutdown(&self) {
+        dispatch!(self, e => e.shutdown().await)
+    }
+}
+
+/// Frames carried on room channels: `event \n flags \n except-sid \n json`. The payload is
+/// last so it may contain anything; event names and sids contain no newline.
+pub mod frame {
+    /// Flag: deliver as volatile (may be dropped for a slow socket, never queued).
+    pub const VOLATILE: u8 = 1;
+
+    /// Encodes a frame.
+    pub fn encode(event: &str, flags: u8, except: Option<&str>, json: &str) -> String {
+        let except = except.unwrap_or("");
+        let mut s = String::with_capacity(event.len() + except.len() + json.len() + 6);
+        s.push_str(event);
+        s.push('\n');
+        s.push((b'0' + flags) as char);
+        s.push('\n');
+        s.push_str(except);
+        s.push('\n');
+        s.push_str(json);
+        s
+    }
+
+    /// A decoded frame borrowing from its text.
+    #[derive(Debug, PartialEq, Eq)]
+    pub struct Frame<'a> {
+        /// Event name.
+        pub event: &'a str,
+        /// Flags (see [`VOLATILE`]).
+        pub flags: u8,
+        /// Socket id that must not receive it (the sender), if any.
+        pub except: Option<&'a str>,
+        /// JSON payload.
+        pub json: &'a str,
+    }
+
+    /// Decodes a frame; `None` for anything malformed.
+    pub fn decode(s: &str) -> Option<Frame<'_>> {
+        let mut parts = s.splitn(4, '\n');
+        let event = parts.next()?;
+        let flags = parts.next()?.bytes().next()?.checked_sub(b'0')?;
+        let except = parts.next()?;
+        let json = parts.next()?;
+        Some(Frame { event, flags, except: (!except.is_empty()).then_some(except), json })
+    }
+
+    #[cfg(test)]
+    mod tests {
+        #[test]
+        fn frames_round_trip() {
+            let s = super::encode("server:alert", super::VOLATILE, Some("sid1"), "{\"a\":\"x\\ny\"}");
+            let f = super::decode(&s).expect("decodes");
+            assert_eq!(f.event, "server:alert");
+            assert_eq!(f.flags, super::VOLATILE);
+            assert_eq!(f.except, Some("sid1"));
+            assert_eq!(f.json, "{\"a\":\"x\\ny\"}");
+            assert!(super::decode("nonsense").is_none());
+        }
+    }
+}

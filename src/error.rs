@@ -1,0 +1,90 @@
+//! The one error type below the edges. Each variant names its contract code (CONTRACT §2
+//! acks, §4 HTTP errors); `socket` maps it to an ack, `http` to a status and JSON body.
+//! Details of `Internal` are logged where they happen and never sent to clients.
+
+/// A failed client action, by contract code.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Error {
+    /// Payload shape or value is wrong; the message says which field.
+    #[error("INVALID_PAYLOAD: {0}")]
+    InvalidPayload(String),
+    /// The caller may not do this.
+    #[error("FORBIDDEN")]
+    Forbidden,
+    /// Unknown id, or an id of another tenant (existence does not leak).
+    #[error("NOT_FOUND")]
+    NotFound,
+    /// A rate limit refused the action; retry after the given delay.
+    #[error("RATE_LIMITED")]
+    RateLimited {
+        /// Milliseconds until a retry can succeed.
+        retry_after_ms: u64,
+    },
+    /// The user already holds the maximum number of trip subscriptions.
+    #[error("SUBSCRIPTION_LIMIT")]
+    SubscriptionLimit,
+    /// The action conflicts with the current state.
+    #[error("CONFLICT: {0}")]
+    Conflict(String),
+    /// A dependency (Redis, the database) is unreachable or too slow.
+    #[error("UNAVAILABLE")]
+    Unavailable,
+    /// A bug or an unexpected failure; details are in the log.
+    #[error("INTERNAL")]
+    Internal,
+}
+
+impl Error {
+    /// The contract code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::InvalidPayload(_) => "INVALID_PAYLOAD",
+            Error::Forbidden => "FORBIDDEN",
+            Error::NotFound => "NOT_FOUND",
+            Error::RateLimited { .. } => "RATE_LIMITED",
+            Error::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
+            Error::Conflict(_) => "CONFLICT",
+            Error::Unavailable => "UNAVAILABLE",
+            Error::Internal => "INTERNAL",
+        }
+    }
+
+    /// A message safe to send to the client, if any.
+    pub fn message(&self) -> Option<String> {
+        match self {
+            Error::InvalidPayload(m) | Error::Conflict(m) => Some(m.clone()),
+            Error::SubscriptionLimit => Some("too many active trip subscriptions".into()),
+            Error::Unavailable => Some("a dependency is unavailable, retry later".into()),
+            _ => None,
+        }
+    }
+
+    /// Shorthand for an invalid payload.
+    pub fn invalid(msg: impl Into<String>) -> Self {
+        Error::InvalidPayload(msg.into())
+    }
+}
+
+impl From<crate::domain::Invalid> for Error {
+    fn from(e: crate::domain::Invalid) -> Self {
+        Error::InvalidPayload(e.0)
+    }
+}
+
+impl From<sqlx::Error> for Error {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
+                tracing::warn!(error = %e, "database unavailable");
+                Error::Unavailable
+            }
+            other => {
+                tracing::error!(error = %other, "database error");
+                Error::Internal
+            }
+        }
+    }
+}
+
+/// Result with the crate's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,48 @@
+//! HTTP edge. For now the operations routes of CONTRACT §4: liveness, readiness (Redis and
+//! the database both answer, and every held room is subscribed) and Prometheus metrics.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use serde_json::json;
+
+use crate::App;
+
+/// Operations routes.
+pub fn routes() -> Router<Arc<App>> {
+    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+}
+
+async fn healthz(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({ "status": "ok", "node": app.node_id })).into_response()
+}
+
+async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
+    let ready = engine && db && !app.shutting_down();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "node": app.node_id,
+        "engine": engine,
+        "database": db,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+/// A JSON 404 for every unknown path (the contract's error shape).
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "NOT_FOUND", "message": "no such route" }))).into_response()
+}

@@ -1,0 +1,263 @@
+//! fleetcast: a realtime gateway for mobility apps.
+//!
+//! Module map (one concept each; see `ARCHITECTURE.md` for the why):
+//! - [`config`]: the one `Config`, parsed and validated at start-up.
+//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`auth`]: JWT → [`auth::Claims`]; room tokens.
+//! - [`domain`]: validated ids, roles, positions, trip access rules.
+//! - [`error`]: the one error type, by contract code.
+//! - [`store`]: the database (Postgres or SQLite) and migrations.
+//! - [`engine`]: shared state and room pub/sub, memory or Redis.
+//! - [`fanout`]: the one publish path and local delivery.
+//! - [`socket`]: the Socket.IO edge; [`http`]: the HTTP edge.
+//!
+//! [`start`] builds a node and serves it; [`run`] serves until a shutdown token fires.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::Request;
+use metrics_exporter_prometheus::PrometheusHandle;
+use socketioxide::SocketIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tower_http::cors::{AllowOrigin, CorsLayer};
+
+pub mod auth;
+pub mod config;
+pub mod domain;
+pub mod engine;
+pub mod error;
+pub mod fanout;
+pub mod http;
+pub mod socket;
+pub mod store;
+pub mod telemetry;
+
+use config::Config;
+use engine::Engine;
+
+/// Everything a handler needs, shared by all connections of a node.
+pub struct App {
+    /// The configuration in force.
+    pub cfg: Config,
+    /// This node's id.
+    pub node_id: String,
+    /// Shared state and room pub/sub.
+    pub engine: Arc<Engine>,
+    /// The database.
+    pub db: store::Db,
+    /// Trip access checks.
+    pub access: domain::access::Access,
+    /// Token verification.
+    pub verifier: auth::Verifier,
+    /// Connection-attempt limiter per address (`None` = disabled).
+    pub conn_limiter: Option<socket::ConnLimiter>,
+    /// Prometheus handle for `/metrics`.
+    pub metrics: PrometheusHandle,
+    shutting_down: AtomicBool,
+}
+
+impl App {
+    /// True once graceful shutdown has begun.
+    pub fn shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+}
+
+/// A running node.
+pub struct Node {
+    /// Address the listener is bound to.
+    pub addr: SocketAddr,
+    /// Shared state (tests inspect it).
+    pub app: Arc<App>,
+    io: SocketIo,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+impl Node {
+    /// Graceful shutdown: stop accepting, close every socket cleanly (their disconnect
+    /// handlers release slots and rooms), drain within the configured bound, leave the
+    /// cluster registry.
+    pub async fn shutdown(self) {
+        self.app.shutting_down.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(self.app.cfg.shutdown_drain_ms);
+        if tokio::time::timeout(drain, self.io.close()).await.is_err() {
+            tracing::warn!("socket close exceeded the drain bound");
+        }
+        self.cancel.cancel();
+        self.tasks.close();
+        if tokio::time::timeout(drain, self.tasks.wait()).await.is_err() {
+            tracing::warn!("tasks still running after the drain bound; dropping them");
+        }
+        self.app.engine.shutdown().await;
+        self.app.db.close().await;
+        tracing::info!(node = %self.app.node_id, "node stopped");
+    }
+}
+
+/// Rewrites the alias path `/api/socket/…` to the Socket.IO path before the layer sees it.
+async fn socket_alias(mut req: Request) -> Request {
+    if let Some(rest) = req.uri().path().strip_prefix("/api/socket/") {
+        let pq = match req.uri().query() {
+            Some(q) => format!("/socket.io/{rest}?{q}"),
+            None => format!("/socket.io/{rest}"),
+        };
+        if let Ok(uri) = pq.parse() {
+            *req.uri_mut() = uri;
+        }
+    }
+    req
+}
+
+fn cors(cfg: &Config) -> CorsLayer {
+    use axum::http::{Method, header};
+    let origin = match cfg.allowed_origins() {
+        None => AllowOrigin::mirror_request(),
+        Some(list) => AllowOrigin::list(list.iter().filter_map(|o| o.parse().ok())),
+    };
+    CorsLayer::new()
+        .allow_origin(origin)
+        .allow_credentials(true)
+        .allow_methods([Method::GET, Method::POST, Method::PUT, Method::PATCH, Method::DELETE, Method::OPTIONS])
+        .allow_headers([header::AUTHORIZATION, header::CONTENT_TYPE, header::HeaderName::from_static("last-event-id")])
+}
+
+/// Builds a node from `cfg`, binds its listener and starts serving.
+pub async fn start(cfg: Config) -> anyhow::Result<Node> {
+    let node_id = cfg.node_id();
+    let metrics = telemetry::metrics(&node_id);
+    let verifier = auth::Verifier::from_config(&cfg)?;
+    if cfg.jwt_secret.is_none() && cfg.jwt_algorithm == config::JwtAlgorithm::Hs256 {
+        tracing::warn!("no jwt-secret set: using the public development secret (embedded mode only)");
+    }
+
+    let db = store::Db::connect(&cfg.database_url, cfg.db_max_connections).await.context("database")?;
+    if let Err(e) = db.migrate().await {
+        // Cluster nodes start while Postgres is down and report not ready; SQLite must work.
+        if matches!(db, store::Db::Sqlite(_)) {
+            return Err(e.context("migrations"));
+        }
+        tracing::warn!(error = %e, "migrations not applied yet: database unreachable");
+    }
+
+    // The engine delivers into Socket.IO rooms, and Socket.IO handlers need the app (and so
+    // the engine) as state: the cell breaks the cycle. It is set before the listener binds,
+    // so no frame can arrive for a socket before it is filled.
+    let io_cell: Arc<std::sync::OnceLock<SocketIo>> = Arc::new(std::sync::OnceLock::new());
+    let deliver = fanout::deliverer(io_cell.clone());
+    let engine = match &cfg.redis_url {
+        None => Engine::Memory(engine::memory::MemoryEngine::new(deliver)),
+        Some(url) => {
+            let e = Arc::new(
+                engine::redis::RedisEngine::connect(
+                    engine::redis::RedisSettings {
+                        url: url.clone(),
+                        prefix: cfg.redis_prefix.clone(),
+                        timeout: Duration::from_millis(cfg.redis_timeout_ms),
+                        node_id: node_id.clone(),
+                        heartbeat: cfg.node_heartbeat(),
+                    },
+                    deliver,
+                )
+                .await?,
+            );
+            e.spawn_resubscriber();
+            Engine::Redis(e)
+        }
+    };
+    let engine = Arc::new(engine);
+    let access = domain::access::Access::new(db.clone(), Duration::from_millis(cfg.membership_cache_ms));
+    let conn_limiter = socket::conn_limiter(cfg.conn_rate_per_sec, cfg.conn_rate_burst);
+    let app = Arc::new(App {
+        cfg: cfg.clone(),
+        node_id: node_id.clone(),
+        engine,
+        db,
+        access,
+        verifier,
+        conn_limiter,
+        metrics,
+        shutting_down: AtomicBool::new(false),
+    });
+    // Register presence before the first connection can claim slots.
+    if let Err(e) = app.engine.heartbeat(&stats_json(&app, Instant::now())).await {
+        tracing::warn!(error = %e, "first heartbeat failed");
+    }
+    let (layer, io) = SocketIo::builder()
+        .with_state(app.clone())
+        .ws_max_message_size(cfg.ws_max_message_bytes)
+        .ws_max_frame_size(cfg.ws_max_message_bytes)
+        .max_payload(cfg.ws_max_message_bytes as u64)
+        .max_buffer_size(256)
+        .build_layer();
+    socket::attach(&io);
+    let _ = io_cell.set(io.clone());
+
+    let router = Router::new()
+        .merge(http::routes())
+        .fallback(http::not_found)
+        .with_state(app.clone())
+        .layer(layer)
+        .layer(cors(&cfg))
+        .layer(axum::middleware::map_request(socket_alias));
+
+    let listener = TcpListener::bind(cfg.bind).await.with_context(|| format!("bind {}", cfg.bind))?;
+    let addr = listener.local_addr()?;
+    let cancel = CancellationToken::new();
+    let tasks = TaskTracker::new();
+
+    let stop = cancel.clone();
+    tasks.spawn(async move {
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async move { stop.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "server failed");
+        }
+    });
+    tasks.spawn(heartbeat_loop(app.clone(), cancel.clone()));
+    tracing::info!(node = %node_id, %addr, cluster = cfg.is_cluster(), "fleetcast node listening");
+    Ok(Node { addr, app, io, cancel, tasks })
+}
+
+fn stats_json(app: &App, started: Instant) -> String {
+    serde_json::json!({
+        "node": app.node_id,
+        "uptimeSecs": started.elapsed().as_secs(),
+    })
+    .to_string()
+}
+
+/// Node heartbeat (owner: the node; stops on shutdown): presence in the registry, memory
+/// engine sweeps, and eviction of idle keys from the connection limiter.
+async fn heartbeat_loop(app: Arc<App>, cancel: CancellationToken) {
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(app.cfg.node_heartbeat());
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        if let Err(e) = app.engine.heartbeat(&stats_json(&app, started)).await {
+            tracing::debug!(error = %e, "heartbeat failed");
+        }
+        if let Some(l) = &app.conn_limiter {
+            l.retain_recent();
+        }
+    }
+}
+
+/// Serves until `shutdown` is cancelled, then shuts down gracefully.
+pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let node = start(cfg).await?;
+    shutdown.cancelled().await;
+    node.shutdown().await;
+    Ok(())
+}

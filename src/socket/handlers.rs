@@ -1,0 +1,300 @@
+//! One handler per client event of CONTRACT §2 handled by the node foundation. Each takes
+//! the raw payload, validates it (`INVALID_PAYLOAD`), then checks role, existence and
+//! ownership, then rate limits, and only then writes — the order of CONTRACT §6.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+
+use super::payload::{self, LocationIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef};
+use super::{Session, join, leave, run_event};
+use crate::App;
+use crate::domain::{self, DriverStatus, LocationFix, Role, TripId};
+use crate::engine::{Claim, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
+use crate::error::{Error, Result};
+use crate::fanout::{self, events};
+
+type Payload = TryData<Value>;
+
+/// The payload, or `None` when the client sent none.
+fn body(p: Payload) -> Option<Value> {
+    p.0.ok()
+}
+
+/// Registers every event handler on a freshly connected socket.
+pub(super) fn register(s: &SocketRef) {
+    macro_rules! on {
+        ($event:literal, $handler:path) => {
+            s.on(
+                $event,
+                async |s: SocketRef,
+                       p: Payload,
+                       ack: AckSender,
+                       State(app): State<Arc<App>>,
+                       Extension(session): Extension<Arc<Session>>| {
+                    run_event($event, &session, ack, $handler(&app, &s, &session, body(p))).await;
+                },
+            );
+        };
+    }
+    on!("driver:connect", driver_connect);
+    on!("driver:location:update", driver_location);
+    on!("driver:status", driver_status);
+    on!("passenger:subscribe", passenger_subscribe);
+    on!("passenger:unsubscribe", passenger_unsubscribe);
+    on!("admin:subscribe", admin_subscribe);
+    on!("heartbeat", heartbeat);
+}
+
+fn ok() -> Result<Map<String, Value>> {
+    Ok(Map::new())
+}
+
+fn trip_room(session: &Session, trip: &TripId) -> RoomKey {
+    RoomKey::new(&session.claims.tenant, &format!("trip:{}:subscribers", trip.0))
+}
+
+async fn driver_connect(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: TripRef = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    app.access.require_driver_of(&session.claims, &trip).await?;
+    join(app, s, session, &RoomKey::new(&session.claims.tenant, &format!("driver:{}", trip.0))).await?;
+    join(app, s, session, &trip_room(session, &trip)).await?;
+    ok()
+}
+
+/// The contract's `Location`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct LocationOut<'a> {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    trip_id: Option<&'a str>,
+    driver_id: &'a str,
+    lat: f64,
+    lng: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    speed: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    heading: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    accuracy: Option<f64>,
+    updated_at: &'a str,
+}
+
+async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: LocationIn = payload::parse(p)?;
+    domain::check_position(p.lat, p.lng, p.speed, p.heading, p.accuracy)?;
+    let now = chrono::Utc::now();
+    let updated_at = match &p.timestamp {
+        Some(ts) => domain::iso(domain::check_timestamp(ts, now)?),
+        None => domain::iso(now),
+    };
+    let trip = p.trip_id.map(|t| payload::trip_id("tripId", t)).transpose()?;
+    let c = &session.claims;
+    if c.role != Role::Driver {
+        return Err(Error::Forbidden);
+    }
+    if let Some(trip) = &trip {
+        app.access.require_driver_of(c, trip).await?;
+    }
+    let fix = LocationFix {
+        trip,
+        driver: c.user.clone(),
+        lat: p.lat,
+        lng: p.lng,
+        speed: p.speed,
+        heading: p.heading,
+        accuracy: p.accuracy,
+        updated_at,
+    };
+    let out = LocationOut {
+        trip_id: fix.trip.as_ref().map(|t| t.0.as_str()),
+        driver_id: &fix.driver.0,
+        lat: fix.lat,
+        lng: fix.lng,
+        speed: fix.speed,
+        heading: fix.heading,
+        accuracy: fix.accuracy,
+        updated_at: &fix.updated_at,
+    };
+    let location_json = serde_json::to_string(&out).map_err(|_| Error::Internal)?;
+    let room;
+    let frame;
+    let publish = match &fix.trip {
+        Some(t) => {
+            room = trip_room(session, t);
+            frame = fanout::location_frame(&fanout::stamp(&out)?);
+            Some((&room, frame.as_str()))
+        }
+        None => None,
+    };
+    let limits = LocationLimits {
+        min_interval_ms: app.cfg.location_min_interval_ms,
+        max_per_minute: app.cfg.location_max_per_minute,
+        ttl_ms: app.cfg.location_ttl_ms,
+        snapshot_interval_ms: app.cfg.snapshot_interval_ms,
+    };
+    let w = LocationWrite { tenant: &c.tenant, fix: &fix, location_json: &location_json, publish };
+    match app.engine.write_location(w, &limits).await? {
+        LocationOutcome::Accepted { sampled } => {
+            metrics::counter!("fleetcast_locations_accepted_total").increment(1);
+            if sampled {
+                metrics::counter!("fleetcast_locations_sampled_total").increment(1);
+            }
+            ok()
+        }
+        LocationOutcome::RateLimited { retry_after_ms } => Err(Error::RateLimited { retry_after_ms }),
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TripStatusOut<'a> {
+    trip_id: &'a str,
+    driver_id: &'a str,
+    status: &'a str,
+    timestamp: &'a str,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct AlertOut<'a> {
+    #[serde(rename = "type")]
+    kind: &'a str,
+    trip_id: &'a str,
+    driver_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lat: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lng: Option<f64>,
+    message: &'a str,
+    at: &'a str,
+}
+
+async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: StatusIn = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    let status: DriverStatus =
+        p.status.parse().map_err(|_| Error::invalid("status must be STARTED, PAUSED, ENDED or EMERGENCY"))?;
+    let now = chrono::Utc::now();
+    let timestamp = match &p.timestamp {
+        Some(ts) => domain::iso(domain::check_timestamp(ts, now)?),
+        None => domain::iso(now),
+    };
+    let c = &session.claims;
+    app.access.require_driver_of(c, &trip).await?;
+    let out = TripStatusOut { trip_id: &trip.0, driver_id: &c.user.0, status: status.as_str(), timestamp: &timestamp };
+    fanout::publish(&app.engine, &trip_room(session, &trip), events::TRIP_STATUS, &out, 0).await?;
+    if status == DriverStatus::Emergency {
+        // The alert carries the driver's last live position when there is one.
+        let last = app.engine.driver_location(&c.tenant, &c.user).await.ok().flatten();
+        let pos = last.and_then(|j| serde_json::from_str::<Value>(&j).ok());
+        let coord = |k: &str| pos.as_ref().and_then(|v| v.get(k)).and_then(Value::as_f64);
+        let alert = AlertOut {
+            kind: "EMERGENCY",
+            trip_id: &trip.0,
+            driver_id: &c.user.0,
+            lat: coord("lat"),
+            lng: coord("lng"),
+            message: "driver reported an emergency",
+            at: &timestamp,
+        };
+        fanout::publish(&app.engine, &RoomKey::new(&c.tenant, "admin:alerts"), events::ALERT, &alert, 0).await?;
+    }
+    ok()
+}
+
+async fn passenger_subscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let target = payload::parse::<SubscribeIn>(p)?.target()?;
+    let trips: Vec<TripId> = match &target {
+        SubscribeTarget::One(t) => vec![t.clone()],
+        SubscribeTarget::Many(ts) => ts.clone(),
+    };
+    let c = &session.claims;
+    if c.role == Role::Service {
+        return Err(Error::Forbidden);
+    }
+    for trip in &trips {
+        app.access.require_watch(c, trip).await?;
+    }
+    let sid = s.id.to_string();
+    let slots: Vec<&str> = trips.iter().map(|t| t.0.as_str()).collect();
+    match app.engine.claim(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &slots, app.cfg.max_trip_subscriptions).await? {
+        Claim::Granted => {}
+        Claim::Refused => return Err(Error::SubscriptionLimit),
+    }
+    for (i, trip) in trips.iter().enumerate() {
+        if let Err(e) = join(app, s, session, &trip_room(session, trip)).await {
+            // All or nothing: undo the rooms joined so far and the claim.
+            for t in &trips[..i] {
+                if !session.trips().contains(t) {
+                    leave(app, s, session, &trip_room(session, t)).await;
+                }
+            }
+            let fresh: Vec<&str> =
+                trips.iter().filter(|t| !session.trips().contains(*t)).map(|t| t.0.as_str()).collect();
+            let _ = app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &fresh).await;
+            return Err(e);
+        }
+    }
+    session.trips().extend(trips.iter().cloned());
+    let mut current = Map::new();
+    for trip in &trips {
+        let loc = app.engine.trip_location(&c.tenant, trip).await?;
+        let v = match loc {
+            Some(json) => {
+                let v: Value = serde_json::from_str(&json).map_err(|_| Error::Internal)?;
+                fanout::send_to_socket(s, events::LOCATION, &fanout::stamp(&v)?);
+                v
+            }
+            None => Value::Null,
+        };
+        current.insert(trip.0.clone(), v);
+    }
+    let mut out = Map::new();
+    match target {
+        SubscribeTarget::One(t) => {
+            out.insert("current".into(), current.remove(&t.0).unwrap_or(Value::Null));
+        }
+        SubscribeTarget::Many(_) => {
+            out.insert("current".into(), Value::Object(current));
+        }
+    }
+    Ok(out)
+}
+
+async fn passenger_unsubscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: TripRef = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    if session.trips().remove(&trip) {
+        // A driver who also did `driver:connect` on this trip keeps the room.
+        let keep = session.claims.role == Role::Driver
+            && session.rooms().contains(&RoomKey::new(&session.claims.tenant, &format!("driver:{}", trip.0)));
+        if !keep {
+            leave(app, s, session, &trip_room(session, &trip)).await;
+        }
+        let c = &session.claims;
+        app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &s.id.to_string(), &[&trip.0]).await?;
+    }
+    ok()
+}
+
+async fn admin_subscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    payload::parse_empty(p)?;
+    if session.claims.role != Role::Admin {
+        return Err(Error::Forbidden);
+    }
+    for room in ["admin:alerts", "admin:events"] {
+        join(app, s, session, &RoomKey::new(&session.claims.tenant, room)).await?;
+    }
+    ok()
+}
+
+async fn heartbeat(_app: &App, _s: &SocketRef, _session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    payload::parse_empty(p)?;
+    let mut m = Map::new();
+    m.insert("serverTime".into(), domain::now_iso().into());
+    Ok(m)
+}

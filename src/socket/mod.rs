@@ -1,0 +1,246 @@
+//! Socket.IO edge (CONTRACT §1–2): the connect middleware (token, connection-flood limit,
+//! per-user connection cap), one handler per client event, and the mapping of results to
+//! acks. Every handler answers its ack exactly once, within the ack deadline, whatever the
+//! payload; nothing a client sends closes its socket or touches another one.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::extract::ConnectInfo;
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use serde_json::{Map, Value, json};
+use socketioxide::SocketIo;
+use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
+
+use crate::App;
+use crate::auth::{AuthError, Claims};
+use crate::domain::TripId;
+use crate::engine::{RoomKey, SlotKind};
+use crate::error::{Error, Result};
+
+mod handlers;
+pub mod payload;
+
+/// An ack answers within this bound even when a dependency hangs (contract: 5 s).
+const ACK_DEADLINE: Duration = Duration::from_millis(4_500);
+
+/// Per-socket state, created by the connect middleware and kept in the socket's extensions.
+pub struct Session {
+    /// Who is connected.
+    pub claims: Claims,
+    /// Flood cut-off for this socket's events (checked before any work).
+    limiter: DefaultDirectRateLimiter,
+    /// Rooms this socket holds through the engine. The lock is never held across `.await`.
+    rooms: Mutex<HashSet<RoomKey>>,
+    /// Trips this socket subscribed to with `passenger:subscribe` (slot holders).
+    trips: Mutex<HashSet<TripId>>,
+}
+
+impl Session {
+    fn rooms(&self) -> std::sync::MutexGuard<'_, HashSet<RoomKey>> {
+        self.rooms.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    fn trips(&self) -> std::sync::MutexGuard<'_, HashSet<TripId>> {
+        self.trips.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// Connection-attempt limiter keyed by client address.
+pub type ConnLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Builds the connection limiter, or `None` when disabled (rate 0).
+pub fn conn_limiter(per_sec: u32, burst: u32) -> Option<ConnLimiter> {
+    let rate = NonZeroU32::new(per_sec)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+}
+
+/// Registers the default namespace with its middleware and handlers.
+pub fn attach(io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+}
+
+/// Why a connection was refused; its `Display` is the exact `connect_error` message.
+#[derive(Debug)]
+struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The token from `auth.token` (raw or `Bearer …`), else the `Authorization` header.
+fn find_token(s: &SocketRef, auth: Option<Value>) -> std::result::Result<String, AuthError> {
+    if let Some(Value::Object(map)) = auth {
+        match map.get("token") {
+            Some(Value::String(t)) => return Ok(t.clone()),
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(AuthError::InvalidToken),
+        }
+    }
+    s.req_parts()
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .ok_or(AuthError::NoToken)
+}
+
+fn client_ip(s: &SocketRef) -> Option<IpAddr> {
+    s.req_parts().extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Connect middleware: address flood limit, token, per-user connection cap.
+async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(app): State<Arc<App>>,
+) -> std::result::Result<(), Refused> {
+    if let (Some(limiter), Some(ip)) = (&app.conn_limiter, client_ip(&s))
+        && limiter.check_key(&ip).is_err()
+    {
+        metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);
+        return Err(Refused("RATE_LIMITED"));
+    }
+    let claims = find_token(&s, auth.ok())
+        .and_then(|t| app.verifier.verify(&t))
+        .map_err(|e| {
+            let code = match e {
+                AuthError::NoToken => "NO_TOKEN",
+                AuthError::InvalidToken => "INVALID_TOKEN",
+            };
+            metrics::counter!("fleetcast_connections_refused_total", "reason" => code).increment(1);
+            Refused(code)
+        })?;
+    let sid = s.id.to_string();
+    match app
+        .engine
+        .claim(SlotKind::Connections, &claims.tenant, &claims.user, &sid, &[&sid], app.cfg.max_connections_per_user)
+        .await
+    {
+        Ok(crate::engine::Claim::Granted) => {}
+        Ok(crate::engine::Claim::Refused) => {
+            metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);
+            return Err(Refused("RATE_LIMITED"));
+        }
+        // Degraded mode: the cap cannot be checked while Redis is away; keep serving.
+        Err(_) => tracing::warn!("connection cap not checked: engine unavailable"),
+    }
+    let events = NonZeroU32::new(app.cfg.socket_events_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(app.cfg.socket_events_burst).unwrap_or(events);
+    s.extensions.insert(Arc::new(Session {
+        claims,
+        limiter: RateLimiter::direct(Quota::per_second(events).allow_burst(burst)),
+        rooms: Mutex::new(HashSet::new()),
+        trips: Mutex::new(HashSet::new()),
+    }));
+    Ok(())
+}
+
+async fn on_connect(s: SocketRef, State(app): State<Arc<App>>, Extension(session): Extension<Arc<Session>>) {
+    metrics::gauge!("fleetcast_connections").increment(1.0);
+    s.on_disconnect(on_disconnect);
+    handlers::register(&s);
+    s.on_fallback(async |ack: AckSender| {
+        send_ack(ack, Err(Error::invalid("unknown event")));
+    });
+    let user_room = RoomKey::new(&session.claims.tenant, &format!("user:{}", session.claims.user.0));
+    if let Err(e) = join(&app, &s, &session, &user_room).await {
+        tracing::warn!(error = %e, "user room not joined");
+    }
+}
+
+async fn on_disconnect(s: SocketRef, State(app): State<Arc<App>>, Extension(session): Extension<Arc<Session>>) {
+    metrics::gauge!("fleetcast_connections").decrement(1.0);
+    let rooms: Vec<RoomKey> = session.rooms().drain().collect();
+    for room in &rooms {
+        app.engine.release_room(room).await;
+    }
+    let trips: Vec<TripId> = session.trips().drain().collect();
+    let c = &session.claims;
+    let sid = s.id.to_string();
+    let slots: Vec<&str> = trips.iter().map(|t| t.0.as_str()).collect();
+    if let Err(e) = app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &slots).await {
+        tracing::warn!(error = %e, "subscription slots not released; they expire with the node");
+    }
+    if let Err(e) = app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid]).await {
+        tracing::warn!(error = %e, "connection slot not released; it expires with the node");
+    }
+}
+
+/// Joins `room` locally and makes sure the node receives its frames.
+async fn join(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) -> Result<()> {
+    if session.rooms().contains(room) {
+        return Ok(());
+    }
+    app.engine.hold_room(room).await?;
+    // Two concurrent joins of the same room by one socket: only the first keeps the hold.
+    if !session.rooms().insert(room.clone()) {
+        app.engine.release_room(room).await;
+        return Ok(());
+    }
+    s.join(room.as_str().to_string());
+    Ok(())
+}
+
+/// Leaves `room` locally and releases the node's hold.
+async fn leave(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) {
+    if session.rooms().remove(room) {
+        s.leave(room.as_str().to_string());
+        app.engine.release_room(room).await;
+    }
+}
+
+/// Answers an ack (if the client asked for one) with the contract's shape.
+fn send_ack(ack: AckSender, result: Result<Map<String, Value>>) {
+    let body = match result {
+        Ok(mut extra) => {
+            extra.insert("ok".into(), Value::Bool(true));
+            metrics::counter!("fleetcast_acks_total", "code" => "OK").increment(1);
+            Value::Object(extra)
+        }
+        Err(e) => {
+            metrics::counter!("fleetcast_acks_total", "code" => e.code()).increment(1);
+            if let Error::RateLimited { .. } = e {
+                metrics::counter!("fleetcast_rate_limited_total").increment(1);
+            }
+            let mut v = json!({ "ok": false, "error": e.code() });
+            if let Some(m) = e.message() {
+                v["message"] = m.into();
+            }
+            if let Error::RateLimited { retry_after_ms } = e {
+                v["retryAfterMs"] = retry_after_ms.into();
+            }
+            v
+        }
+    };
+    // The client may not have asked for an ack; then there is nothing to answer.
+    let _ = ack.send(&body);
+}
+
+/// Runs one event: flood check, bounded handler, ack.
+async fn run_event<F>(name: &'static str, session: &Session, ack: AckSender, fut: F)
+where
+    F: std::future::Future<Output = Result<Map<String, Value>>>,
+{
+    metrics::counter!("fleetcast_events_in_total", "event" => name).increment(1);
+    let result = match session.limiter.check() {
+        Err(not_until) => {
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            Err(Error::RateLimited { retry_after_ms: (wait.as_millis() as u64).max(1) })
+        }
+        Ok(()) => match tokio::time::timeout(ACK_DEADLINE, fut).await {
+            Ok(r) => r,
+            Err(_) => {
+                tracing::warn!(event = name, "handler exceeded the ack deadline");
+                Err(Error::Unavailable)
+            }
+        },
+    };
+    send_ack(ack, result);
+}

@@ -1,0 +1,191 @@
+//! Wire payloads of client→server events and their validation into domain values
+//! (CONTRACT §2, §6 payload limits). Parsing goes through `serde_json::Value` first so that
+//! depth and string-size limits are checked before any typed decoding; serde errors name
+//! the offending field.
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::domain::{TripId, valid_id};
+use crate::error::{Error, Result};
+
+/// Deepest JSON nesting accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Longest string accepted anywhere in a payload, in bytes.
+pub const MAX_STRING: usize = 1024;
+/// Most trips one `passenger:subscribe` may name.
+pub const MAX_TRIP_IDS: usize = 100;
+
+fn check_limits(v: &Value, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid(format!("JSON nested deeper than {MAX_DEPTH} levels")));
+    }
+    match v {
+        Value::String(s) if s.len() > MAX_STRING => Err(Error::invalid(format!("string longer than {MAX_STRING} bytes"))),
+        Value::Array(items) => items.iter().try_for_each(|i| check_limits(i, depth + 1)),
+        Value::Object(map) => map.values().try_for_each(|i| check_limits(i, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// Decodes an event payload into `T` after the limit checks. `None` (no payload) is
+/// treated as `null`.
+pub fn parse<T: DeserializeOwned>(v: Option<Value>) -> Result<T> {
+    let v = v.unwrap_or(Value::Null);
+    check_limits(&v, 1)?;
+    if !v.is_object() {
+        return Err(Error::invalid("payload must be a JSON object"));
+    }
+    serde_path_to_error::deserialize(v).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        Error::invalid(if path == "." { inner } else { format!("{path}: {inner}") })
+    })
+}
+
+/// Checks a payload that should be `{}`: absent, `null` or any object is fine.
+pub fn parse_empty(v: Option<Value>) -> Result<()> {
+    match v {
+        None | Some(Value::Null) => Ok(()),
+        Some(v @ Value::Object(_)) => check_limits(&v, 1),
+        Some(_) => Err(Error::invalid("payload must be a JSON object")),
+    }
+}
+
+/// Validates a trip id field.
+pub fn trip_id(field: &str, s: String) -> Result<TripId> {
+    if valid_id(&s) { Ok(TripId(s)) } else { Err(Error::invalid(format!("{field} must be 1–128 characters"))) }
+}
+
+/// `{tripId}` (driver:connect, passenger:unsubscribe).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TripRef {
+    /// The trip.
+    pub trip_id: String,
+}
+
+/// `driver:location:update`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LocationIn {
+    /// Trip the driver reports for.
+    pub trip_id: Option<String>,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lng: f64,
+    /// Speed, ≥ 0.
+    pub speed: Option<f64>,
+    /// Heading in [0, 360).
+    pub heading: Option<f64>,
+    /// Accuracy, ≥ 0.
+    pub accuracy: Option<f64>,
+    /// ISO-8601 time of the fix.
+    pub timestamp: Option<String>,
+}
+
+/// `driver:status`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusIn {
+    /// The trip.
+    pub trip_id: String,
+    /// STARTED, PAUSED, ENDED or EMERGENCY.
+    pub status: String,
+    /// ISO-8601 time of the change.
+    pub timestamp: Option<String>,
+}
+
+/// `passenger:subscribe`: `{tripId}` or `{tripIds:[…]}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SubscribeIn {
+    /// One trip.
+    pub trip_id: Option<String>,
+    /// Several trips.
+    pub trip_ids: Option<Vec<String>>,
+}
+
+/// What `passenger:subscribe` asked for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SubscribeTarget {
+    /// `{tripId}`: the ack carries one `current`.
+    One(TripId),
+    /// `{tripIds}`: the ack carries a map; duplicates removed, order kept.
+    Many(Vec<TripId>),
+}
+
+impl SubscribeIn {
+    /// Validates into a target.
+    pub fn target(self) -> Result<SubscribeTarget> {
+        match (self.trip_id, self.trip_ids) {
+            (Some(id), None) => Ok(SubscribeTarget::One(trip_id("tripId", id)?)),
+            (None, Some(ids)) => {
+                if ids.is_empty() || ids.len() > MAX_TRIP_IDS {
+                    return Err(Error::invalid(format!("tripIds must hold 1–{MAX_TRIP_IDS} ids")));
+                }
+                let mut out: Vec<TripId> = Vec::with_capacity(ids.len());
+                for id in ids {
+                    let id = trip_id("tripIds", id)?;
+                    if !out.contains(&id) {
+                        out.push(id);
+                    }
+                }
+                Ok(SubscribeTarget::Many(out))
+            }
+            (Some(_), Some(_)) => Err(Error::invalid("give either tripId or tripIds, not both")),
+            (None, None) => Err(Error::invalid("tripId or tripIds is required")),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn wrong_types_and_missing_fields_name_the_field() {
+        let e = parse::<LocationIn>(Some(json!({"lat": "1", "lng": 2}))).expect_err("string lat");
+        assert_eq!(e.code(), "INVALID_PAYLOAD");
+        assert!(e.to_string().contains("lat"), "{e}");
+        let e = parse::<LocationIn>(Some(json!({"lat": 1}))).expect_err("missing lng");
+        assert!(e.to_string().contains("lng"), "{e}");
+        assert!(parse::<LocationIn>(Some(json!([1, 2]))).is_err());
+        assert!(parse::<LocationIn>(None).is_err());
+    }
+
+    #[test]
+    fn nulls_are_absent_and_unknown_fields_ignored() {
+        let p: LocationIn =
+            parse(Some(json!({"lat": 1, "lng": 2, "speed": null, "extra": {"x": 1}}))).expect("valid");
+        assert_eq!(p.speed, None);
+        assert_eq!(p.lat, 1.0);
+    }
+
+    #[test]
+    fn deep_nesting_and_long_strings_are_refused() {
+        let mut v = json!(1);
+        for _ in 0..40 {
+            v = json!({ "a": v });
+        }
+        let mut obj = json!({"tripId": "t"});
+        obj["deep"] = v;
+        assert!(parse::<TripRef>(Some(obj)).is_err());
+        assert!(parse::<TripRef>(Some(json!({"tripId": "x".repeat(2000)}))).is_err());
+        assert!(parse_empty(Some(json!(5))).is_err());
+        assert!(parse_empty(None).is_ok());
+    }
+
+    #[test]
+    fn subscribe_targets_are_exclusive_and_deduplicated() {
+        let t = parse::<SubscribeIn>(Some(json!({"tripIds": ["a", "b", "a"]}))).expect("ok").target().expect("ok");
+        assert_eq!(t, SubscribeTarget::Many(vec![TripId("a".into()), TripId("b".into())]));
+        assert!(parse::<SubscribeIn>(Some(json!({}))).expect("ok").target().is_err());
+        assert!(parse::<SubscribeIn>(Some(json!({"tripId": "a", "tripIds": ["b"]}))).expect("ok").target().is_err());
+        assert!(parse::<SubscribeIn>(Some(json!({"tripIds": []}))).expect("ok").target().is_err());
+        assert!(parse::<SubscribeIn>(Some(json!({"tripId": ""}))).expect("ok").target().is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Database access: the pool (Postgres in cluster mode, SQLite in embedded mode), the
+//! migrations, and the queries the node needs. Queries are written once per backend where
+//! their SQL differs; callers see one API and never a pool type.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions};
+use sqlx::{PgPool, SqlitePool};
+
+use crate::domain::{Tenant, TripId, UserId};
+use crate::error::Result;
+
+/// A trip as far as authorization needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TripMembership {
+    /// Assigned driver, if any.
+    pub driver: Option<UserId>,
+    /// Trip status (`PUBLISHED`, `IN_PROGRESS`, …).
+    pub status: String,
+}
+
+/// The database of a node.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// Cluster mode.
+    Pg(PgPool),
+    /// Embedded mode.
+    Sqlite(SqlitePool),
+}
+
+impl Db {
+    /// Connects (lazily: a node starts even while the database is down) and applies the
+    /// migrations when the database answers.
+    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+        let acquire = Duration::from_secs(3);
+        let db = if url.starts_with("sqlite:") {
+            let opts = SqliteConnectOptions::from_str(url)?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .busy_timeout(Duration::from_secs(5));
+            Db::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_with(opts)
+                    .await?,
+            )
+        } else {
+            let opts = PgConnectOptions::from_str(url)?;
+            Db::Pg(
+                PgPoolOptions::new()
+                    .max_connections(max_connections)
+                    .acquire_timeout(acquire)
+                    .connect_lazy_with(opts),
+            )
+        };
+        Ok(db)
+    }
+
+    /// Applies pending migrations (sqlx takes a lock, so concurrent nodes are safe).
+    pub async fn migrate(&self) -> anyhow::Result<()> {
+        match self {
+            Db::Pg(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
+            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+        }
+        Ok(())
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        let fut = async {
+            match self {
+                Db::Pg(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+                Db::Sqlite(p) => sqlx::query("SELECT 1").execute(p).await.map(|_| ()),
+            }
+        };
+        matches!(tokio::time::timeout(Duration::from_secs(2), fut).await, Ok(Ok(())))
+    }
+
+    /// The trip's driver and status, or `None` if the trip does not exist in the tenant.
+    pub async fn trip_membership(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<TripMembership>> {
+        const SQL: &str = "SELECT driver_id, status FROM trips WHERE tenant = $1 AND id = $2";
+        let row: Option<(Option<String>, String)> = match self {
+            Db::Pg(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
+            Db::Sqlite(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
+        };
+        Ok(row.map(|(driver, status)| TripMembership { driver: driver.map(UserId), status }))
+    }
+
+    /// True when the passenger holds a booking on the trip that is not cancelled.
+    pub async fn has_active_booking(&self, tenant: &Tenant, trip: &TripId, passenger: &UserId) -> Result<bool> {
+        const SQL: &str = "SELECT COUNT(*) FROM bookings WHERE tenant = $1 AND trip_id = $2 \
+                           AND passenger_id = $3 AND status <> 'CANCELLED'";
+        let n: i64 = match self {
+            Db::Pg(p) => {
+                sqlx::query_scalar(SQL).bind(&tenant.0).bind(&trip.0).bind(&passenger.0).fetch_one(p).await?
+            }
+            Db::Sqlite(p) => {
+                sqlx::query_scalar(SQL).bind(&tenant.0).bind(&trip.0).bind(&passenger.0).fetch_one(p).await?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// Closes the pool.
+    pub async fn close(&self) {
+        match self {
+            Db::Pg(p) => p.close().await,
+            Db::Sqlite(p) => p.close().await,
+        }
+    }
+}

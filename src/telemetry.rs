@@ -1,0 +1,59 @@
+//! Logs and metrics set-up. Logs are `tracing` events (text or JSON lines); metrics go to
+//! one process-wide Prometheus recorder whose handle renders `/metrics`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+
+use crate::config::{Config, LogFormat};
+
+/// Installs the global `tracing` subscriber (call once, from a binary).
+pub fn init_logs(cfg: &Config) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let _ = match cfg.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+static RECORDER: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// The process-wide Prometheus handle, installed on first use with the node id as the
+/// `node` label. One process runs one node in production; when tests start several nodes
+/// in one process they share the recorder (and the first node's label).
+pub fn metrics(node_id: &str) -> PrometheusHandle {
+    RECORDER
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .add_global_label("node", node_id)
+                .set_buckets(&[0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0])
+                .map(|b| b.build_recorder())
+                .unwrap_or_else(|_| PrometheusBuilder::new().build_recorder());
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed; /metrics may be empty");
+            }
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("fleetcast_connections", "Open Socket.IO connections on this node");
+    describe_counter!("fleetcast_connections_refused_total", "Refused connection attempts by reason");
+    describe_counter!("fleetcast_events_in_total", "Client events received, by event");
+    describe_counter!("fleetcast_events_out_total", "Events published or sent, by event");
+    describe_counter!("fleetcast_deliveries_total", "Frames delivered to local room members");
+    describe_counter!("fleetcast_acks_total", "Acks sent, by code (OK or the error code)");
+    describe_counter!("fleetcast_rate_limited_total", "Client actions refused with RATE_LIMITED");
+    describe_counter!("fleetcast_locations_accepted_total", "Location updates accepted");
+    describe_counter!("fleetcast_locations_sampled_total", "Accepted updates sampled for a snapshot");
+    describe_histogram!("fleetcast_redis_command_seconds", "Redis command latency, by command");
+    describe_counter!("fleetcast_redis_errors_total", "Redis commands that failed or timed out");
+    describe_counter!("fleetcast_pubsub_lagged_total", "Pub/sub frames dropped because delivery lagged");
+    describe_gauge!("fleetcast_room_subscriptions", "Room channels this node holds in Redis");
+}
