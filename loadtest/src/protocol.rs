@@ -447,10 +447,10 @@ impl SioClient {
         let id = self.emit_with_ack(name, data).await?;
         let wait = async {
             loop {
-                if let Incoming::Ack { id: got, args } = self.next_incoming().await? {
-                    if got == id {
-                        return Ok(AckOutcome::from_args(args));
-                    }
+                if let Incoming::Ack { id: got, args } = self.next_incoming().await?
+                    && got == id
+                {
+                    return Ok(AckOutcome::from_args(args));
                 }
             }
         };

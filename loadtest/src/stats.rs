@@ -181,10 +181,6 @@ impl Tally {
     pub fn total(&self) -> u64 {
         self.0.values().sum()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
-    }
 }
 
 impl fmt::Display for Tally {

@@ -197,7 +197,7 @@ pub fn check_timestamp(
 
 /// Current time as the contract's ISO-8601 UTC string (milliseconds).
 pub fn now_iso() -> String {
-    iso(chrono::Utc::now())
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
 /// A time as ISO-8601 UTC with as many fractional digits as it carries.
@@ -232,6 +232,7 @@ mod tests {
     #[test]
     fn timestamps_far_ahead_are_invalid_and_precision_is_kept() {
         let now = chrono::Utc::now();
+        assert!(now_iso().ends_with('Z') && now_iso().len() == 24);
         assert!(check_timestamp(&iso(now + chrono::Duration::seconds(61)), now).is_err());
         assert!(check_timestamp("yesterday", now).is_err());
         let t = check_timestamp("2026-01-02T03:04:05.123456Z", now).expect("valid");

@@ -89,7 +89,7 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
     let now = chrono::Utc::now();
     let updated_at = match &p.timestamp {
         Some(ts) => domain::iso(domain::check_timestamp(ts, now)?),
-        None => domain::iso(now),
+        None => domain::now_iso(),
     };
     let trip = p.trip_id.map(|t| payload::trip_id("tripId", t)).transpose()?;
     let c = &session.claims;
@@ -181,7 +181,7 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
     let now = chrono::Utc::now();
     let timestamp = match &p.timestamp {
         Some(ts) => domain::iso(domain::check_timestamp(ts, now)?),
-        None => domain::iso(now),
+        None => domain::now_iso(),
     };
     let c = &session.claims;
     app.access.require_driver_of(c, &trip).await?;

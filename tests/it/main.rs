@@ -1,1 +1,12 @@
+//! fleetcast integration tests: one binary, one file per behaviour. Scenarios run against
+//! an embedded node and a two-node cluster (see `common`).
 
+mod common;
+
+mod auth;
+mod delivery;
+mod fault;
+mod interop_js;
+mod limits;
+mod ops;
+mod validation;

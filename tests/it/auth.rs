@@ -1,0 +1,110 @@
+//! CONTRACT §1: who may connect, and the exact `connect_error` messages.
+
+use serde_json::json;
+
+use crate::both_modes;
+use crate::common::*;
+
+fn ws<'a>(url: &'a str, auth: Option<serde_json::Value>) -> Connect<'a> {
+    Connect { url, auth, header: None, polling: false }
+}
+
+async fn missing_or_empty_token_is_refused_with_no_token(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let url = h.a();
+    assert_eq!(Client::try_connect(ws(&url, None)).await.err().as_deref(), Some("NO_TOKEN"));
+    assert_eq!(Client::try_connect(ws(&url, Some(json!({})))).await.err().as_deref(), Some("NO_TOKEN"));
+    assert_eq!(Client::try_connect(ws(&url, Some(json!({"token": ""})))).await.err().as_deref(), Some("NO_TOKEN"));
+    h.stop().await;
+}
+
+async fn bad_tokens_are_refused_with_invalid_token(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let url = h.a();
+    let expired = sign(json!({"sub": "u1", "role": "DRIVER", "exp": chrono::Utc::now().timestamp() - 10}));
+    let unknown_role = sign(json!({"sub": "u1", "role": "PILOT"}));
+    let no_sub = sign(json!({"role": "DRIVER"}));
+    let other_key = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &json!({"sub": "u1", "role": "DRIVER", "exp": chrono::Utc::now().timestamp() + 600}),
+        &jsonwebtoken::EncodingKey::from_secret(b"some-other-secret-entirely"),
+    )
+    .expect("sign");
+    for bad in ["garbage", "a.b.c", &expired, &unknown_role, &no_sub, &other_key] {
+        let r = Client::try_connect(ws(&url, Some(json!({"token": bad})))).await;
+        assert_eq!(r.err().as_deref(), Some("INVALID_TOKEN"), "token {bad}");
+    }
+    let r = Client::try_connect(ws(&url, Some(json!({"token": 42})))).await;
+    assert_eq!(r.err().as_deref(), Some("INVALID_TOKEN"));
+    h.stop().await;
+}
+
+async fn bearer_tokens_and_the_authorization_header_are_accepted(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let url = h.a();
+    let t = token("u1", "PASSENGER");
+    let c = Client::try_connect(ws(&url, Some(json!({"token": format!("Bearer {t}")})))).await.expect("bearer auth");
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    c.close().await;
+    let c = Client::try_connect(Connect { url: &url, auth: None, header: Some(format!("Bearer {t}")), polling: false })
+        .await
+        .expect("header auth");
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    c.close().await;
+    h.stop().await;
+}
+
+async fn connection_flood_from_one_address_is_rate_limited(mode: Mode) {
+    let h = Harness::start(mode, &["--conn-rate-per-sec", "1", "--conn-rate-burst", "3"]).await;
+    let url = h.a();
+    let mut refused = 0;
+    let mut kept = Vec::new();
+    for i in 0..6 {
+        match Client::try_connect(ws(&url, Some(json!({"token": token(&format!("f{i}"), "PASSENGER")})))).await {
+            Ok(c) => kept.push(c),
+            Err(e) => {
+                assert_eq!(e, "RATE_LIMITED");
+                refused += 1;
+            }
+        }
+    }
+    assert!(refused >= 2, "expected the burst of 3 to be exceeded, refused {refused}");
+    for c in kept {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+async fn a_user_holds_at_most_the_configured_connections_across_nodes(mode: Mode) {
+    let h = Harness::start(mode, &["--max-connections-per-user", "2"]).await;
+    let t = token("cap-user", "PASSENGER");
+    let c1 = Client::connect(&h.a(), &t).await;
+    let c2 = Client::connect(&h.b(), &t).await;
+    let r = Client::try_connect(ws(&h.a(), Some(json!({"token": t.clone()})))).await;
+    assert_eq!(r.err().as_deref(), Some("RATE_LIMITED"));
+    // Another user is not affected.
+    let other = Client::connect(&h.b(), &token("someone-else", "PASSENGER")).await;
+    c1.close().await;
+    // The freed slot is reusable once the disconnect is processed.
+    let mut c3 = None;
+    for _ in 0..50 {
+        if let Ok(c) = Client::try_connect(ws(&h.b(), Some(json!({"token": t.clone()})))).await {
+            c3 = Some(c);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    let c3 = c3.expect("slot freed by disconnect within 5 s");
+    for c in [c2, c3, other] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+both_modes!(
+    missing_or_empty_token_is_refused_with_no_token,
+    bad_tokens_are_refused_with_invalid_token,
+    bearer_tokens_and_the_authorization_header_are_accepted,
+    connection_flood_from_one_address_is_rate_limited,
+    a_user_holds_at_most_the_configured_connections_across_nodes,
+);

@@ -1,0 +1,146 @@
+//! Cross-node delivery (CONTRACT §2 server events): a driver's location on node A reaches a
+//! passenger on node B, status reaches trip subscribers, EMERGENCY reaches admins, on both
+//! transports.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::both_modes;
+use crate::common::*;
+
+async fn location_from_driver_on_node_a_reaches_passenger_on_node_b(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let ack = passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["current"], Value::Null);
+
+    let ts = "2026-01-01T10:00:00.123456Z";
+    let ack = driver
+        .ack(
+            "driver:location:update",
+            json!({ "tripId": trip, "lat": 48.85, "lng": 2.35, "speed": 12.5, "heading": 90, "accuracy": 4, "timestamp": ts }),
+        )
+        .await;
+    assert_ok(&ack);
+    let loc = passenger.expect("server:location:update", "passenger on the other node").await;
+    assert_eq!(loc["tripId"], json!(trip));
+    assert_eq!(loc["driverId"], json!("d1"));
+    assert_eq!(loc["lat"], json!(48.85));
+    assert_eq!(loc["lng"], json!(2.35));
+    assert_eq!(loc["speed"], json!(12.5));
+    assert_eq!(loc["heading"], json!(90.0));
+    assert_eq!(loc["accuracy"], json!(4.0));
+    assert_eq!(loc["updatedAt"], json!(ts));
+    assert!(loc["emittedAt"].is_string(), "{loc}");
+
+    // A later subscriber gets the current location in the ack and as an event at once.
+    let mut late = Client::connect(&h.a(), &token("adm", "ADMIN")).await;
+    let ack = late.ack("passenger:subscribe", json!({ "tripIds": [trip, "unknown-trip-for-map"] })).await;
+    assert_err(&ack, "NOT_FOUND");
+    let ack = late.ack("passenger:subscribe", json!({ "tripIds": [trip] })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["current"][&trip]["lat"], json!(48.85), "{ack}");
+    let now = late.expect("server:location:update", "current location at subscribe").await;
+    assert_eq!(now["driverId"], json!("d1"));
+
+    // After unsubscribing, nothing more arrives.
+    assert_ok(&passenger.ack("passenger:unsubscribe", json!({ "tripId": trip })).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 48.0, "lng": 2.0 })).await);
+    assert!(late.next("server:location:update", Duration::from_secs(3)).await.is_some());
+    assert!(passenger.next("server:location:update", Duration::from_millis(500)).await.is_none());
+    for c in [driver, passenger, late] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+async fn status_reaches_subscribers_and_emergency_reaches_admins_on_the_other_node(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let mut admin = Client::connect(&h.b(), &token("adm", "ADMIN")).await;
+    let mut other_admin = Client::connect(&h.b(), &token("adm2", "ADMIN")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&admin.ack("admin:subscribe", json!({})).await);
+    assert_ok(&driver.ack("driver:connect", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 10.5, "lng": 20.5 })).await);
+
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+    let s = passenger.expect("server:trip:status", "status on the other node").await;
+    assert_eq!(s["tripId"], json!(trip));
+    assert_eq!(s["driverId"], json!("d1"));
+    assert_eq!(s["status"], json!("STARTED"));
+    assert!(s["timestamp"].is_string() && s["emittedAt"].is_string(), "{s}");
+
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "EMERGENCY" })).await);
+    let alert = admin.expect("server:alert", "admin on the other node").await;
+    assert_eq!(alert["type"], json!("EMERGENCY"));
+    assert_eq!(alert["tripId"], json!(trip));
+    assert_eq!(alert["driverId"], json!("d1"));
+    assert_eq!(alert["lat"], json!(10.5));
+    assert_eq!(alert["lng"], json!(20.5));
+    assert!(alert["at"].is_string(), "{alert}");
+    let s = passenger.expect("server:trip:status", "emergency status").await;
+    assert_eq!(s["status"], json!("EMERGENCY"));
+    // An admin who did not subscribe gets no alert.
+    assert!(other_admin.next("server:alert", Duration::from_millis(300)).await.is_none());
+    // The driver, in the trip room through driver:connect, sees its own status too.
+    for c in [driver, passenger, admin, other_admin] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+async fn polling_clients_send_and_receive_like_websocket_clients(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let polling = |url: &str, t: String| {
+        let url = url.to_string();
+        async move {
+            Client::try_connect(Connect { url: &url, auth: Some(json!({ "token": t })), header: None, polling: true })
+                .await
+                .expect("polling connect")
+        }
+    };
+    let driver = polling(&h.a(), token("d1", "DRIVER")).await;
+    let mut passenger = polling(&h.b(), token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1.25, "lng": 2.25 })).await);
+    let loc = passenger.expect("server:location:update", "polling passenger").await;
+    assert_eq!(loc["lat"], json!(1.25));
+    assert_ok(&driver.ack_raw("heartbeat", None).await);
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+}
+
+async fn the_api_socket_path_serves_the_same_protocol(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    // rust_socketio appends `/socket.io/`; an explicit path keeps it.
+    let url = format!("{}/api/socket/", h.a());
+    let c = Client::connect(&url, &token("u1", "PASSENGER")).await;
+    let ack = c.ack("heartbeat", json!({})).await;
+    assert_ok(&ack);
+    assert!(ack["serverTime"].is_string());
+    c.close().await;
+    h.stop().await;
+}
+
+both_modes!(
+    location_from_driver_on_node_a_reaches_passenger_on_node_b,
+    status_reaches_subscribers_and_emergency_reaches_admins_on_the_other_node,
+    polling_clients_send_and_receive_like_websocket_clients,
+    the_api_socket_path_serves_the_same_protocol,
+);

@@ -1,0 +1,120 @@
+//! Degraded mode (issue: node foundation, §8): with Redis gone a node keeps its sockets,
+//! answers acks with `UNAVAILABLE` within the deadline and reports not ready; when Redis
+//! returns, cross-node delivery works again within 2 s without restarting anything. The
+//! test runs its own `redis-server` on a free port and kills it by PID.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+struct PrivateRedis {
+    child: Child,
+    dir: std::path::PathBuf,
+}
+
+impl PrivateRedis {
+    fn start(port: u16, dir: &std::path::Path) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        let r = PrivateRedis { child, dir: dir.to_path_buf() };
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "private redis did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        r
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for PrivateRedis {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_outage_degrades_then_recovers_without_restart() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("fcredis"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut redis = PrivateRedis::start(port, &dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    passenger.expect("server:location:update", "before the outage").await;
+
+    redis.kill();
+    let http = reqwest::Client::new();
+    // Acks answer UNAVAILABLE, within the 5 s ack deadline.
+    let started = Instant::now();
+    let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 2, "lng": 2 })).await;
+    assert_err(&ack, "UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(5), "ack took {:?}", started.elapsed());
+    let ack = driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await;
+    assert_err(&ack, "UNAVAILABLE");
+    // Not ready, but alive, and sockets stay connected and usable.
+    let r = http.get(format!("{}/readyz", h.b())).send().await.expect("readyz");
+    assert_eq!(r.status(), 503);
+    let r = http.get(format!("{}/healthz", h.b())).send().await.expect("healthz");
+    assert_eq!(r.status(), 200);
+    assert_ok(&passenger.ack("heartbeat", json!({})).await);
+    assert_ok(&driver.ack("heartbeat", json!({})).await);
+
+    // Redis returns (empty, as after a real restart).
+    let mut redis = PrivateRedis::start(port, &dir);
+    let back = Instant::now();
+    passenger.drain();
+    let mut delivered = None;
+    while back.elapsed() < Duration::from_secs(5) {
+        let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 3, "lng": 3 })).await;
+        if ack["ok"] == json!(true)
+            && let Some(loc) = passenger.next("server:location:update", Duration::from_millis(200)).await
+        {
+            delivered = Some((back.elapsed(), loc));
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (after, loc) = delivered.expect("cross-node delivery resumed");
+    assert_eq!(loc["lat"], json!(3.0));
+    assert!(after <= Duration::from_secs(2), "delivery resumed only after {after:?}");
+    // And the nodes report ready again.
+    let mut ready = false;
+    for _ in 0..30 {
+        if http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status() == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "node B not ready after Redis returned");
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+    redis.kill();
+}

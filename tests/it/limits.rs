@@ -1,0 +1,138 @@
+//! Limits of CONTRACT §2/§6: the per-driver location window (minimum interval and
+//! per-minute cap, cluster-wide, refused updates not counted), the per-socket flood cut-off,
+//! the subscription cap across sockets and nodes, and the TTL of live locations.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::both_modes;
+use crate::common::*;
+
+async fn location_minimum_interval_is_enforced_across_nodes(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "1000"]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    // The same driver on two nodes shares one window.
+    let on_a = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let on_b = Client::connect(&h.b(), &token("d1", "DRIVER")).await;
+    assert_ok(&on_a.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    let ack = on_b.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await;
+    assert_err(&ack, "RATE_LIMITED");
+    let wait = ack["retryAfterMs"].as_u64().expect("retryAfterMs");
+    assert!(wait > 0 && wait <= 1000, "{ack}");
+    // Invalid updates are refused before the window and do not count.
+    assert_err(&on_a.ack("driver:location:update", json!({ "lat": 100, "lng": 1 })).await, "INVALID_PAYLOAD");
+    tokio::time::sleep(Duration::from_millis(wait + 50)).await;
+    assert_ok(&on_b.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    on_a.close().await;
+    on_b.close().await;
+    h.stop().await;
+}
+
+async fn location_per_minute_cap_is_a_sliding_window(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0", "--location-max-per-minute", "3"]).await;
+    let d = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let d2 = Client::connect(&h.b(), &token("d1", "DRIVER")).await;
+    assert_ok(&d.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    assert_ok(&d2.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    assert_ok(&d.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    let ack = d2.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await;
+    assert_err(&ack, "RATE_LIMITED");
+    let wait = ack["retryAfterMs"].as_u64().expect("retryAfterMs");
+    assert!(wait > 55_000 && wait <= 60_000, "the oldest entry leaves the window in ~60 s: {ack}");
+    // Another driver has its own window.
+    let other = Client::connect(&h.a(), &token("d2", "DRIVER")).await;
+    assert_ok(&other.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    for c in [d, d2, other] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+async fn a_socket_flooding_events_is_cut_off(mode: Mode) {
+    let h = Harness::start(mode, &["--socket-events-per-sec", "1", "--socket-events-burst", "5"]).await;
+    let c = Client::connect(&h.a(), &token("u1", "PASSENGER")).await;
+    let mut limited = None;
+    for _ in 0..10 {
+        let ack = c.ack("heartbeat", json!({})).await;
+        if ack["ok"] == json!(false) {
+            limited = Some(ack);
+            break;
+        }
+    }
+    let ack = limited.expect("flood limit reached within 10 events");
+    assert_err(&ack, "RATE_LIMITED");
+    assert!(ack["retryAfterMs"].as_u64().is_some_and(|w| w > 0), "{ack}");
+    // Another socket is unaffected.
+    let other = Client::connect(&h.a(), &token("u2", "PASSENGER")).await;
+    assert_ok(&other.ack("heartbeat", json!({})).await);
+    c.close().await;
+    other.close().await;
+    h.stop().await;
+}
+
+async fn subscription_cap_holds_across_sockets_and_nodes(mode: Mode) {
+    let h = Harness::start(mode, &["--max-trip-subscriptions", "2"]).await;
+    let trips: Vec<String> = (0..3).map(|_| unique("t")).collect();
+    for t in &trips {
+        h.insert_trip("default", t, Some("d1")).await;
+        h.insert_booking("default", t, "p1").await;
+    }
+    let on_a = Client::connect(&h.a(), &token("p1", "PASSENGER")).await;
+    let on_b = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[0] })).await);
+    assert_ok(&on_b.ack("passenger:subscribe", json!({ "tripId": trips[1] })).await);
+    assert_err(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[2] })).await, "SUBSCRIPTION_LIMIT");
+    // Subscribing again to a held trip does not count twice, from any socket.
+    assert_ok(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[1] })).await);
+    assert_ok(&on_b.ack("passenger:subscribe", json!({ "tripIds": [trips[0], trips[1]] })).await);
+    // All or nothing: a list that would exceed the cap subscribes to none.
+    assert_err(&on_a.ack("passenger:subscribe", json!({ "tripIds": [trips[2], trips[0]] })).await, "SUBSCRIPTION_LIMIT");
+    // trips[0] is still held by on_b, so unsubscribing on_a alone frees nothing.
+    assert_ok(&on_a.ack("passenger:unsubscribe", json!({ "tripId": trips[0] })).await);
+    assert_err(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[2] })).await, "SUBSCRIPTION_LIMIT");
+    assert_ok(&on_b.ack("passenger:unsubscribe", json!({ "tripId": trips[0] })).await);
+    assert_ok(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[2] })).await);
+    // A disconnect frees its socket's slots cluster-wide.
+    on_a.close().await;
+    let mut freed = false;
+    for _ in 0..50 {
+        let ack = on_b.ack("passenger:subscribe", json!({ "tripId": trips[0] })).await;
+        if ack["ok"] == json!(true) {
+            freed = true;
+            break;
+        }
+        assert_err(&ack, "SUBSCRIPTION_LIMIT");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(freed, "disconnect did not free the slot within 5 s");
+    on_b.close().await;
+    h.stop().await;
+}
+
+async fn live_locations_expire_after_their_ttl(mode: Mode) {
+    let h = Harness::start(mode, &["--location-ttl-ms", "1000"]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    let d = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let admin = Client::connect(&h.b(), &token("adm", "ADMIN")).await;
+    assert_ok(&d.ack("driver:location:update", json!({ "tripId": trip, "lat": 3, "lng": 4 })).await);
+    let ack = admin.ack("passenger:subscribe", json!({ "tripId": trip })).await;
+    assert_eq!(ack["current"]["lat"], json!(3.0), "{ack}");
+    tokio::time::sleep(Duration::from_millis(1300)).await;
+    let ack = admin.ack("passenger:subscribe", json!({ "tripId": trip })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["current"], Value::Null, "expired location still served: {ack}");
+    d.close().await;
+    admin.close().await;
+    h.stop().await;
+}
+
+both_modes!(
+    location_minimum_interval_is_enforced_across_nodes,
+    location_per_minute_cap_is_a_sliding_window,
+    a_socket_flooding_events_is_cut_off,
+    subscription_cap_holds_across_sockets_and_nodes,
+    live_locations_expire_after_their_ttl,
+);
