@@ -102,14 +102,19 @@ impl Verifier {
         let mut validation = Validation::new(alg);
         // Contract: expired tokens are rejected. No grace period beyond the clock itself.
         validation.leeway = 0;
-        validation.set_required_spec_claims(&["exp", "sub"]);
+        let mut required = vec!["exp", "sub"];
         match &cfg.jwt_audience {
-            Some(aud) => validation.set_audience(&[aud]),
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
             None => validation.validate_aud = false,
         }
         if let Some(iss) = &cfg.jwt_issuer {
             validation.set_issuer(&[iss]);
+            required.push("iss");
         }
+        validation.set_required_spec_claims(&required);
         Ok(Self { inner: Arc::new(VerifierInner { key, validation }) })
     }
 
@@ -159,6 +164,9 @@ impl Verifier {
 /// Removes a leading `Bearer ` (any case) and surrounding spaces.
 pub fn strip_bearer(token: &str) -> &str {
     let t = token.trim();
+    if t.eq_ignore_ascii_case("bearer") {
+        return "";
+    }
     match t.get(..7) {
         Some(p) if p.eq_ignore_ascii_case("bearer ") => t[7..].trim(),
         _ => t,
@@ -190,9 +198,7 @@ mod tests {
     #[test]
     fn valid_token_yields_claims_with_default_tenant() {
         let v = verifier(&[]);
-        let c = v
-            .verify(&format!("Bearer {}", sign(json!({"sub":"u1","role":"DRIVER","exp":exp()}))))
-            .expect("valid");
+        let c = v.verify(&format!("Bearer {}", sign(json!({"sub":"u1","role":"DRIVER","exp":exp()})))).expect("valid");
         assert_eq!(c.user.0, "u1");
         assert_eq!(c.role, Role::Driver);
         assert_eq!(c.tenant.0, "default");

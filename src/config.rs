@@ -306,10 +306,7 @@ impl Config {
 
 /// Turns a TOML table into `--key=value` arguments, skipping keys whose environment
 /// variable is set (environment beats file). Unknown keys fail with their name.
-fn file_args(
-    text: &str,
-    env_is_set: impl Fn(&str) -> bool,
-) -> Result<Vec<std::ffi::OsString>, anyhow::Error> {
+fn file_args(text: &str, env_is_set: impl Fn(&str) -> bool) -> Result<Vec<std::ffi::OsString>, anyhow::Error> {
     use clap::CommandFactory;
     let table: toml::Table = toml::from_str(text)?;
     let cmd = Config::command();

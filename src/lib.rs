@@ -153,7 +153,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     let io_cell: Arc<std::sync::OnceLock<SocketIo>> = Arc::new(std::sync::OnceLock::new());
     let deliver = fanout::deliverer(io_cell.clone());
     let engine = match &cfg.redis_url {
-        None => Engine::Memory(engine::memory::MemoryEngine::new(deliver)),
+        None => Engine::Memory(Box::new(engine::memory::MemoryEngine::new(deliver))),
         Some(url) => {
             let e = Arc::new(
                 engine::redis::RedisEngine::connect(

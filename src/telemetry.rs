@@ -9,8 +9,8 @@ use crate::config::{Config, LogFormat};
 
 /// Installs the global `tracing` subscriber (call once, from a binary).
 pub fn init_logs(cfg: &Config) {
-    let filter = tracing_subscriber::EnvFilter::try_new(&cfg.log)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let filter =
+        tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = match cfg.log_format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),

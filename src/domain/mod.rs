@@ -182,10 +182,7 @@ pub fn check_position(
 }
 
 /// Parses an ISO-8601 timestamp and refuses one more than 60 s ahead of `now`.
-pub fn check_timestamp(
-    ts: &str,
-    now: chrono::DateTime<chrono::Utc>,
-) -> Result<chrono::DateTime<chrono::Utc>, Invalid> {
+pub fn check_timestamp(ts: &str, now: chrono::DateTime<chrono::Utc>) -> Result<chrono::DateTime<chrono::Utc>, Invalid> {
     let t = chrono::DateTime::parse_from_rfc3339(ts)
         .map_err(|_| Invalid("timestamp must be an ISO-8601 date-time".into()))?
         .with_timezone(&chrono::Utc);

@@ -15,11 +15,7 @@ pub struct Keys {
 }
 
 fn esc(s: &str) -> std::borrow::Cow<'_, str> {
-    if s.contains(['%', ':']) {
-        s.replace('%', "%25").replace(':', "%3A").into()
-    } else {
-        s.into()
-    }
+    if s.contains(['%', ':']) { s.replace('%', "%25").replace(':', "%3A").into() } else { s.into() }
 }
 
 fn unesc(s: &str) -> String {

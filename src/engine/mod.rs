@@ -118,7 +118,7 @@ pub enum Claim {
 /// The engine of a node.
 pub enum Engine {
     /// Embedded, single node.
-    Memory(memory::MemoryEngine),
+    Memory(Box<memory::MemoryEngine>),
     /// Cluster over Redis.
     Redis(Arc<redis::RedisEngine>),
 }
@@ -178,7 +178,14 @@ impl Engine {
     }
 
     /// Releases `slots` held by socket `sid`.
-    pub async fn release(&self, kind: SlotKind, tenant: &Tenant, user: &UserId, sid: &str, slots: &[&str]) -> Result<()> {
+    pub async fn release(
+        &self,
+        kind: SlotKind,
+        tenant: &Tenant,
+        user: &UserId,
+        sid: &str,
+        slots: &[&str],
+    ) -> Result<()> {
         dispatch!(self, e => e.release(kind, tenant, user, sid, slots).await)
     }
 

@@ -372,10 +372,7 @@ impl RedisEngine {
         if !self.subscriptions_ok.load(Ordering::SeqCst) || !self.subscriber.is_connected() {
             return false;
         }
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), self.client.ping::<String>(None)).await,
-            Ok(Ok(_))
-        )
+        matches!(tokio::time::timeout(Duration::from_secs(2), self.client.ping::<String>(None)).await, Ok(Ok(_)))
     }
 
     pub(super) async fn shutdown(&self) {

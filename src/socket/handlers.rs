@@ -206,7 +206,12 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
     ok()
 }
 
-async fn passenger_subscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+async fn passenger_subscribe(
+    app: &App,
+    s: &SocketRef,
+    session: &Session,
+    p: Option<Value>,
+) -> Result<Map<String, Value>> {
     let target = payload::parse::<SubscribeIn>(p)?.target()?;
     let trips: Vec<TripId> = match &target {
         SubscribeTarget::One(t) => vec![t.clone()],
@@ -221,7 +226,11 @@ async fn passenger_subscribe(app: &App, s: &SocketRef, session: &Session, p: Opt
     }
     let sid = s.id.to_string();
     let slots: Vec<&str> = trips.iter().map(|t| t.0.as_str()).collect();
-    match app.engine.claim(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &slots, app.cfg.max_trip_subscriptions).await? {
+    match app
+        .engine
+        .claim(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &slots, app.cfg.max_trip_subscriptions)
+        .await?
+    {
         Claim::Granted => {}
         Claim::Refused => return Err(Error::SubscriptionLimit),
     }
@@ -265,7 +274,12 @@ async fn passenger_subscribe(app: &App, s: &SocketRef, session: &Session, p: Opt
     Ok(out)
 }
 
-async fn passenger_unsubscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+async fn passenger_unsubscribe(
+    app: &App,
+    s: &SocketRef,
+    session: &Session,
+    p: Option<Value>,
+) -> Result<Map<String, Value>> {
     let p: TripRef = payload::parse(p)?;
     let trip = payload::trip_id("tripId", p.trip_id)?;
     if session.trips().remove(&trip) {

@@ -107,16 +107,14 @@ async fn authenticate(
         metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);
         return Err(Refused("RATE_LIMITED"));
     }
-    let claims = find_token(&s, auth.ok())
-        .and_then(|t| app.verifier.verify(&t))
-        .map_err(|e| {
-            let code = match e {
-                AuthError::NoToken => "NO_TOKEN",
-                AuthError::InvalidToken => "INVALID_TOKEN",
-            };
-            metrics::counter!("fleetcast_connections_refused_total", "reason" => code).increment(1);
-            Refused(code)
-        })?;
+    let claims = find_token(&s, auth.ok()).and_then(|t| app.verifier.verify(&t)).map_err(|e| {
+        let code = match e {
+            AuthError::NoToken => "NO_TOKEN",
+            AuthError::InvalidToken => "INVALID_TOKEN",
+        };
+        metrics::counter!("fleetcast_connections_refused_total", "reason" => code).increment(1);
+        Refused(code)
+    })?;
     let sid = s.id.to_string();
     match app
         .engine

@@ -22,7 +22,9 @@ fn check_limits(v: &Value, depth: usize) -> Result<()> {
         return Err(Error::invalid(format!("JSON nested deeper than {MAX_DEPTH} levels")));
     }
     match v {
-        Value::String(s) if s.len() > MAX_STRING => Err(Error::invalid(format!("string longer than {MAX_STRING} bytes"))),
+        Value::String(s) if s.len() > MAX_STRING => {
+            Err(Error::invalid(format!("string longer than {MAX_STRING} bytes")))
+        }
         Value::Array(items) => items.iter().try_for_each(|i| check_limits(i, depth + 1)),
         Value::Object(map) => map.values().try_for_each(|i| check_limits(i, depth + 1)),
         _ => Ok(()),
@@ -159,8 +161,7 @@ mod tests {
 
     #[test]
     fn nulls_are_absent_and_unknown_fields_ignored() {
-        let p: LocationIn =
-            parse(Some(json!({"lat": 1, "lng": 2, "speed": null, "extra": {"x": 1}}))).expect("valid");
+        let p: LocationIn = parse(Some(json!({"lat": 1, "lng": 2, "speed": null, "extra": {"x": 1}}))).expect("valid");
         assert_eq!(p.speed, None);
         assert_eq!(p.lat, 1.0);
     }

@@ -50,10 +50,7 @@ impl Db {
         } else {
             let opts = PgConnectOptions::from_str(url)?;
             Db::Pg(
-                PgPoolOptions::new()
-                    .max_connections(max_connections)
-                    .acquire_timeout(acquire)
-                    .connect_lazy_with(opts),
+                PgPoolOptions::new().max_connections(max_connections).acquire_timeout(acquire).connect_lazy_with(opts),
             )
         };
         Ok(db)
@@ -94,9 +91,7 @@ impl Db {
         const SQL: &str = "SELECT COUNT(*) FROM bookings WHERE tenant = $1 AND trip_id = $2 \
                            AND passenger_id = $3 AND status <> 'CANCELLED'";
         let n: i64 = match self {
-            Db::Pg(p) => {
-                sqlx::query_scalar(SQL).bind(&tenant.0).bind(&trip.0).bind(&passenger.0).fetch_one(p).await?
-            }
+            Db::Pg(p) => sqlx::query_scalar(SQL).bind(&tenant.0).bind(&trip.0).bind(&passenger.0).fetch_one(p).await?,
             Db::Sqlite(p) => {
                 sqlx::query_scalar(SQL).bind(&tenant.0).bind(&trip.0).bind(&passenger.0).fetch_one(p).await?
             }

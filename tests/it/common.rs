@@ -80,7 +80,10 @@ impl Harness {
             Mode::Cluster => {
                 let name = prefix.clone();
                 let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect("postgres reachable at 127.0.0.1:5432");
-                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\""))).execute(&admin).await.expect("create db");
+                sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
+                    .execute(&admin)
+                    .await
+                    .expect("create db");
                 admin.close().await;
                 (format!("postgres://postgres@127.0.0.1:5432/{name}"), Some(name), None)
             }
@@ -153,10 +156,13 @@ impl Harness {
     }
 
     pub async fn insert_booking(&self, tenant: &str, trip: &str, passenger: &str) {
-        const SQL: &str = "INSERT INTO bookings (tenant, id, trip_id, passenger_id, status) VALUES ($1, $2, $3, $4, 'CONFIRMED')";
+        const SQL: &str =
+            "INSERT INTO bookings (tenant, id, trip_id, passenger_id, status) VALUES ($1, $2, $3, $4, 'CONFIRMED')";
         let id = unique("b");
         match &self.db {
-            Db::Pg(p) => sqlx::query(SQL).bind(tenant).bind(&id).bind(trip).bind(passenger).execute(p).await.map(|_| ()),
+            Db::Pg(p) => {
+                sqlx::query(SQL).bind(tenant).bind(&id).bind(trip).bind(passenger).execute(p).await.map(|_| ())
+            }
             Db::Sqlite(p) => {
                 sqlx::query(SQL).bind(tenant).bind(&id).bind(trip).bind(passenger).execute(p).await.map(|_| ())
             }
@@ -173,7 +179,9 @@ impl Harness {
         if let Some(name) = &self.pg_db
             && let Ok(admin) = sqlx::PgPool::connect(PG_ADMIN).await
         {
-            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)"))).execute(&admin).await;
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)")))
+                .execute(&admin)
+                .await;
             admin.close().await;
         }
         if let Some(p) = &self.sqlite_path {

@@ -88,7 +88,10 @@ async fn subscription_cap_holds_across_sockets_and_nodes(mode: Mode) {
     assert_ok(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[1] })).await);
     assert_ok(&on_b.ack("passenger:subscribe", json!({ "tripIds": [trips[0], trips[1]] })).await);
     // All or nothing: a list that would exceed the cap subscribes to none.
-    assert_err(&on_a.ack("passenger:subscribe", json!({ "tripIds": [trips[2], trips[0]] })).await, "SUBSCRIPTION_LIMIT");
+    assert_err(
+        &on_a.ack("passenger:subscribe", json!({ "tripIds": [trips[2], trips[0]] })).await,
+        "SUBSCRIPTION_LIMIT",
+    );
     // trips[0] is still held by on_b, so unsubscribing on_a alone frees nothing.
     assert_ok(&on_a.ack("passenger:unsubscribe", json!({ "tripId": trips[0] })).await);
     assert_err(&on_a.ack("passenger:subscribe", json!({ "tripId": trips[2] })).await, "SUBSCRIPTION_LIMIT");

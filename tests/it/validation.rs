@@ -7,13 +7,8 @@ use serde_json::{Value, json};
 use crate::both_modes;
 use crate::common::*;
 
-const EVENTS: &[&str] = &[
-    "driver:connect",
-    "driver:location:update",
-    "driver:status",
-    "passenger:subscribe",
-    "passenger:unsubscribe",
-];
+const EVENTS: &[&str] =
+    &["driver:connect", "driver:location:update", "driver:status", "passenger:subscribe", "passenger:unsubscribe"];
 
 fn deep(levels: usize) -> Value {
     let mut v = json!(1);
@@ -105,7 +100,10 @@ async fn roles_and_ownership_are_checked_after_the_payload(mode: Mode) {
     // A driver on someone else's trip: FORBIDDEN; on an unknown trip: NOT_FOUND.
     assert_err(&driver.ack("driver:connect", json!({ "tripId": other })).await, "FORBIDDEN");
     assert_err(&driver.ack("driver:connect", json!({ "tripId": "nope" })).await, "NOT_FOUND");
-    assert_err(&driver.ack("driver:location:update", json!({ "tripId": other, "lat": 1, "lng": 1 })).await, "FORBIDDEN");
+    assert_err(
+        &driver.ack("driver:location:update", json!({ "tripId": other, "lat": 1, "lng": 1 })).await,
+        "FORBIDDEN",
+    );
     assert_err(&driver.ack("driver:status", json!({ "tripId": "nope", "status": "STARTED" })).await, "NOT_FOUND");
     assert_ok(&driver.ack("driver:connect", json!({ "tripId": trip })).await);
     // Subscriptions.
@@ -140,8 +138,10 @@ async fn tenants_never_see_each_others_trips(mode: Mode) {
     h.insert_trip("globex", &trip, Some("d1")).await;
     h.insert_booking("globex", &trip, "p1").await;
     let acme_driver = Client::connect(&h.a(), &sign(json!({"sub": "d1", "role": "DRIVER", "tenant": "acme"}))).await;
-    let mut globex_admin = Client::connect(&h.b(), &sign(json!({"sub": "a1", "role": "ADMIN", "tenant": "globex"}))).await;
-    let mut globex_pass = Client::connect(&h.b(), &sign(json!({"sub": "p1", "role": "PASSENGER", "tenant": "globex"}))).await;
+    let mut globex_admin =
+        Client::connect(&h.b(), &sign(json!({"sub": "a1", "role": "ADMIN", "tenant": "globex"}))).await;
+    let mut globex_pass =
+        Client::connect(&h.b(), &sign(json!({"sub": "p1", "role": "PASSENGER", "tenant": "globex"}))).await;
     // A passenger booked in globex is a stranger in acme: trip exists there but no booking.
     let acme_pass = Client::connect(&h.a(), &sign(json!({"sub": "p1", "role": "PASSENGER", "tenant": "acme"}))).await;
     assert_err(&acme_pass.ack("passenger:subscribe", json!({ "tripId": trip })).await, "FORBIDDEN");
