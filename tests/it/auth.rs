@@ -108,3 +108,48 @@ both_modes!(
     connection_flood_from_one_address_is_rate_limited,
     a_user_holds_at_most_the_configured_connections_across_nodes,
 );
+
+/// RS256 and ES256: only the configured algorithm with the configured public key passes.
+async fn asymmetric_algorithms_use_the_configured_public_key(alg: &str) {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let lower = alg.to_lowercase();
+    let public = dir.join(format!("{lower}-public.pem"));
+    let private = std::fs::read(dir.join(format!("{lower}-private.pem"))).expect("fixture key");
+    let h = Harness::start(
+        Mode::Embedded,
+        &["--jwt-algorithm", alg, "--jwt-public-key-file", public.to_str().expect("utf-8 path")],
+    )
+    .await;
+    let (algorithm, key) = if alg == "RS256" {
+        (jsonwebtoken::Algorithm::RS256, jsonwebtoken::EncodingKey::from_rsa_pem(&private).expect("rsa"))
+    } else {
+        (jsonwebtoken::Algorithm::ES256, jsonwebtoken::EncodingKey::from_ec_pem(&private).expect("ec"))
+    };
+    let claims = json!({"sub": "u1", "role": "PASSENGER", "exp": chrono::Utc::now().timestamp() + 600});
+    let good = jsonwebtoken::encode(&jsonwebtoken::Header::new(algorithm), &claims, &key).expect("sign");
+    let url = h.a();
+    let c = Client::try_connect(ws(&url, Some(json!({"token": good})))).await.expect("signed with the key pair");
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    c.close().await;
+    // An HS256 token (algorithm swap) is refused even if signed with the public key bytes.
+    let public_bytes = std::fs::read(&public).expect("public key");
+    let swapped = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(&public_bytes),
+    )
+    .expect("sign");
+    let r = Client::try_connect(ws(&url, Some(json!({"token": swapped})))).await;
+    assert_eq!(r.err().as_deref(), Some("INVALID_TOKEN"));
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rs256_tokens_are_verified_with_the_configured_public_key() {
+    asymmetric_algorithms_use_the_configured_public_key("RS256").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn es256_tokens_are_verified_with_the_configured_public_key() {
+    asymmetric_algorithms_use_the_configured_public_key("ES256").await;
+}

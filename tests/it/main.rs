@@ -4,6 +4,7 @@
 mod common;
 
 mod auth;
+mod binary;
 mod delivery;
 mod fault;
 mod interop_js;

@@ -171,3 +171,22 @@ both_modes!(
     roles_and_ownership_are_checked_after_the_payload,
     tenants_never_see_each_others_trips,
 );
+
+async fn oversized_messages_affect_only_their_own_connection(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let victim = Client::connect(&h.a(), &token("u1", "PASSENGER")).await;
+    let bystander = Client::connect(&h.a(), &token("u2", "PASSENGER")).await;
+    // Over the 64 KiB websocket bound: the server may close this connection.
+    victim.emit("heartbeat", json!({ "pad": "x".repeat(100_000) })).await;
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_ok(&bystander.ack("heartbeat", json!({})).await);
+    // Below the bound, a too-long string is an ordinary INVALID_PAYLOAD.
+    let ack = bystander.ack("heartbeat", json!({ "pad": "x".repeat(40_000) })).await;
+    assert_err(&ack, "INVALID_PAYLOAD");
+    assert_ok(&bystander.ack("heartbeat", json!({})).await);
+    victim.close().await;
+    bystander.close().await;
+    h.stop().await;
+}
+
+both_modes!(oversized_messages_affect_only_their_own_connection);

@@ -1,0 +1,136 @@
+//! The `fleetcast` binary itself: readable `--help`, bad settings refused at start with the
+//! field's name, SIGTERM shuts down gracefully, and a node killed with SIGKILL releases the
+//! subscription slots it held once its heartbeat expires.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::common::*;
+
+fn bin() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_fleetcast"))
+}
+
+#[test]
+fn help_lists_every_setting_with_its_environment_variable() {
+    let out = bin().arg("--help").output().expect("runs");
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    for needle in ["--redis-url", "REDIS_URL", "DATABASE_URL", "FLEETCAST_JWT_SECRET", "--location-min-interval-ms"] {
+        assert!(text.contains(needle), "--help lacks {needle}");
+    }
+}
+
+#[test]
+fn bad_settings_fail_at_start_naming_the_field() {
+    let out = bin().args(["--location-ttl-ms", "soon"]).output().expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("location-ttl-ms"));
+    let out = bin()
+        .args(["--redis-url", "redis://127.0.0.1:1", "--bind", "127.0.0.1:0"])
+        .env_remove("FLEETCAST_JWT_SECRET")
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("jwt-secret"));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+fn spawn_node(port: u16, extra: &[&str]) -> Child {
+    let child = bin()
+        .args(["--bind", &format!("127.0.0.1:{port}"), "--jwt-secret", SECRET])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn fleetcast");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "node did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_closes_sockets_and_exits_cleanly() {
+    let port = free_port();
+    let db = std::env::temp_dir().join(format!("{}.db", unique("fcbin")));
+    let mut child = spawn_node(port, &["--database-url", &format!("sqlite://{}?mode=rwc", db.display())]);
+    let mut c = Client::connect(&format!("http://127.0.0.1:{port}"), &token("u1", "PASSENGER")).await;
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    let pid = child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().expect("kill").success());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "node did not exit within 10 s of SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "exit status {status}");
+    assert!(c.next("anything", Duration::from_millis(200)).await.is_none());
+    let _ = std::fs::remove_file(&db);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slots_of_a_node_killed_with_sigkill_expire_with_its_heartbeat() {
+    // Node A runs in this process; node B is a separate process we can SIGKILL.
+    let h = Harness::start(Mode::Cluster, &["--max-trip-subscriptions", "1", "--node-heartbeat-ms", "200"]).await;
+    let trip = unique("t");
+    let other = unique("t");
+    for t in [&trip, &other] {
+        h.insert_trip("default", t, Some("d1")).await;
+        h.insert_booking("default", t, "p1").await;
+    }
+    let port = free_port();
+    let db_url = match &h.db {
+        fleetcast::store::Db::Pg(p) => {
+            let name = p.connect_options().get_database().expect("db name").to_string();
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+        fleetcast::store::Db::Sqlite(_) => unreachable!("cluster mode"),
+    };
+    let mut child = spawn_node(
+        port,
+        &[
+            "--redis-url",
+            REDIS,
+            "--redis-prefix",
+            &h.prefix,
+            "--database-url",
+            &db_url,
+            "--node-heartbeat-ms",
+            "200",
+            "--max-trip-subscriptions",
+            "1",
+        ],
+    );
+    let on_b = Client::connect(&format!("http://127.0.0.1:{port}"), &token("p1", "PASSENGER")).await;
+    assert_ok(&on_b.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let on_a = Client::connect(&h.a(), &token("p1", "PASSENGER")).await;
+    assert_err(&on_a.ack("passenger:subscribe", json!({ "tripId": other })).await, "SUBSCRIPTION_LIMIT");
+    child.kill().expect("SIGKILL");
+    let _ = child.wait();
+    let started = Instant::now();
+    let mut freed = None;
+    while started.elapsed() < Duration::from_secs(5) {
+        let ack = on_a.ack("passenger:subscribe", json!({ "tripId": other })).await;
+        if ack["ok"] == json!(true) {
+            freed = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after = freed.expect("slot of the dead node freed within 5 s");
+    assert!(after >= Duration::from_millis(100), "freed before the heartbeat could expire: {after:?}");
+    drop(on_b);
+    on_a.close().await;
+    h.stop().await;
+}
