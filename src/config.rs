@@ -128,6 +128,27 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_SNAPSHOT_INTERVAL_MS", default_value_t = 30_000)]
     pub snapshot_interval_ms: u64,
 
+    /// Most snapshot rows in one batch job.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_BATCH_ROWS", default_value_t = 1_000)]
+    pub snapshot_batch_rows: usize,
+
+    /// Longest a sampled row waits before its batch is pushed.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_FLUSH_MS", default_value_t = 1_000)]
+    pub snapshot_flush_ms: u64,
+
+    /// Sampled rows a node buffers while the database is unreachable; beyond it the oldest
+    /// are dropped and counted.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_BUFFER_ROWS", default_value_t = 200_000)]
+    pub snapshot_buffer_rows: usize,
+
+    /// Attempts of one snapshot job before it is left failed in the queue.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_MAX_ATTEMPTS", default_value_t = 25)]
+    pub snapshot_max_attempts: usize,
+
+    /// Run the snapshot worker inside this node (always on in embedded mode).
+    #[arg(long, env = "FLEETCAST_IN_PROCESS_WORKER")]
+    pub in_process_worker: bool,
+
     /// Active trip subscriptions one user may hold across all sockets and nodes.
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,
@@ -244,6 +265,15 @@ impl Config {
         }
         if self.snapshot_interval_ms < 100 {
             return bad("snapshot-interval-ms", "must be at least 100");
+        }
+        if self.snapshot_batch_rows == 0 || self.snapshot_batch_rows > 10_000 {
+            return bad("snapshot-batch-rows", "must be 1..=10000");
+        }
+        if self.snapshot_flush_ms == 0 {
+            return bad("snapshot-flush-ms", "must be at least 1");
+        }
+        if self.snapshot_max_attempts == 0 {
+            return bad("snapshot-max-attempts", "must be at least 1");
         }
         if self.max_trip_subscriptions == 0 {
             return bad("max-trip-subscriptions", "must be at least 1");

@@ -35,9 +35,12 @@ pub mod engine;
 pub mod error;
 pub mod fanout;
 pub mod http;
+pub mod jobs;
+pub mod snapshots;
 pub mod socket;
 pub mod store;
 pub mod telemetry;
+pub mod worker;
 
 use config::Config;
 use engine::Engine;
@@ -60,7 +63,11 @@ pub struct App {
     pub conn_limiter: Option<socket::ConnLimiter>,
     /// Prometheus handle for `/metrics`.
     pub metrics: PrometheusHandle,
+    /// Sampled snapshots on their way to the job queue.
+    pub sampler: Arc<snapshots::Sampler>,
     shutting_down: AtomicBool,
+    /// Our and apalis' migrations are applied (retried by the heartbeat until they are).
+    migrated: AtomicBool,
 }
 
 impl App {
@@ -139,13 +146,21 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     }
 
     let db = store::Db::connect(&cfg.database_url, cfg.db_max_connections).await.context("database")?;
-    if let Err(e) = db.migrate().await {
+    let migrated = match migrate_all(&db).await {
+        Ok(()) => true,
         // Cluster nodes start while Postgres is down and report not ready; SQLite must work.
-        if matches!(db, store::Db::Sqlite(_)) {
-            return Err(e.context("migrations"));
+        Err(e) if matches!(db, store::Db::Sqlite(_)) => return Err(e.context("migrations")),
+        Err(e) => {
+            tracing::warn!(error = %e, "migrations not applied yet: database unreachable; retrying");
+            false
         }
-        tracing::warn!(error = %e, "migrations not applied yet: database unreachable");
-    }
+    };
+    let sampler = Arc::new(snapshots::Sampler::new(
+        jobs::JobQueue::new(db.clone(), cfg.snapshot_max_attempts),
+        cfg.snapshot_batch_rows,
+        cfg.snapshot_buffer_rows,
+        Duration::from_millis(cfg.snapshot_flush_ms),
+    ));
 
     // The engine delivers into Socket.IO rooms, and Socket.IO handlers need the app (and so
     // the engine) as state: the cell breaks the cycle. It is set before the listener binds,
@@ -184,7 +199,9 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         verifier,
         conn_limiter,
         metrics,
+        sampler,
         shutting_down: AtomicBool::new(false),
+        migrated: AtomicBool::new(migrated),
     });
     // Register presence before the first connection can claim slots.
     if let Err(e) = app.engine.heartbeat(&stats_json(&app, Instant::now())).await {
@@ -222,6 +239,27 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         }
     });
     tasks.spawn(heartbeat_loop(app.clone(), cancel.clone()));
+    {
+        let (app, cancel) = (app.clone(), cancel.clone());
+        let drain = Duration::from_millis(cfg.shutdown_drain_ms);
+        tasks.spawn(async move { app.sampler.run(cancel, drain).await });
+    }
+    if !cfg.is_cluster() || cfg.in_process_worker {
+        let settings = worker::WorkerSettings {
+            concurrency: 2,
+            poll: Duration::from_millis(200),
+            retry_base: Duration::from_secs(1),
+            purge_every: Duration::from_secs(60),
+            purge_after: Duration::from_secs(600),
+            drain: Duration::from_millis(cfg.shutdown_drain_ms),
+        };
+        let (db, cancel, name) = (app.db.clone(), cancel.clone(), format!("{node_id}-worker"));
+        tasks.spawn(async move {
+            if let Err(e) = worker::run(db, settings, &name, cancel).await {
+                tracing::error!(error = %e, "in-process snapshot worker stopped");
+            }
+        });
+    }
     tracing::info!(node = %node_id, %addr, cluster = cfg.is_cluster(), "fleetcast node listening");
     Ok(Node { addr, app, io, cancel, tasks })
 }
@@ -234,8 +272,15 @@ fn stats_json(app: &App, started: Instant) -> String {
     .to_string()
 }
 
+/// Applies our migrations and the job queue's.
+async fn migrate_all(db: &store::Db) -> anyhow::Result<()> {
+    db.migrate().await?;
+    jobs::setup(db).await
+}
+
 /// Node heartbeat (owner: the node; stops on shutdown): presence in the registry, memory
-/// engine sweeps, and eviction of idle keys from the connection limiter.
+/// engine sweeps, eviction of idle keys from the connection limiter, and migrations not yet
+/// applied because the database was down at start.
 async fn heartbeat_loop(app: Arc<App>, cancel: CancellationToken) {
     let started = Instant::now();
     let mut tick = tokio::time::interval(app.cfg.node_heartbeat());
@@ -250,6 +295,10 @@ async fn heartbeat_loop(app: Arc<App>, cancel: CancellationToken) {
         }
         if let Some(l) = &app.conn_limiter {
             l.retain_recent();
+        }
+        if !app.migrated.load(Ordering::SeqCst) && migrate_all(&app.db).await.is_ok() {
+            tracing::info!("migrations applied");
+            app.migrated.store(true, Ordering::SeqCst);
         }
     }
 }

@@ -14,7 +14,7 @@ async fn main() -> anyhow::Result<()> {
             }
         },
     };
-    fleetcast::telemetry::init_logs(&cfg);
+    fleetcast::telemetry::init_logs(cfg.log_format, &cfg.log);
     let shutdown = CancellationToken::new();
     let trigger = shutdown.clone();
     tokio::spawn(async move {

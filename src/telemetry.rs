@@ -5,14 +5,14 @@ use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
 
-use crate::config::{Config, LogFormat};
+use crate::config::LogFormat;
 
 /// Installs the global `tracing` subscriber (call once, from a binary).
-pub fn init_logs(cfg: &Config) {
+pub fn init_logs(format: LogFormat, filter: &str) {
     let filter =
-        tracing_subscriber::EnvFilter::try_new(&cfg.log).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    let _ = match cfg.log_format {
+    let _ = match format {
         LogFormat::Json => builder.json().flatten_event(true).try_init(),
         LogFormat::Text => builder.try_init(),
     };
@@ -56,4 +56,18 @@ fn describe() {
     describe_counter!("fleetcast_redis_errors_total", "Redis commands that failed or timed out");
     describe_counter!("fleetcast_pubsub_lagged_total", "Pub/sub frames dropped because delivery lagged");
     describe_gauge!("fleetcast_room_subscriptions", "Room channels this node holds in Redis");
+    describe_counter!("fleetcast_snapshot_jobs_queued_total", "Snapshot batch jobs pushed to the queue");
+    describe_counter!(
+        "fleetcast_snapshot_rows_dropped_total",
+        "Sampled rows dropped: buffer overflow or lost at shutdown"
+    );
+    describe_counter!("fleetcast_snapshot_push_failures_total", "Failed attempts to push a snapshot batch job");
+    describe_gauge!("fleetcast_snapshot_buffer_rows", "Sampled rows waiting in the node's buffer");
+    describe_counter!("fleetcast_worker_jobs_done_total", "Snapshot jobs written");
+    describe_counter!("fleetcast_worker_jobs_failed_total", "Snapshot job attempts that failed");
+    describe_counter!("fleetcast_worker_jobs_retried_total", "Failed snapshot jobs rescheduled with a delay");
+    describe_counter!("fleetcast_worker_rows_written_total", "Snapshot rows inserted (replays insert none)");
+    describe_histogram!("fleetcast_worker_batch_rows", "Rows per snapshot batch");
+    describe_histogram!("fleetcast_worker_insert_seconds", "Latency of one batch insert");
+    describe_gauge!("fleetcast_worker_queue_depth", "Snapshot jobs not yet done");
 }

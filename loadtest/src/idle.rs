@@ -45,9 +45,11 @@ pub struct IdleArgs {
     /// Tenant claim for every token (absent = the server's `default`).
     #[arg(long)]
     pub tenant: Option<String>,
-    /// Server process to read VmRSS from (/proc/PID/status), before and after connecting.
-    #[arg(long)]
-    pub pid: Option<u32>,
+    /// Server process to read VmRSS from (/proc/PID/status) before and after connecting.
+    /// Repeat it for every node behind the targets: the figure per socket is the summed
+    /// growth of all given processes divided by all open sockets.
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
     /// Seconds to wait after the last connection before reading the server's RSS.
     #[arg(long, default_value_t = 3)]
     pub settle: u64,
@@ -138,18 +140,19 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let urls: Vec<Arc<str>> = args.targets.iter().map(|t| socket_url(t).into()).collect();
     let connect_timeout = Duration::from_secs(args.connect_timeout);
     let ramp_time = Duration::from_secs_f64(args.connections as f64 / args.ramp);
-    let minter = TokenMinter::new(
-        &args.secret,
-        args.tenant.clone(),
-        ramp_time.as_secs() + args.settle + args.hold + 3600,
-    );
+    let minter =
+        TokenMinter::new(&args.secret, args.tenant.clone(), ramp_time.as_secs() + args.settle + args.hold + 3600);
     let interrupt = crate::interrupt_token();
 
-    let rss_before = args
-        .pid
-        .map(stats::read_vm_rss_kib)
-        .transpose()
-        .context("--pid")?;
+    if !args.pids.is_empty() && args.pids.len() != urls.len() {
+        eprintln!(
+            "warning: {} --pid for {} --target: memory per socket is only meaningful when the \
+             pids are exactly the nodes behind the targets",
+            args.pids.len(),
+            urls.len()
+        );
+    }
+    let rss_before = total_rss_kib(&args.pids).context("--pid before connecting")?;
 
     // Capacity: enough that a burst of handshakes completing together rarely waits on the
     // scenario task; a full channel only delays a task's report, never loses it.
@@ -170,8 +173,7 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     let connect_deadline = started + ramp_time + connect_timeout + Duration::from_secs(5);
     let mut spawn_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp));
     spawn_tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
-    let mut progress =
-        tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
+    let mut progress = tokio::time::interval_at(started + Duration::from_secs(1), Duration::from_secs(1));
     let mut spawned: u64 = 0;
     let mut interrupted = false;
     while totals.connected + totals.failed < args.connections {
@@ -202,40 +204,24 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
 
     // Phase 2: let the server settle, then read its RSS.
     if !interrupted {
-        interrupted = drain_until(
-            &mut rx,
-            &mut totals,
-            Instant::now() + Duration::from_secs(args.settle),
-            &interrupt,
-        )
-        .await;
+        interrupted =
+            drain_until(&mut rx, &mut totals, Instant::now() + Duration::from_secs(args.settle), &interrupt).await;
     }
     let open_at_rss = totals.connected - totals.dropped;
-    let rss_after = match args.pid {
-        Some(pid) => Some(stats::read_vm_rss_kib(pid).context("--pid after connecting")?),
-        None => None,
-    };
+    let rss_after = total_rss_kib(&args.pids).context("--pid after connecting")?;
 
     // Phase 3: hold.
     let hold_started = Instant::now();
     if !interrupted {
-        interrupted = drain_until(
-            &mut rx,
-            &mut totals,
-            hold_started + Duration::from_secs(args.hold),
-            &interrupt,
-        )
-        .await;
+        interrupted =
+            drain_until(&mut rx, &mut totals, hold_started + Duration::from_secs(args.hold), &interrupt).await;
     }
     let hold = hold_started.elapsed();
 
     // Phase 4: close. Dropping the receiver first means no task can block on a report.
     drop(rx);
     cancel.cancel();
-    let _ = tokio::time::timeout(Duration::from_secs(5), async {
-        while tasks.join_next().await.is_some() {}
-    })
-    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while tasks.join_next().await.is_some() {} }).await;
     tasks.abort_all();
 
     let report = IdleReport {
@@ -272,6 +258,18 @@ pub async fn run(args: IdleArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Summed VmRSS of the given processes; `None` when none is given.
+fn total_rss_kib(pids: &[u32]) -> anyhow::Result<Option<u64>> {
+    if pids.is_empty() {
+        return Ok(None);
+    }
+    let mut total = 0;
+    for pid in pids {
+        total += stats::read_vm_rss_kib(*pid)?;
+    }
+    Ok(Some(total))
+}
+
 /// Applies reports until `deadline`; true when interrupted first.
 async fn drain_until(
     rx: &mut mpsc::Receiver<ConnEvent>,
@@ -297,9 +295,7 @@ async fn hold_connection(
     cancel: CancellationToken,
 ) {
     let started = Instant::now();
-    let connected = cancel
-        .run_until_cancelled(SioClient::connect(&url, &token, connect_timeout))
-        .await;
+    let connected = cancel.run_until_cancelled(SioClient::connect(&url, &token, connect_timeout)).await;
     drop(token);
     let mut client = match connected {
         None => return,
@@ -339,24 +335,15 @@ fn print_table(r: &IdleReport) {
         "connect (ms)  p50 {:.3}  p90 {:.3}  p99 {:.3}  max {:.3}",
         r.connect_ms.p50_ms, r.connect_ms.p90_ms, r.connect_ms.p99_ms, r.connect_ms.max_ms
     );
-    println!(
-        "ramp          {:.1} conn/s over {:.1} s",
-        r.achieved_ramp_per_s, r.connect_phase_s
-    );
+    println!("ramp          {:.1} conn/s over {:.1} s", r.achieved_ramp_per_s, r.connect_phase_s);
     match (r.rss_before_kib, r.rss_after_kib, r.rss_per_socket_kib) {
-        (Some(before), Some(after), Some(per)) => println!(
-            "server RSS    {before} KiB -> {after} KiB  = {per:.2} KiB per socket ({} open)",
-            r.open_at_rss
-        ),
+        (Some(before), Some(after), Some(per)) => {
+            println!("server RSS    {before} KiB -> {after} KiB  = {per:.2} KiB per socket ({} open)", r.open_at_rss)
+        }
         _ => println!("server RSS    not measured (pass --pid)"),
     }
-    println!(
-        "hold          {:.1} s, dropped {} ({})",
-        r.hold_s, r.dropped, r.drops
-    );
-    let rss = r
-        .rss_per_socket_kib
-        .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
+    println!("hold          {:.1} s, dropped {} ({})", r.hold_s, r.dropped, r.drops);
+    let rss = r.rss_per_socket_kib.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.2}"));
     println!(
         "SUMMARY idle connected={}/{} failed={} dropped={} connect_p50_ms={:.3} connect_p99_ms={:.3} rss_per_socket_kib={rss}{}",
         r.connected,

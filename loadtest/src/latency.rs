@@ -12,36 +12,28 @@
 //! and Ctrl-C ends the current phase early; the trips it inserted are deleted at the end
 //! (unless `--keep-trips`), whatever happened in between.
 
-use std::collections::VecDeque;
+mod driver;
+mod passenger;
+mod trips;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use anyhow::{Context as _, bail};
-use chrono::{DateTime, SecondsFormat, Utc};
+use anyhow::bail;
 use serde::Serialize;
-use serde_json::{Value, json};
-use sqlx::AnyPool;
-use sqlx::any::AnyPoolOptions;
+use serde_json::json;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::protocol::{AckOutcome, ClientError, Incoming, SioClient, socket_url};
+use self::driver::{DriverPlan, DriverReport, Start, driver_task};
+use self::passenger::{PassengerPlan, PassengerReport, passenger_task};
+use self::trips::{DEFAULT_CLEANUP_SQL, DEFAULT_INSERT_SQL, Trip, cleanup_trips, connect_db, insert_trips};
+use crate::protocol::{AckOutcome, SioClient, socket_url};
 use crate::stats::{self, LatencySummary, Recorder, Tally};
 use crate::token::{Role, TokenMinter};
-
-/// Columns bound in order: tenant, trip id, driver id, status, title.
-const DEFAULT_INSERT_SQL: &str =
-    "INSERT INTO trips (tenant, id, driver_id, status, title) VALUES ($1, $2, $3, $4, $5)";
-/// Bound in order: tenant, `lt-<runid>-%`.
-const DEFAULT_CLEANUP_SQL: &str = "DELETE FROM trips WHERE tenant = $1 AND id LIKE $2";
-
-/// Most acks one driver may be waiting for; past it the oldest counts as `timeout:ack`.
-/// At the contract's 90 updates/min a driver has ~8 in a 5 s ack window, so this only
-/// bounds memory against a server that stops answering.
-const MAX_PENDING_ACKS: usize = 256;
 
 /// Arguments of `fleetcast-loadtest latency`.
 #[derive(Debug, clap::Args)]
@@ -123,24 +115,6 @@ struct Ready {
     outcome: Result<(), String>,
 }
 
-/// What a driver task returns when it is done.
-#[derive(Default)]
-struct DriverReport {
-    trip: usize,
-    sent: u64,
-    accepted: u64,
-    errors: Tally,
-    disconnect: Option<String>,
-    /// When it stopped sending (end of the run, Ctrl-C or a lost connection).
-    stopped_at: Option<Instant>,
-}
-
-/// What a passenger task returns when it is done.
-#[derive(Default)]
-struct PassengerReport {
-    disconnect: Option<String>,
-}
-
 /// The report, printed as a table or as JSON.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -171,11 +145,6 @@ struct LatencyReport {
     ack_ms: LatencySummary,
     disconnects: Tally,
     interrupted: bool,
-}
-
-struct Trip {
-    id: String,
-    driver_id: String,
 }
 
 /// Runs the scenario and prints its report. Trips are removed afterwards even on failure.
@@ -229,76 +198,10 @@ pub async fn run(args: LatencyArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn connect_db(url: &str) -> anyhow::Result<AnyPool> {
-    sqlx::any::install_default_drivers();
-    let connect = AnyPoolOptions::new()
-        .max_connections(2)
-        .acquire_timeout(Duration::from_secs(10))
-        .connect(url);
-    tokio::time::timeout(Duration::from_secs(15), connect)
-        .await
-        .context("connecting to --database-url timed out")?
-        .context("connecting to --database-url")
-}
-
-/// Inserts one trip per driver with ids unique to this run; on failure removes what it
-/// inserted so far (through the caller's cleanup, which matches the run's id pattern).
-async fn insert_trips(
-    pool: &AnyPool,
-    args: &LatencyArgs,
-    tenant: &str,
-    run_id: &str,
-) -> anyhow::Result<Vec<Trip>> {
-    let mut trips = Vec::with_capacity(usize::try_from(args.drivers).unwrap_or(0));
-    for n in 0..args.drivers {
-        let trip = Trip {
-            id: format!("lt-{run_id}-{n}"),
-            driver_id: format!("ltd-{run_id}-{n}"),
-        };
-        let title = format!("loadtest {run_id} #{n}");
-        let insert = sqlx::query(sqlx::AssertSqlSafe(args.insert_sql.as_str()))
-            .bind(tenant)
-            .bind(trip.id.as_str())
-            .bind(trip.driver_id.as_str())
-            .bind(args.trip_status.as_str())
-            .bind(title.as_str())
-            .execute(pool);
-        tokio::time::timeout(Duration::from_secs(10), insert)
-            .await
-            .context("inserting a trip timed out")?
-            .with_context(|| {
-                format!(
-                    "inserting trip {} with --insert-sql {:?} (binds tenant, id, driver id, status, title)",
-                    trip.id, args.insert_sql
-                )
-            })?;
-        trips.push(trip);
-    }
-    Ok(trips)
-}
-
-/// Best effort: a failure is reported, not fatal (the measurement already happened).
-async fn cleanup_trips(pool: &AnyPool, sql: &str, tenant: &str, run_id: &str) {
-    let pattern = format!("lt-{run_id}-%");
-    let delete = sqlx::query(sqlx::AssertSqlSafe(sql))
-        .bind(tenant)
-        .bind(pattern.as_str())
-        .execute(pool);
-    match tokio::time::timeout(Duration::from_secs(10), delete).await {
-        Ok(Ok(done)) => eprintln!("removed {} trips of run {run_id}", done.rows_affected()),
-        Ok(Err(e)) => eprintln!("warning: could not remove trips lt-{run_id}-*: {e}"),
-        Err(_) => eprintln!("warning: removing trips lt-{run_id}-* timed out"),
-    }
-}
-
 /// Setup, steady sending, drain, tally; returns the report.
 // One linear story of phases, each with its deadline; split up, the deadlines scatter.
 #[allow(clippy::too_many_lines)]
-async fn measure(
-    args: &LatencyArgs,
-    run_id: &str,
-    trips: &[Trip],
-) -> anyhow::Result<LatencyReport> {
+async fn measure(args: &LatencyArgs, run_id: &str, trips: &[Trip]) -> anyhow::Result<LatencyReport> {
     let connect_timeout = Duration::from_secs(args.connect_timeout);
     let ack_timeout = Duration::from_secs(args.ack_timeout);
     let duration = Duration::from_secs(args.duration);
@@ -306,11 +209,7 @@ async fn measure(
     let per_trip = usize::try_from(args.passengers_per_trip).unwrap_or(0);
     let total = drivers + drivers * per_trip;
     let setup_time = Duration::from_secs_f64(total as f64 / args.ramp);
-    let minter = TokenMinter::new(
-        &args.secret,
-        args.tenant.clone(),
-        setup_time.as_secs() + args.duration + 3600,
-    );
+    let minter = TokenMinter::new(&args.secret, args.tenant.clone(), setup_time.as_secs() + args.duration + 3600);
     let driver_url: Arc<str> = socket_url(&args.driver_target).into();
     let passenger_url: Arc<str> = socket_url(&args.passenger_target).into();
     let interrupt = crate::interrupt_token();
@@ -325,23 +224,21 @@ async fn measure(
     });
     // One report per task; capacity only smooths bursts of handshakes finishing together.
     let (ready_tx, mut ready_rx) = mpsc::channel::<Ready>(1024);
-    let (start_tx, start_rx) = watch::channel::<Option<Instant>>(None);
+    let (start_tx, start_rx) = watch::channel::<Option<Start>>(None);
     let stop_drivers = interrupt.child_token();
     let stop_passengers = CancellationToken::new();
     let mut driver_tasks: JoinSet<DriverReport> = JoinSet::new();
     let mut passenger_tasks: JoinSet<PassengerReport> = JoinSet::new();
 
     // Phase 1: connect drivers, then passengers, at the ramp rate.
-    let period = Duration::from_secs_f64(drivers as f64 / args.rate);
-    let step = Duration::from_secs_f64(1.0 / args.rate);
     let mut subs_per_trip = vec![0u64; drivers];
+    let mut ready_drivers: Vec<usize> = Vec::with_capacity(drivers);
     let mut setup_failures = Tally::default();
     let (mut drivers_ready, mut passengers_ready, mut reported) = (0u64, 0u64, 0usize);
     let mut spawned = 0usize;
     let mut interrupted = false;
     let setup_started = Instant::now();
-    let setup_deadline =
-        setup_started + setup_time + connect_timeout + ack_timeout + Duration::from_secs(5);
+    let setup_deadline = setup_started + setup_time + connect_timeout + ack_timeout + Duration::from_secs(5);
     let mut spawn_tick = tokio::time::interval(Duration::from_secs_f64(1.0 / args.ramp));
     spawn_tick.set_missed_tick_behavior(MissedTickBehavior::Burst);
     while reported < total {
@@ -356,8 +253,6 @@ async fn measure(
                         token: minter.mint(&trip.driver_id, Role::Driver)?,
                         connect_timeout,
                         ack_timeout,
-                        period,
-                        offset: step.mul_f64(spawned as f64),
                         duration,
                     };
                     driver_tasks.spawn(driver_task(
@@ -390,7 +285,10 @@ async fn measure(
             Some(ready) = ready_rx.recv() => {
                 reported += 1;
                 match (ready.role, ready.outcome) {
-                    (Role::Driver, Ok(())) => drivers_ready += 1,
+                    (Role::Driver, Ok(())) => {
+                        drivers_ready += 1;
+                        ready_drivers.push(ready.trip);
+                    }
                     (_, Ok(())) => {
                         passengers_ready += 1;
                         if let Some(n) = subs_per_trip.get_mut(ready.trip) {
@@ -419,13 +317,25 @@ async fn measure(
         setup_started.elapsed().as_secs_f64()
     );
 
-    // Phase 2: steady sending. Drivers start together on a shared instant, each offset by
-    // its index/rate so the aggregate is evenly spaced.
+    // Phase 2: steady sending. The rate is shared by the drivers that are ready (so a
+    // failed setup does not lower it); they start together on one instant, each offset by
+    // its rank/rate so the aggregate is evenly spaced.
     let mut driver_reports = Vec::with_capacity(drivers);
     let mut window = Duration::ZERO;
     if drivers_ready > 0 && !interrupted {
         let start_at = Instant::now() + Duration::from_millis(200);
-        let _ = start_tx.send(Some(start_at));
+        let step = Duration::from_secs_f64(1.0 / args.rate);
+        let mut offsets = vec![Duration::ZERO; drivers];
+        for (rank, trip) in ready_drivers.iter().enumerate() {
+            if let Some(offset) = offsets.get_mut(*trip) {
+                *offset = step.mul_f64(rank as f64);
+            }
+        }
+        let _ = start_tx.send(Some(Start {
+            at: start_at,
+            period: step.mul_f64(ready_drivers.len() as f64),
+            offsets: offsets.into(),
+        }));
         eprintln!("sending for {} s at {} updates/s", args.duration, args.rate);
         let deadline = start_at + duration + ack_timeout + Duration::from_secs(5);
         let collect = async {
@@ -443,9 +353,7 @@ async fn measure(
             .iter()
             .filter_map(|r| r.stopped_at)
             .max()
-            .map_or(Duration::ZERO, |end| {
-                end.saturating_duration_since(start_at)
-            });
+            .map_or(Duration::ZERO, |end| end.saturating_duration_since(start_at));
 
         // Phase 3: let in-flight deliveries land, then stop listening.
         let drain_end = Instant::now() + Duration::from_secs(args.drain);
@@ -461,10 +369,7 @@ async fn measure(
     let mut disconnects = Tally::default();
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(joined) = passenger_tasks.join_next().await {
-            if let Ok(PassengerReport {
-                disconnect: Some(code),
-            }) = joined
-            {
+            if let Ok(PassengerReport { disconnect: Some(code) }) = joined {
                 disconnects.add(&format!("passenger:{code}"));
             }
         }
@@ -519,176 +424,6 @@ async fn measure(
     })
 }
 
-struct DriverPlan {
-    trip: usize,
-    trip_id: String,
-    url: Arc<str>,
-    token: String,
-    connect_timeout: Duration,
-    ack_timeout: Duration,
-    /// Time between two updates of this driver (drivers / rate).
-    period: Duration,
-    /// This driver's first update comes `offset` after the shared start.
-    offset: Duration,
-    duration: Duration,
-}
-
-/// A driver: connect, `driver:connect`, wait for the start, send updates, collect acks.
-async fn driver_task(
-    plan: DriverPlan,
-    ready: mpsc::Sender<Ready>,
-    mut start: watch::Receiver<Option<Instant>>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) -> DriverReport {
-    let mut report = DriverReport {
-        trip: plan.trip,
-        ..DriverReport::default()
-    };
-    let setup = join_trip(
-        &plan.url,
-        &plan.token,
-        plan.connect_timeout,
-        "driver:connect",
-        &plan.trip_id,
-        plan.ack_timeout,
-    );
-    let mut client = match stop.run_until_cancelled(setup).await {
-        None => return report,
-        Some(Ok(client)) => client,
-        Some(Err(code)) => {
-            let outcome = Err(code);
-            let _ = ready
-                .send(Ready {
-                    role: Role::Driver,
-                    trip: plan.trip,
-                    outcome,
-                })
-                .await;
-            return report;
-        }
-    };
-    let sent = ready
-        .send(Ready {
-            role: Role::Driver,
-            trip: plan.trip,
-            outcome: Ok(()),
-        })
-        .await;
-    if sent.is_err() {
-        // Setup already ended without us: joining now would skew the run's expectations.
-        client.close().await;
-        return report;
-    }
-    drop(ready);
-
-    // Keep the socket alive until the start signal. `wait_for` is cancel-safe; frames are
-    // processed outside the select so a pong is never half-sent.
-    let start_at = loop {
-        let frame = tokio::select! {
-            biased;
-            () = stop.cancelled() => {
-                client.close().await;
-                return report;
-            }
-            // Copy the instant out at once: the watch guard is not `Send`.
-            started = async { start.wait_for(Option::is_some).await.map(|at| *at) } => match started {
-                Ok(Some(at)) => break at,
-                Ok(None) => continue,
-                // The scenario dropped the sender: setup was abandoned.
-                Err(_) => {
-                    client.close().await;
-                    return report;
-                }
-            },
-            frame = client.recv_frame() => frame,
-        };
-        if let Err(e) = handle_driver_frame(
-            &mut client,
-            frame,
-            &mut VecDeque::new(),
-            &shared,
-            &mut report,
-        )
-        .await
-        {
-            report.disconnect = Some(e.code());
-            return report;
-        }
-    };
-
-    let end = start_at + plan.duration;
-    let mut tick = tokio::time::interval_at(start_at + plan.offset, plan.period);
-    // Skip, not Burst: a stalled client must not hit the server with a catch-up burst
-    // (which would also trip the per-driver rate limit). The achieved rate shows the gap.
-    tick.set_missed_tick_behavior(MissedTickBehavior::Skip);
-    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
-    let mut seq: u64 = 0;
-    loop {
-        let frame = tokio::select! {
-            biased;
-            () = stop.cancelled() => break,
-            () = sleep_until(end) => break,
-            _ = tick.tick() => {
-                if Instant::now() >= end {
-                    break;
-                }
-                let update = location_update(&plan.trip_id, plan.trip, seq);
-                seq += 1;
-                let sent_at = Instant::now();
-                match client.emit_with_ack("driver:location:update", &update).await {
-                    Ok(id) => {
-                        report.sent += 1;
-                        if pending.len() >= MAX_PENDING_ACKS {
-                            pending.pop_front();
-                            report.errors.add("timeout:ack");
-                        }
-                        pending.push_back((id, sent_at));
-                    }
-                    Err(e) => {
-                        report.disconnect = Some(e.code());
-                        report.stopped_at = Some(Instant::now());
-                        lose_pending(&mut report, &pending, &e);
-                        return report;
-                    }
-                }
-                continue;
-            }
-            frame = client.recv_frame() => frame,
-        };
-        if let Err(e) =
-            handle_driver_frame(&mut client, frame, &mut pending, &shared, &mut report).await
-        {
-            report.disconnect = Some(e.code());
-            report.stopped_at = Some(Instant::now());
-            lose_pending(&mut report, &pending, &e);
-            return report;
-        }
-    }
-    report.stopped_at = Some(Instant::now());
-
-    // Collect the acks still owed, up to the ack timeout.
-    let ack_deadline = Instant::now() + plan.ack_timeout;
-    while !pending.is_empty() {
-        let frame = tokio::select! {
-            () = sleep_until(ack_deadline) => break,
-            frame = client.recv_frame() => frame,
-        };
-        if let Err(e) =
-            handle_driver_frame(&mut client, frame, &mut pending, &shared, &mut report).await
-        {
-            report.disconnect = Some(e.code());
-            lose_pending(&mut report, &pending, &e);
-            return report;
-        }
-    }
-    report
-        .errors
-        .add_n("timeout:ack", u64::try_from(pending.len()).unwrap_or(0));
-    client.close().await;
-    report
-}
-
 /// Connects and sends `event {tripId}` with an ack; the error is the code setup reports.
 async fn join_trip(
     url: &str,
@@ -698,10 +433,7 @@ async fn join_trip(
     trip_id: &str,
     ack_timeout: Duration,
 ) -> Result<SioClient, String> {
-    let mut client = SioClient::connect(url, token, connect_timeout)
-        .await
-        .map_err(|e| e.code())?;
-    if let Ok(ms) = std::env::var("LT_DELAY_MS") { tokio::time::sleep(Duration::from_millis(ms.parse().unwrap_or(0))).await; }
+    let mut client = SioClient::connect(url, token, connect_timeout).await.map_err(|e| e.code())?;
     let data = json!({ "tripId": trip_id });
     match client.call(event, &data, ack_timeout).await {
         Ok(AckOutcome::Ok(_)) => Ok(client),
@@ -713,192 +445,26 @@ async fn join_trip(
     }
 }
 
-/// Updates in flight when the connection died: their fate is unknown.
-fn lose_pending(report: &mut DriverReport, pending: &VecDeque<(u64, Instant)>, e: &ClientError) {
-    report.errors.add_n(
-        &format!("lost:{}", e.code()),
-        u64::try_from(pending.len()).unwrap_or(0),
-    );
-}
-
-/// Processes one frame for a driver: pings are answered, acks matched to pending updates.
-async fn handle_driver_frame(
-    client: &mut SioClient,
-    frame: Result<tokio_tungstenite::tungstenite::Message, ClientError>,
-    pending: &mut VecDeque<(u64, Instant)>,
-    shared: &Shared,
-    report: &mut DriverReport,
-) -> Result<(), ClientError> {
-    // Drivers are in their trip's room too, so they also receive their own broadcasts;
-    // those events are dropped here.
-    if let Some(Incoming::Ack { id, args }) = client.process(frame?).await?
-        && let Some(pos) = pending.iter().position(|(pending_id, _)| *pending_id == id)
-        && let Some((_, sent_at)) = pending.remove(pos)
-    {
-        shared.ack.record(sent_at.elapsed());
-        match AckOutcome::from_args(args) {
-            AckOutcome::Ok(_) => report.accepted += 1,
-            AckOutcome::Err(code) => report.errors.add(&code),
-        }
-    }
-    Ok(())
-}
-
-/// A plausible moving position around Nairobi; each trip has its own lane. `timestamp` is
-/// the wall clock at microsecond precision: passengers compute latency from its echo.
-fn location_update(trip_id: &str, trip: usize, seq: u64) -> Value {
-    let (lane, step) = ((trip % 1000) as f64, (seq % 10_000) as f64);
-    json!({
-        "tripId": trip_id,
-        "lat": -1.2921 + lane * 0.0005 + step * 0.00001,
-        "lng": 36.8219 + step * 0.00001,
-        "speed": 12.5,
-        "heading": (seq * 7 % 360) as f64,
-        "timestamp": Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true),
-    })
-}
-
-struct PassengerPlan {
-    trip: usize,
-    trip_id: String,
-    url: Arc<str>,
-    token: String,
-    connect_timeout: Duration,
-    ack_timeout: Duration,
-}
-
-/// A passenger: connect, `passenger:subscribe`, then time every location update until stopped.
-async fn passenger_task(
-    plan: PassengerPlan,
-    ready: mpsc::Sender<Ready>,
-    shared: Arc<Shared>,
-    stop: CancellationToken,
-) -> PassengerReport {
-    let mut report = PassengerReport::default();
-    let setup = join_trip(
-        &plan.url,
-        &plan.token,
-        plan.connect_timeout,
-        "passenger:subscribe",
-        &plan.trip_id,
-        plan.ack_timeout,
-    );
-    let mut client = match stop.run_until_cancelled(setup).await {
-        None => return report,
-        Some(Ok(client)) => client,
-        Some(Err(code)) => {
-            let outcome = Err(code);
-            let _ = ready
-                .send(Ready {
-                    role: Role::Passenger,
-                    trip: plan.trip,
-                    outcome,
-                })
-                .await;
-            return report;
-        }
-    };
-    let sent = ready
-        .send(Ready {
-            role: Role::Passenger,
-            trip: plan.trip,
-            outcome: Ok(()),
-        })
-        .await;
-    if sent.is_err() {
-        // Setup already ended without us: joining now would skew the run's expectations.
-        client.close().await;
-        return report;
-    }
-    drop(ready);
-
-    let mut last_us = i64::MIN;
-    let listen = async {
-        loop {
-            match client.next_incoming().await {
-                Ok(Incoming::Event { name, data }) if name == "server:location:update" => {
-                    on_location(&data, &plan.trip_id, &mut last_us, &shared);
-                }
-                Ok(_) => {}
-                Err(e) => return e,
-            }
-        }
-    };
-    // next_incoming is not cancel-safe; cancellation here ends the connection anyway.
-    match stop.run_until_cancelled(listen).await {
-        None => client.close().await,
-        Some(e) => report.disconnect = Some(e.code()),
-    }
-    report
-}
-
-/// Records one delivery: latency = now − `updatedAt`, both from this machine's clock.
-fn on_location(data: &Value, trip_id: &str, last_us: &mut i64, shared: &Shared) {
-    let now = Utc::now();
-    let trip = data.get("tripId").and_then(Value::as_str);
-    let updated_at = data
-        .get("updatedAt")
-        .and_then(Value::as_str)
-        .and_then(|s| DateTime::parse_from_rfc3339(s).ok());
-    match (trip, updated_at) {
-        (Some(trip), _) if trip != trip_id => {
-            shared.foreign.fetch_add(1, Ordering::Relaxed);
-        }
-        (Some(_), Some(at)) => {
-            let at = at.with_timezone(&Utc);
-            let latency_us = (now - at).num_microseconds().unwrap_or(i64::MAX);
-            // A negative latency can only be clock granularity; count it as zero.
-            shared.e2e.record_us(u64::try_from(latency_us).unwrap_or(0));
-            shared.received.fetch_add(1, Ordering::Relaxed);
-            let at_us = at.timestamp_micros();
-            if at_us <= *last_us {
-                shared.out_of_order.fetch_add(1, Ordering::Relaxed);
-            }
-            *last_us = (*last_us).max(at_us);
-        }
-        _ => {
-            shared.unparsable.fetch_add(1, Ordering::Relaxed);
-        }
-    }
-}
-
 fn print_table(r: &LatencyReport) {
     println!(
         "latency run {}: drivers {}/{} ready on {}, passengers {}/{} ready on {}",
-        r.run_id,
-        r.drivers_ready,
-        r.drivers,
-        r.driver_target,
-        r.passengers_ready,
-        r.passengers,
-        r.passenger_target
+        r.run_id, r.drivers_ready, r.drivers, r.driver_target, r.passengers_ready, r.passengers, r.passenger_target
     );
     println!("setup failures  {}", r.setup_failures);
     println!(
         "rate (upd/s)    target {:.2}  achieved {:.2}  accepted {:.2}  over {:.1} s",
         r.target_rate, r.achieved_rate, r.accepted_rate, r.send_window_s
     );
-    println!(
-        "{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}",
-        "(ms)", "p50", "p90", "p99", "max", "count"
-    );
+    println!("{:<16}{:>10}{:>10}{:>10}{:>10}{:>10}", "(ms)", "p50", "p90", "p99", "max", "count");
     for (name, s) in [("e2e delivery", &r.e2e_ms), ("ack", &r.ack_ms)] {
-        println!(
-            "{name:<16}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10}",
-            s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count
-        );
+        println!("{name:<16}{:>10.3}{:>10.3}{:>10.3}{:>10.3}{:>10}", s.p50_ms, s.p90_ms, s.p99_ms, s.max_ms, s.count);
     }
-    let ratio = r
-        .delivery_ratio
-        .map_or_else(|| "n/a".to_owned(), |v| format!("{v:.6}"));
+    let ratio = r.delivery_ratio.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.6}"));
     println!(
         "deliveries      expected {}  received {}  ratio {ratio}  (out of order {}, other trips {}, unparsable {})",
         r.expected_deliveries, r.received_deliveries, r.out_of_order, r.foreign_trip, r.unparsable
     );
-    println!(
-        "acks            sent {}  ok {}  errors {}",
-        r.sent, r.accepted, r.ack_errors
-    );
+    println!("acks            sent {}  ok {}  errors {}", r.sent, r.accepted, r.ack_errors);
     println!("disconnects     {}", r.disconnects);
     println!(
         "SUMMARY latency rate={:.2}/s e2e_p50_ms={:.3} e2e_p99_ms={:.3} e2e_max_ms={:.3} delivery_ratio={ratio} ack_errors={}{}",

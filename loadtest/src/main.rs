@@ -56,9 +56,7 @@ async fn main() -> anyhow::Result<()> {
 /// A short id unique to this run (milliseconds since the epoch and the pid, in hex), used in
 /// user, trip and driver ids so that runs never collide in Redis or the database.
 pub fn run_id() -> String {
-    let millis = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis());
+    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
     format!("{millis:x}{:x}", std::process::id())
 }
 

@@ -86,9 +86,7 @@ pub fn decode(text: &str) -> Result<Packet, DecodeError> {
     let kind = chars.next().ok_or(DecodeError("empty frame"))?;
     let rest = chars.as_str();
     match kind {
-        '0' => serde_json::from_str(rest)
-            .map(Packet::Open)
-            .map_err(|_| DecodeError("bad open payload")),
+        '0' => serde_json::from_str(rest).map(Packet::Open).map_err(|_| DecodeError("bad open payload")),
         '1' => Ok(Packet::Close),
         '2' => Ok(Packet::Ping),
         '3' => Ok(Packet::Pong),
@@ -122,11 +120,7 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, DecodeError> {
     let id = if digits == 0 {
         None
     } else {
-        Some(
-            rest[..digits]
-                .parse::<u64>()
-                .map_err(|_| DecodeError("ack id out of range"))?,
-        )
+        Some(rest[..digits].parse::<u64>().map_err(|_| DecodeError("ack id out of range"))?)
     };
     let payload = &rest[digits..];
 
@@ -143,22 +137,16 @@ pub fn decode_sio(text: &str) -> Result<SioPacket, DecodeError> {
                 Value::String(name) => name,
                 _ => return Err(DecodeError("event name is not a string")),
             };
-            let data = if items.is_empty() {
-                Value::Null
-            } else {
-                items.swap_remove(0)
-            };
+            let data = if items.is_empty() { Value::Null } else { items.swap_remove(0) };
             Ok(SioPacket::Event { name, data })
         }
         '3' => {
             let id = id.ok_or(DecodeError("ack without id"))?;
-            let args: Vec<Value> =
-                serde_json::from_str(payload).map_err(|_| DecodeError("ack is not an array"))?;
+            let args: Vec<Value> = serde_json::from_str(payload).map_err(|_| DecodeError("ack is not an array"))?;
             Ok(SioPacket::Ack { id, args })
         }
         '4' => {
-            let value: Value =
-                serde_json::from_str(payload).map_err(|_| DecodeError("bad connect error"))?;
+            let value: Value = serde_json::from_str(payload).map_err(|_| DecodeError("bad connect error"))?;
             // v5 sends {"message": .., "data"?: ..}; v4 servers sent a bare string.
             let message = match value {
                 Value::String(message) => message,
@@ -206,13 +194,7 @@ impl AckOutcome {
         let first = args.swap_remove(0);
         match first.get("ok").and_then(Value::as_bool) {
             Some(true) => Self::Ok(first),
-            Some(false) => Self::Err(
-                first
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("MALFORMED_ACK")
-                    .to_owned(),
-            ),
+            Some(false) => Self::Err(first.get("error").and_then(Value::as_str).unwrap_or("MALFORMED_ACK").to_owned()),
             None => Self::Err("MALFORMED_ACK".to_owned()),
         }
     }
@@ -248,9 +230,7 @@ impl ClientError {
             Self::Ws(tungstenite::Error::Http(response)) => {
                 format!("http:{}", response.status().as_u16())
             }
-            Self::Ws(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => {
-                "closed".to_owned()
-            }
+            Self::Ws(tungstenite::Error::ConnectionClosed | tungstenite::Error::AlreadyClosed) => "closed".to_owned(),
             Self::Ws(tungstenite::Error::Capacity(_)) => "ws:capacity".to_owned(),
             Self::Ws(tungstenite::Error::Url(_)) => "ws:bad_url".to_owned(),
             Self::Ws(_) => "ws:other".to_owned(),
@@ -330,15 +310,12 @@ impl SioClient {
     /// Opens the websocket, reads the Engine.IO open packet, sends `40{"token":..}` and
     /// waits for `40` (accepted) or `44` (refused). The whole handshake is bounded by `timeout`.
     pub async fn connect(url: &str, token: &str, timeout: Duration) -> Result<Self, ClientError> {
-        tokio::time::timeout(timeout, Self::handshake(url, token))
-            .await
-            .map_err(|_| ClientError::Timeout("connect"))?
+        tokio::time::timeout(timeout, Self::handshake(url, token)).await.map_err(|_| ClientError::Timeout("connect"))?
     }
 
     async fn handshake(url: &str, token: &str) -> Result<Self, ClientError> {
         // Nagle off: location packets are small and latency is what we measure.
-        let (mut ws, _response) =
-            tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await?;
+        let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await?;
 
         let open = loop {
             match ws.next().await {
@@ -353,12 +330,7 @@ impl SioClient {
             }
         };
         let liveness = Duration::from_millis(open.ping_interval.saturating_add(open.ping_timeout));
-        let mut client = Self {
-            ws,
-            next_ack_id: 0,
-            liveness,
-            deadline: Instant::now() + liveness,
-        };
+        let mut client = Self { ws, next_ack_id: 0, liveness, deadline: Instant::now() + liveness };
         client.send_text(encode_connect(token)).await?;
         loop {
             let message = client.recv_frame().await?;
@@ -406,12 +378,8 @@ impl SioClient {
                 Ok(None)
             }
             Ok(Packet::Close | Packet::Message(SioPacket::Disconnect)) => Err(ClientError::Closed),
-            Ok(Packet::Message(SioPacket::Event { name, data })) => {
-                Ok(Some(Incoming::Event { name, data }))
-            }
-            Ok(Packet::Message(SioPacket::Ack { id, args })) => {
-                Ok(Some(Incoming::Ack { id, args }))
-            }
+            Ok(Packet::Message(SioPacket::Event { name, data })) => Ok(Some(Incoming::Event { name, data })),
+            Ok(Packet::Message(SioPacket::Ack { id, args })) => Ok(Some(Incoming::Ack { id, args })),
             // Undecodable text is the server's bug, not a reason to drop the connection.
             Ok(_) | Err(_) => Ok(None),
         }
@@ -438,12 +406,7 @@ impl SioClient {
 
     /// Sends an event with an ack and waits up to `timeout` for that ack, answering pings
     /// and dropping other events meanwhile (used in setup, before anything is measured).
-    pub async fn call(
-        &mut self,
-        name: &str,
-        data: &Value,
-        timeout: Duration,
-    ) -> Result<AckOutcome, ClientError> {
+    pub async fn call(&mut self, name: &str, data: &Value, timeout: Duration) -> Result<AckOutcome, ClientError> {
         let id = self.emit_with_ack(name, data).await?;
         let wait = async {
             loop {
@@ -454,9 +417,7 @@ impl SioClient {
                 }
             }
         };
-        tokio::time::timeout(timeout, wait)
-            .await
-            .map_err(|_| ClientError::Timeout("ack"))?
+        tokio::time::timeout(timeout, wait).await.map_err(|_| ClientError::Timeout("ack"))?
     }
 
     /// Sends a websocket close frame, waiting at most one second for it to go out.
@@ -475,9 +436,7 @@ impl SioClient {
             Message::Text(text) => Ok(Some(text)),
             Message::Close(_) => Err(ClientError::Closed),
             // tungstenite queues websocket-level pongs itself; flush them with the next write.
-            Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_) => {
-                Ok(None)
-            }
+            Message::Ping(_) | Message::Pong(_) | Message::Binary(_) | Message::Frame(_) => Ok(None),
         }
     }
 }
@@ -512,10 +471,7 @@ mod tests {
             panic!("not an ack: {packet:?}");
         };
         assert_eq!(id, 7);
-        assert_eq!(
-            AckOutcome::from_args(args),
-            AckOutcome::Err("RATE_LIMITED".to_owned())
-        );
+        assert_eq!(AckOutcome::from_args(args), AckOutcome::Err("RATE_LIMITED".to_owned()));
     }
 
     #[test]
@@ -525,14 +481,8 @@ mod tests {
             panic!("not ack 1: {packet:?}");
         };
         assert!(matches!(AckOutcome::from_args(args), AckOutcome::Ok(_)));
-        assert_eq!(
-            AckOutcome::from_args(vec![json!("nope")]),
-            AckOutcome::Err("MALFORMED_ACK".to_owned())
-        );
-        assert_eq!(
-            AckOutcome::from_args(vec![]),
-            AckOutcome::Err("MALFORMED_ACK".to_owned())
-        );
+        assert_eq!(AckOutcome::from_args(vec![json!("nope")]), AckOutcome::Err("MALFORMED_ACK".to_owned()));
+        assert_eq!(AckOutcome::from_args(vec![]), AckOutcome::Err("MALFORMED_ACK".to_owned()));
     }
 
     #[test]
@@ -551,54 +501,29 @@ mod tests {
     #[test]
     fn decodes_event_that_requests_an_ack_and_one_without_data() {
         let packet = decode(r#"425["ping:me"]"#);
-        assert_eq!(
-            packet,
-            Ok(Packet::Message(SioPacket::Event {
-                name: "ping:me".to_owned(),
-                data: Value::Null
-            }))
-        );
+        assert_eq!(packet, Ok(Packet::Message(SioPacket::Event { name: "ping:me".to_owned(), data: Value::Null })));
     }
 
     #[test]
     fn decodes_connect_error() {
         assert_eq!(
             decode(r#"44{"message":"NO_TOKEN"}"#),
-            Ok(Packet::Message(SioPacket::ConnectError {
-                message: "NO_TOKEN".to_owned()
-            }))
+            Ok(Packet::Message(SioPacket::ConnectError { message: "NO_TOKEN".to_owned() }))
         );
         assert_eq!(
             decode(r#"44"INVALID_TOKEN""#),
-            Ok(Packet::Message(SioPacket::ConnectError {
-                message: "INVALID_TOKEN".to_owned()
-            }))
+            Ok(Packet::Message(SioPacket::ConnectError { message: "INVALID_TOKEN".to_owned() }))
         );
     }
 
     #[test]
     fn decodes_open_connect_and_ping() {
-        let open = decode(
-            r#"0{"sid":"x","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}"#,
-        );
-        assert_eq!(
-            open,
-            Ok(Packet::Open(OpenInfo {
-                ping_interval: 300,
-                ping_timeout: 200
-            }))
-        );
-        assert_eq!(
-            decode(r#"40{"sid":"abc"}"#),
-            Ok(Packet::Message(SioPacket::Connect {
-                namespace: "/".to_owned()
-            }))
-        );
+        let open = decode(r#"0{"sid":"x","upgrades":[],"pingInterval":300,"pingTimeout":200,"maxPayload":1000000}"#);
+        assert_eq!(open, Ok(Packet::Open(OpenInfo { ping_interval: 300, ping_timeout: 200 })));
+        assert_eq!(decode(r#"40{"sid":"abc"}"#), Ok(Packet::Message(SioPacket::Connect { namespace: "/".to_owned() })));
         assert_eq!(
             decode(r#"40/admin,{"sid":"abc"}"#),
-            Ok(Packet::Message(SioPacket::Connect {
-                namespace: "/admin".to_owned()
-            }))
+            Ok(Packet::Message(SioPacket::Connect { namespace: "/admin".to_owned() }))
         );
         assert_eq!(decode("2"), Ok(Packet::Ping));
     }
@@ -622,26 +547,14 @@ mod tests {
         ] {
             assert!(decode(frame).is_err(), "{frame:?} should not decode");
         }
-        assert_eq!(
-            decode(r#"451-["x",{"_placeholder":true,"num":0}]"#),
-            Ok(Packet::Message(SioPacket::Unsupported))
-        );
+        assert_eq!(decode(r#"451-["x",{"_placeholder":true,"num":0}]"#), Ok(Packet::Message(SioPacket::Unsupported)));
     }
 
     #[test]
     fn builds_socket_urls() {
-        assert_eq!(
-            socket_url("ws://127.0.0.1:3000"),
-            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
-        );
-        assert_eq!(
-            socket_url("ws://127.0.0.1:3000/"),
-            "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket"
-        );
-        assert_eq!(
-            socket_url("ws://h:1/api/socket/"),
-            "ws://h:1/api/socket/?EIO=4&transport=websocket"
-        );
+        assert_eq!(socket_url("ws://127.0.0.1:3000"), "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(socket_url("ws://127.0.0.1:3000/"), "ws://127.0.0.1:3000/socket.io/?EIO=4&transport=websocket");
+        assert_eq!(socket_url("ws://h:1/api/socket/"), "ws://h:1/api/socket/?EIO=4&transport=websocket");
         assert_eq!(
             socket_url("ws://h:1/socket.io/?EIO=4&transport=websocket"),
             "ws://h:1/socket.io/?EIO=4&transport=websocket"

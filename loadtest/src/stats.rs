@@ -34,17 +34,12 @@ pub struct Recorder {
 
 impl Recorder {
     pub fn new() -> Self {
-        Self {
-            hist: Mutex::new(new_histogram()),
-        }
+        Self { hist: Mutex::new(new_histogram()) }
     }
 
     /// Records microseconds; values above the tracked range count as the maximum.
     pub fn record_us(&self, us: u64) {
-        self.hist
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .saturating_record(us);
+        self.hist.lock().unwrap_or_else(PoisonError::into_inner).saturating_record(us);
     }
 
     /// Records a duration (in microseconds).
@@ -54,15 +49,13 @@ impl Recorder {
 
     /// A copy of what has been recorded so far.
     pub fn snapshot(&self) -> Histogram<u64> {
-        self.hist
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.hist.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }
 
 /// Percentiles of a latency histogram, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct LatencySummary {
     pub count: u64,
     pub p50_ms: f64,
@@ -75,14 +68,7 @@ pub struct LatencySummary {
 /// Summarises a histogram of microseconds; all zeros when it is empty.
 pub fn summarize_us(h: &Histogram<u64>) -> LatencySummary {
     if h.is_empty() {
-        return LatencySummary {
-            count: 0,
-            p50_ms: 0.0,
-            p90_ms: 0.0,
-            p99_ms: 0.0,
-            max_ms: 0.0,
-            mean_ms: 0.0,
-        };
+        return LatencySummary { count: 0, p50_ms: 0.0, p90_ms: 0.0, p99_ms: 0.0, max_ms: 0.0, mean_ms: 0.0 };
     }
     LatencySummary {
         count: h.len(),
@@ -281,9 +267,6 @@ mod tests {
         assert_eq!(a.to_string(), "FORBIDDEN=2, RATE_LIMITED=3");
         assert_eq!(a.total(), 5);
         assert_eq!(Tally::default().to_string(), "none");
-        assert_eq!(
-            serde_json::to_string(&a).expect("json"),
-            r#"{"FORBIDDEN":2,"RATE_LIMITED":3}"#
-        );
+        assert_eq!(serde_json::to_string(&a).expect("json"), r#"{"FORBIDDEN":2,"RATE_LIMITED":3}"#);
     }
 }

@@ -48,9 +48,7 @@ pub struct TokenMinter {
 impl TokenMinter {
     /// `valid_for_secs` must cover the whole run: the server may re-check expiry on reconnect.
     pub fn new(secret: &str, tenant: Option<String>, valid_for_secs: u64) -> Self {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         Self {
             key: EncodingKey::from_secret(secret.as_bytes()),
             header: Header::default(), // HS256
@@ -61,12 +59,7 @@ impl TokenMinter {
 
     /// A signed token for user `sub` acting as `role`.
     pub fn mint(&self, sub: &str, role: Role) -> anyhow::Result<String> {
-        let claims = Claims {
-            sub,
-            role: role.as_str(),
-            exp: self.exp,
-            tenant: self.tenant.as_deref(),
-        };
+        let claims = Claims { sub, role: role.as_str(), exp: self.exp, tenant: self.tenant.as_deref() };
         jsonwebtoken::encode(&self.header, &claims, &self.key).context("signing a token")
     }
 }
@@ -101,9 +94,7 @@ mod tests {
         let token = minter.mint("u", Role::Admin).expect("mint");
         let mut validation = Validation::new(Algorithm::HS256);
         validation.validate_exp = false;
-        let data =
-            jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation)
-                .expect("verify");
+        let data = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation).expect("verify");
         assert!(data.claims.get("tenant").is_none());
         assert_eq!(data.claims["role"], "ADMIN");
     }

@@ -142,10 +142,38 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
             metrics::counter!("fleetcast_locations_accepted_total").increment(1);
             if sampled {
                 metrics::counter!("fleetcast_locations_sampled_total").increment(1);
+                app.sampler.offer(snapshot_row(&c.tenant, &fix));
             }
             ok()
         }
         LocationOutcome::RateLimited { retry_after_ms } => Err(Error::RateLimited { retry_after_ms }),
+    }
+}
+
+/// A stored `Location`, read back for the final snapshot of a trip.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredLocation {
+    trip_id: Option<String>,
+    lat: f64,
+    lng: f64,
+    speed: Option<f64>,
+    heading: Option<f64>,
+    accuracy: Option<f64>,
+    updated_at: String,
+}
+
+fn snapshot_row(tenant: &crate::domain::Tenant, fix: &LocationFix) -> crate::jobs::SnapshotRow {
+    crate::jobs::SnapshotRow {
+        tenant: tenant.0.clone(),
+        driver_id: fix.driver.0.clone(),
+        trip_id: fix.trip.as_ref().map(|t| t.0.clone()),
+        lat: fix.lat,
+        lng: fix.lng,
+        speed: fix.speed,
+        heading: fix.heading,
+        accuracy: fix.accuracy,
+        recorded_at: crate::jobs::snapshot_time(&fix.updated_at),
     }
 }
 
@@ -187,6 +215,26 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
     app.access.require_driver_of(c, &trip).await?;
     let out = TripStatusOut { trip_id: &trip.0, driver_id: &c.user.0, status: status.as_str(), timestamp: &timestamp };
     fanout::publish(&app.engine, &trip_room(session, &trip), events::TRIP_STATUS, &out, 0).await?;
+    if status == DriverStatus::Ended {
+        // The trip's final position is stored whatever the sampling interval says; the
+        // natural key makes it a no-op when that update was already sampled.
+        if let Some(json) = app.engine.driver_location(&c.tenant, &c.user).await? {
+            match serde_json::from_str::<StoredLocation>(&json) {
+                Ok(l) => app.sampler.offer(crate::jobs::SnapshotRow {
+                    tenant: c.tenant.0.clone(),
+                    driver_id: c.user.0.clone(),
+                    trip_id: l.trip_id.or_else(|| Some(trip.0.clone())),
+                    lat: l.lat,
+                    lng: l.lng,
+                    speed: l.speed,
+                    heading: l.heading,
+                    accuracy: l.accuracy,
+                    recorded_at: crate::jobs::snapshot_time(&l.updated_at),
+                }),
+                Err(e) => tracing::error!(error = %e, "stored location unreadable"),
+            }
+        }
+    }
     if status == DriverStatus::Emergency {
         // The alert carries the driver's last live position when there is one.
         let last = app.engine.driver_location(&c.tenant, &c.user).await.ok().flatten();

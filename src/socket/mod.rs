@@ -131,6 +131,14 @@ async fn authenticate(
     }
     let events = NonZeroU32::new(app.cfg.socket_events_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(app.cfg.socket_events_burst).unwrap_or(events);
+    // Handlers are registered here, before the client learns it is connected: the connect
+    // handler runs on a spawned task, and an event arriving before it registered handlers
+    // would be dropped without an ack.
+    s.on_disconnect(on_disconnect);
+    handlers::register(&s);
+    s.on_fallback(async |ack: AckSender| {
+        send_ack(ack, Err(Error::invalid("unknown event")));
+    });
     s.extensions.insert(Arc::new(Session {
         claims,
         limiter: RateLimiter::direct(Quota::per_second(events).allow_burst(burst)),
@@ -142,11 +150,6 @@ async fn authenticate(
 
 async fn on_connect(s: SocketRef, State(app): State<Arc<App>>, Extension(session): Extension<Arc<Session>>) {
     metrics::gauge!("fleetcast_connections").increment(1.0);
-    s.on_disconnect(on_disconnect);
-    handlers::register(&s);
-    s.on_fallback(async |ack: AckSender| {
-        send_ack(ack, Err(Error::invalid("unknown event")));
-    });
     let user_room = RoomKey::new(&session.claims.tenant, &format!("user:{}", session.claims.user.0));
     if let Err(e) = join(&app, &s, &session, &user_room).await {
         tracing::warn!(error = %e, "user room not joined");

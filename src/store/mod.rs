@@ -58,9 +58,18 @@ impl Db {
 
     /// Applies pending migrations (sqlx takes a lock, so concurrent nodes are safe).
     pub async fn migrate(&self) -> anyhow::Result<()> {
+        // The job queue's migrations share the `_sqlx_migrations` table: ignore its versions.
         match self {
-            Db::Pg(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
+            Db::Pg(p) => {
+                let mut m = sqlx::migrate!("./migrations/postgres");
+                m.set_ignore_missing(true);
+                m.run(p).await?
+            }
+            Db::Sqlite(p) => {
+                let mut m = sqlx::migrate!("./migrations/sqlite");
+                m.set_ignore_missing(true);
+                m.run(p).await?
+            }
         }
         Ok(())
     }

@@ -10,4 +10,5 @@ mod fault;
 mod interop_js;
 mod limits;
 mod ops;
+mod snapshots;
 mod validation;
