@@ -153,7 +153,8 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,
 
-    /// How long trip membership (driver, bookings) read from the database is cached.
+    /// How long a trip's driver and status read from the database are cached per node
+    /// (bookings are read on each subscribe).
     #[arg(long, env = "FLEETCAST_MEMBERSHIP_CACHE_MS", default_value_t = 5_000)]
     pub membership_cache_ms: u64,
 
@@ -163,7 +164,7 @@ pub struct Config {
 
     /// Interval of this node's heartbeat in the cluster registry; entries owned by a node
     /// (subscription and connection slots) expire three intervals after its last beat.
-    #[arg(long, env = "FLEETCAST_NODE_HEARTBEAT_MS", default_value_t = 2_000)]
+    #[arg(long, env = "FLEETCAST_NODE_HEARTBEAT_MS", default_value_t = 1_500)]
     pub node_heartbeat_ms: u64,
 
     /// Longest graceful-shutdown drain before remaining connections are dropped.
@@ -174,6 +175,11 @@ pub struct Config {
     /// Default: any origin in embedded mode, none in cluster mode.
     #[arg(long, env = "FLEETCAST_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
+
+    /// Take the client address for the connection limit from the first `X-Forwarded-For`
+    /// entry (only behind a load balancer that sets it).
+    #[arg(long, env = "FLEETCAST_TRUST_FORWARDED_FOR")]
+    pub trust_forwarded_for: bool,
 
     /// Log format: text or json.
     #[arg(long, env = "FLEETCAST_LOG_FORMAT", value_enum, default_value = "text")]
@@ -206,7 +212,10 @@ impl Config {
         if let Some(path) = &first.config {
             let text = std::fs::read_to_string(path)
                 .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
-            args.splice(1..1, file_args(&text, |name| std::env::var_os(name).is_some())?);
+            let on_cli: Vec<String> = args.iter().filter_map(|a| a.to_str().map(str::to_string)).collect();
+            let given =
+                |long: &str| on_cli.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
+            args.splice(1..1, file_args(&text, |name| std::env::var_os(name).is_some(), given)?);
         }
         let cfg = Self::try_parse_from(&args)?;
         cfg.validate()?;
@@ -241,9 +250,9 @@ impl Config {
             }
         }
         if let Some(url) = &self.redis_url
-            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+            && !url.starts_with("redis://")
         {
-            return bad("redis-url", "must start with redis:// or rediss://");
+            return bad("redis-url", "must start with redis:// (TLS is not built in)");
         }
         if !(self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://")
@@ -334,9 +343,14 @@ impl Config {
     }
 }
 
-/// Turns a TOML table into `--key=value` arguments, skipping keys whose environment
-/// variable is set (environment beats file). Unknown keys fail with their name.
-fn file_args(text: &str, env_is_set: impl Fn(&str) -> bool) -> Result<Vec<std::ffi::OsString>, anyhow::Error> {
+/// Turns a TOML table into `--key=value` arguments, skipping keys given on the command line
+/// or whose environment variable is set (both beat the file). Unknown keys fail with their
+/// name.
+fn file_args(
+    text: &str,
+    env_is_set: impl Fn(&str) -> bool,
+    on_command_line: impl Fn(&str) -> bool,
+) -> Result<Vec<std::ffi::OsString>, anyhow::Error> {
     use clap::CommandFactory;
     let table: toml::Table = toml::from_str(text)?;
     let cmd = Config::command();
@@ -347,10 +361,16 @@ fn file_args(text: &str, env_is_set: impl Fn(&str) -> bool) -> Result<Vec<std::f
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
             .ok_or_else(|| anyhow::anyhow!("invalid configuration: {long}: unknown setting in config file"))?;
-        if arg.get_env().and_then(|e| e.to_str()).is_some_and(&env_is_set) {
+        if arg.get_env().and_then(|e| e.to_str()).is_some_and(&env_is_set) || on_command_line(&long) {
             continue;
         }
         let values: Vec<String> = match value {
+            // Switches take no value: `true` turns them on, `false` leaves them off.
+            toml::Value::Boolean(true) if !arg.get_action().takes_values() => {
+                out.push(format!("--{long}").into());
+                continue;
+            }
+            toml::Value::Boolean(false) if !arg.get_action().takes_values() => continue,
             toml::Value::String(s) => vec![s],
             toml::Value::Array(items) => vec![
                 items
@@ -407,10 +427,15 @@ mod tests {
 
     #[test]
     fn file_values_yield_to_environment_and_unknown_keys_fail() {
-        let args = file_args("location_ttl_ms = 5000\nredis_prefix = \"x\"\n", |e| e == "FLEETCAST_REDIS_PREFIX")
-            .expect("parses");
-        assert_eq!(args, vec![std::ffi::OsString::from("--location-ttl-ms=5000")]);
-        let err = file_args("no_such = 1", |_| false).expect_err("unknown");
+        let file =
+            "location_ttl_ms = 5000\nredis_prefix = \"x\"\nin_process_worker = true\nsnapshot_interval_ms = 900\n";
+        let args =
+            file_args(file, |e| e == "FLEETCAST_REDIS_PREFIX", |long| long == "snapshot-interval-ms").expect("parses");
+        assert_eq!(
+            args,
+            vec![std::ffi::OsString::from("--in-process-worker"), std::ffi::OsString::from("--location-ttl-ms=5000")]
+        );
+        let err = file_args("no_such = 1", |_| false, |_| false).expect_err("unknown");
         assert!(err.to_string().contains("no-such"));
     }
 

@@ -48,6 +48,7 @@ pub async fn publish<T: Serialize>(engine: &Engine, room: &RoomKey, event: &str,
 /// Builds the frame of a location update (published by the engine in the same round trip
 /// that stores it, so the write and the broadcast cannot diverge).
 pub fn location_frame(location_json_with_stamp: &str) -> String {
+    metrics::counter!("fleetcast_events_out_total", "event" => events::LOCATION).increment(1);
     frame::encode(events::LOCATION, frame::VOLATILE, None, location_json_with_stamp)
 }
 

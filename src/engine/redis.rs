@@ -211,7 +211,9 @@ impl RedisEngine {
     }
 
     pub(super) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
+        let started = std::time::Instant::now();
         let _: i64 = self.client.publish(self.keys.room_channel(room), frame).await.map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish").record(started.elapsed());
         Ok(())
     }
 
@@ -293,7 +295,10 @@ impl RedisEngine {
     }
 
     async fn get_string(&self, key: String) -> Result<Option<String>> {
-        self.client.get::<Option<String>, _>(key).await.map_err(unavailable)
+        let started = std::time::Instant::now();
+        let v = self.client.get::<Option<String>, _>(key).await.map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "get").record(started.elapsed());
+        Ok(v)
     }
 
     pub(super) async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<String>> {
@@ -329,11 +334,13 @@ impl RedisEngine {
             self.heartbeat_ttl_ms.to_string(),
         ];
         args.extend(slots.iter().map(|s| s.to_string()));
+        let started = std::time::Instant::now();
         let r: Vec<i64> = self
             .claim_script
             .evalsha_with_reload(&self.client, vec![self.slot_key(kind, tenant, user)], args)
             .await
             .map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "claim").record(started.elapsed());
         Ok(if r.first() == Some(&1) { Claim::Granted } else { Claim::Refused })
     }
 

@@ -213,12 +213,18 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
     };
     let c = &session.claims;
     app.access.require_driver_of(c, &trip).await?;
+    // Read the trip's final position before anything is published, so a Redis failure
+    // answers UNAVAILABLE for a status nobody has seen yet.
+    let final_position = match status {
+        DriverStatus::Ended => app.engine.driver_location(&c.tenant, &c.user).await?,
+        _ => None,
+    };
     let out = TripStatusOut { trip_id: &trip.0, driver_id: &c.user.0, status: status.as_str(), timestamp: &timestamp };
     fanout::publish(&app.engine, &trip_room(session, &trip), events::TRIP_STATUS, &out, 0).await?;
-    if status == DriverStatus::Ended {
-        // The trip's final position is stored whatever the sampling interval says; the
-        // natural key makes it a no-op when that update was already sampled.
-        if let Some(json) = app.engine.driver_location(&c.tenant, &c.user).await? {
+    // The trip's final position is stored whatever the sampling interval says; the natural
+    // key makes it a no-op when that update was already sampled.
+    {
+        if let Some(json) = final_position {
             match serde_json::from_str::<StoredLocation>(&json) {
                 Ok(l) => app.sampler.offer(crate::jobs::SnapshotRow {
                     tenant: c.tenant.0.clone(),

@@ -91,8 +91,20 @@ fn find_token(s: &SocketRef, auth: Option<Value>) -> std::result::Result<String,
         .ok_or(AuthError::NoToken)
 }
 
-fn client_ip(s: &SocketRef) -> Option<IpAddr> {
-    s.req_parts().extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+/// The client address: the peer, or the first `X-Forwarded-For` entry when configured.
+fn client_ip(s: &SocketRef, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let parts = s.req_parts();
+    if trust_forwarded_for
+        && let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
 /// Connect middleware: address flood limit, token, per-user connection cap.
@@ -101,7 +113,7 @@ async fn authenticate(
     TryData(auth): TryData<Value>,
     State(app): State<Arc<App>>,
 ) -> std::result::Result<(), Refused> {
-    if let (Some(limiter), Some(ip)) = (&app.conn_limiter, client_ip(&s))
+    if let (Some(limiter), Some(ip)) = (&app.conn_limiter, client_ip(&s, app.cfg.trust_forwarded_for))
         && limiter.check_key(&ip).is_err()
     {
         metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);

@@ -134,3 +134,31 @@ async fn slots_of_a_node_killed_with_sigkill_expire_with_its_heartbeat() {
     on_a.close().await;
     h.stop().await;
 }
+
+/// The README's configuration table lists every setting with its flag, environment
+/// variable and default, exactly as the binary knows them.
+#[test]
+fn readme_configuration_table_matches_the_config() {
+    use clap::CommandFactory;
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).expect("README");
+    let rows: Vec<Vec<String>> = readme
+        .lines()
+        .skip_while(|l| !l.starts_with("| Flag | Environment | Default | Meaning |"))
+        .skip(2)
+        .take_while(|l| l.starts_with('|'))
+        .map(|l| l.trim_matches('|').split(" | ").map(|c| c.trim().to_string()).collect())
+        .collect();
+    let cmd = fleetcast::config::Config::command();
+    let args: Vec<_> =
+        cmd.get_arguments().filter(|a| a.get_long().is_some_and(|l| l != "help" && l != "version")).collect();
+    assert_eq!(rows.len(), args.len(), "one README row per setting");
+    for (row, arg) in rows.iter().zip(&args) {
+        let long = arg.get_long().expect("long");
+        assert_eq!(row[0], format!("--{long}"), "README order follows the Config struct");
+        let env = arg.get_env().and_then(|e| e.to_str()).unwrap_or("—");
+        assert_eq!(row[1], env, "environment variable of --{long}");
+        let default: Vec<String> = arg.get_default_values().iter().map(|v| v.to_string_lossy().into_owned()).collect();
+        let default = if default.is_empty() { "—".to_string() } else { default.join(",") };
+        assert_eq!(row[2], default, "default of --{long}");
+    }
+}
