@@ -252,6 +252,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
             purge_every: Duration::from_secs(60),
             purge_after: Duration::from_secs(600),
             drain: Duration::from_millis(cfg.shutdown_drain_ms),
+            heartbeat: Duration::from_secs(5),
         };
         let (db, cancel, name) = (app.db.clone(), cancel.clone(), format!("{node_id}-worker"));
         tasks.spawn(async move {

@@ -49,6 +49,11 @@ pub struct WorkerConfig {
     #[arg(long, env = "FLEETCAST_WORKER_PURGE_AFTER_SECS", default_value_t = 600)]
     pub purge_after_secs: u64,
 
+    /// Worker heartbeat in the queue; jobs held by a worker silent for two heartbeats (a
+    /// crashed worker) go back to the queue.
+    #[arg(long, env = "FLEETCAST_WORKER_HEARTBEAT_MS", default_value_t = 5_000)]
+    pub heartbeat_ms: u64,
+
     /// Longest wait for in-flight batches at shutdown; unfinished ones return to the queue.
     #[arg(long, env = "FLEETCAST_WORKER_DRAIN_MS", default_value_t = 10_000)]
     pub drain_ms: u64,
@@ -81,6 +86,8 @@ pub struct WorkerSettings {
     pub purge_after: Duration,
     /// Shutdown drain bound.
     pub drain: Duration,
+    /// Worker heartbeat; two missed beats make its jobs orphans that are re-queued.
+    pub heartbeat: Duration,
 }
 
 impl From<&WorkerConfig> for WorkerSettings {
@@ -92,6 +99,7 @@ impl From<&WorkerConfig> for WorkerSettings {
             purge_every: Duration::from_secs(c.purge_every_secs.max(1)),
             purge_after: Duration::from_secs(c.purge_after_secs),
             drain: Duration::from_millis(c.drain_ms),
+            heartbeat: Duration::from_millis(c.heartbeat_ms.max(500)),
         }
     }
 }
@@ -246,11 +254,42 @@ async fn housekeeping(db: Db, s: WorkerSettings, cancel: CancellationToken) {
 }
 
 /// Runs the worker until `cancel` fires; in-flight batches finish within the drain bound
-/// or return to the queue (their lock expires and apalis re-enqueues them).
+/// or return to the queue (their lock expires and apalis re-enqueues them). A worker that
+/// stops on its own (the database went away under it) is restarted after a second, so a
+/// database outage never needs an operator.
 pub async fn run(db: Db, s: WorkerSettings, name: &str, cancel: CancellationToken) -> anyhow::Result<()> {
-    crate::jobs::setup(&db).await?;
-    let ctx = Ctx { db: db.clone(), retry_base: s.retry_base };
+    loop {
+        match crate::jobs::setup(&db).await {
+            Ok(()) => break,
+            Err(e) => {
+                tracing::warn!(error = %e, "job queue not reachable; retrying");
+                tokio::select! {
+                    _ = cancel.cancelled() => return Ok(()),
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                }
+            }
+        }
+    }
     let house = tokio::spawn(housekeeping(db.clone(), s.clone(), cancel.clone()));
+    let mut generation = 0u32;
+    loop {
+        let result = run_once(&db, &s, &format!("{name}-{generation}"), &cancel).await;
+        if cancel.is_cancelled() {
+            break;
+        }
+        tracing::warn!(result = ?result, "snapshot worker stopped; restarting in 1 s");
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+        }
+        generation += 1;
+    }
+    let _ = house.await;
+    Ok(())
+}
+
+async fn run_once(db: &Db, s: &WorkerSettings, name: &str, cancel: &CancellationToken) -> anyhow::Result<()> {
+    let ctx = Ctx { db: db.clone(), retry_base: s.retry_base };
     let signal = {
         let cancel = cancel.clone();
         async move {
@@ -260,9 +299,13 @@ pub async fn run(db: Db, s: WorkerSettings, name: &str, cancel: CancellationToke
     };
     let name = name.to_string();
     let concurrency = s.concurrency;
-    let result = match &db {
+    let result = match db {
         Db::Pg(pool) => {
-            let config = apalis_postgres::Config::default().queue(SNAPSHOT_QUEUE).batch_size(concurrency.max(1) * 2);
+            let config = apalis_postgres::Config::default()
+                .queue(SNAPSHOT_QUEUE)
+                .batch_size(concurrency.max(1) * 2)
+                .heartbeat_interval(s.heartbeat)
+                .missed_heartbeats(2);
             // One strategy, either source wakes the worker: LISTEN/NOTIFY on inserts (ms
             // pickup) or the interval (retries whose delay has passed, missed notifies).
             // Two nested `poll_with_*` wrappers would need both at once.
@@ -285,7 +328,11 @@ pub async fn run(db: Db, s: WorkerSettings, name: &str, cancel: CancellationToke
                 .await
         }
         Db::Sqlite(pool) => {
-            let config = apalis_sqlite::Config::default().queue(SNAPSHOT_QUEUE).batch_size(concurrency.max(1) * 2);
+            let config = apalis_sqlite::Config::default()
+                .queue(SNAPSHOT_QUEUE)
+                .batch_size(concurrency.max(1) * 2)
+                .heartbeat_interval(s.heartbeat)
+                .missed_heartbeats(2);
             let storage = apalis_sqlite::SqliteStorage::<SnapshotBatch>::new(pool)
                 .with_config(config)
                 .poll_with_strategy(Strategy::new().interval(s.poll));
@@ -302,7 +349,5 @@ pub async fn run(db: Db, s: WorkerSettings, name: &str, cancel: CancellationToke
                 .await
         }
     };
-    cancel.cancel();
-    let _ = house.await;
     result.map_err(|e| anyhow::anyhow!("worker stopped: {e}"))
 }

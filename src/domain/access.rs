@@ -83,6 +83,20 @@ impl Access {
         if allowed { Ok(()) } else { Err(Error::Forbidden) }
     }
 
+    /// The caller took part in the trip (driver, organizer, a passenger with a booking) or
+    /// is an ADMIN/BUSINESS user of the tenant: who may read its history.
+    pub async fn require_participant(&self, who: &Claims, trip: &TripId) -> Result<()> {
+        let m = self.trip(&who.tenant, trip).await?;
+        let allowed = match who.role {
+            Role::Admin | Role::Business => true,
+            _ if m.organizer == who.user => true,
+            Role::Driver => m.driver.as_ref() == Some(&who.user),
+            Role::Passenger => self.db.has_active_booking(&who.tenant, trip, &who.user).await?,
+            Role::Conductor | Role::Service => false,
+        };
+        if allowed { Ok(()) } else { Err(Error::Forbidden) }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), (Instant, TripMembership)>> {
         // A poisoned cache only means a panic elsewhere mid-insert; the data is still usable.
         self.cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)

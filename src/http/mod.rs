@@ -1,5 +1,6 @@
-//! HTTP edge. For now the operations routes of CONTRACT §4: liveness, readiness (Redis and
-//! the database both answer, and every held room is subscribed) and Prometheus metrics.
+//! HTTP edge (CONTRACT §4): the operations routes — liveness, readiness (Redis and the
+//! database both answer, and every held room is subscribed), Prometheus metrics — and the
+//! trip track. Errors leave as the contract's JSON through one `IntoResponse` for `Error`.
 
 use std::sync::Arc;
 
@@ -12,9 +13,17 @@ use serde_json::json;
 
 use crate::App;
 
-/// Operations routes.
+pub mod auth;
+mod error;
+mod track;
+
+/// Every HTTP route of the node.
 pub fn routes() -> Router<Arc<App>> {
-    Router::new().route("/healthz", get(healthz)).route("/readyz", get(readyz)).route("/metrics", get(metrics))
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/trips/{id}/track", get(track::track))
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

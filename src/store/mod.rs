@@ -19,7 +19,31 @@ pub struct TripMembership {
     pub driver: Option<UserId>,
     /// Trip status (`PUBLISHED`, `IN_PROGRESS`, …).
     pub status: String,
+    /// Who created the trip.
+    pub organizer: UserId,
 }
+
+/// One persisted snapshot of a trip (read path of CONTRACT §4 `track`).
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct TrackPoint {
+    /// The driver.
+    pub driver_id: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lng: f64,
+    /// Speed.
+    pub speed: Option<f64>,
+    /// Heading.
+    pub heading: Option<f64>,
+    /// Accuracy.
+    pub accuracy: Option<f64>,
+    /// ISO-8601 time of the fix.
+    pub recorded_at: String,
+}
+
+/// Most snapshots one `track` answer returns.
+pub const TRACK_LIMIT: i64 = 10_000;
 
 /// The database of a node.
 #[derive(Clone, Debug)]
@@ -87,12 +111,53 @@ impl Db {
 
     /// The trip's driver and status, or `None` if the trip does not exist in the tenant.
     pub async fn trip_membership(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<TripMembership>> {
-        const SQL: &str = "SELECT driver_id, status FROM trips WHERE tenant = $1 AND id = $2";
-        let row: Option<(Option<String>, String)> = match self {
+        const SQL: &str = "SELECT driver_id, status, organizer_id FROM trips WHERE tenant = $1 AND id = $2";
+        let row: Option<(Option<String>, String, String)> = match self {
             Db::Pg(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
             Db::Sqlite(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
         };
-        Ok(row.map(|(driver, status)| TripMembership { driver: driver.map(UserId), status }))
+        Ok(row.map(|(driver, status, organizer)| TripMembership {
+            driver: driver.map(UserId),
+            status,
+            organizer: UserId(organizer),
+        }))
+    }
+
+    /// The trip's snapshots in time order, within `[from, to]` (ISO-8601 in the stored
+    /// form), at most [`TRACK_LIMIT`].
+    pub async fn track(
+        &self,
+        tenant: &Tenant,
+        trip: &TripId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<TrackPoint>> {
+        Ok(match self {
+            Db::Pg(p) => {
+                sqlx::query_as(
+                    "SELECT driver_id, lat, lng, speed, heading, accuracy,                      to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2                      AND ($3::text IS NULL OR recorded_at >= $3::timestamptz)                      AND ($4::text IS NULL OR recorded_at <= $4::timestamptz)                      ORDER BY recorded_at LIMIT $5",
+                )
+                .bind(&tenant.0)
+                .bind(&trip.0)
+                .bind(from)
+                .bind(to)
+                .bind(TRACK_LIMIT)
+                .fetch_all(p)
+                .await?
+            }
+            Db::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT driver_id, lat, lng, speed, heading, accuracy, recorded_at                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2                      AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4)                      ORDER BY recorded_at LIMIT $5",
+                )
+                .bind(&tenant.0)
+                .bind(&trip.0)
+                .bind(from)
+                .bind(to)
+                .bind(TRACK_LIMIT)
+                .fetch_all(p)
+                .await?
+            }
+        })
     }
 
     /// True when the passenger holds a booking on the trip that is not cancelled.

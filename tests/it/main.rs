@@ -10,5 +10,6 @@ mod fault;
 mod interop_js;
 mod limits;
 mod ops;
+mod outage;
 mod snapshots;
 mod validation;

@@ -22,6 +22,7 @@ fn settings() -> WorkerSettings {
         purge_every: Duration::from_secs(60),
         purge_after: Duration::from_secs(600),
         drain: Duration::from_secs(2),
+        heartbeat: Duration::from_secs(2),
     }
 }
 
@@ -197,3 +198,80 @@ async fn a_failing_batch_is_retried_with_a_delay_and_succeeds_later() {
     worker.cancel();
     h.stop().await;
 }
+
+async fn the_track_returns_a_trips_snapshots_in_time_order_to_its_participants(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let worker = (mode == Mode::Cluster).then(|| spawn_worker(h.db.clone()));
+    let trip = unique("t");
+    let driver = unique("d");
+    h.insert_trip("default", &trip, Some(&driver)).await;
+    h.insert_booking("default", &trip, "p1").await;
+    // Written out of order, across two batches.
+    let mut rows: Vec<SnapshotRow> =
+        (0..6).rev().map(|i| SnapshotRow { trip_id: Some(trip.clone()), ..row(&driver, i) }).collect();
+    let second = rows.split_off(3);
+    let queue = JobQueue::new(h.db.clone(), 5);
+    queue.push(&SnapshotBatch { rows }).await.expect("push");
+    queue.push(&SnapshotBatch { rows: second }).await.expect("push");
+    wait_for_rows(&h.db, "default", &driver, 6, Duration::from_secs(10)).await;
+
+    let http = reqwest::Client::new();
+    let url = format!("{}/api/v1/trips/{trip}/track", h.b());
+    let r = http.get(&url).bearer_auth(token(&driver, "DRIVER")).send().await.expect("track");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    let times: Vec<&str> =
+        body["snapshots"].as_array().expect("array").iter().map(|p| p["recordedAt"].as_str().expect("time")).collect();
+    let expected: Vec<String> = (0..6).map(|i| ts(i * 1000)).collect();
+    assert_eq!(times, expected, "time order, every snapshot once");
+    assert_eq!(body["snapshots"][0]["driverId"], json!(driver));
+    assert_eq!(body["snapshots"][0]["speed"], json!(3.0));
+    // A window, with the token in the query string (EventSource-style) and as a cookie.
+    let r = http
+        .get(format!("{url}?from={}&to={}&token={}", ts(1000), ts(3000), token("p1", "PASSENGER")))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(r.status(), 200);
+    let body: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(body["snapshots"].as_array().map(Vec::len), Some(3), "{body}");
+    let r = http
+        .get(&url)
+        .header("cookie", format!("fleetcast_token={}", token("adm", "ADMIN")))
+        .send()
+        .await
+        .expect("track");
+    assert_eq!(r.status(), 200);
+    // Access rules.
+    let status = |t: Option<String>, u: String| {
+        let http = http.clone();
+        async move {
+            let mut req = http.get(u);
+            if let Some(t) = t {
+                req = req.bearer_auth(t);
+            }
+            let r = req.send().await.expect("track");
+            let code = r.status().as_u16();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            (code, body["error"].as_str().unwrap_or("").to_string())
+        }
+    };
+    assert_eq!(status(None, url.clone()).await, (401, "NO_TOKEN".into()));
+    assert_eq!(status(Some("garbage".into()), url.clone()).await, (401, "INVALID_TOKEN".into()));
+    assert_eq!(status(Some(token("p2", "PASSENGER")), url.clone()).await, (403, "FORBIDDEN".into()));
+    assert_eq!(status(Some(token("other-driver", "DRIVER")), url.clone()).await, (403, "FORBIDDEN".into()));
+    let other_tenant = sign(json!({"sub": "adm", "role": "ADMIN", "tenant": "elsewhere"}));
+    assert_eq!(status(Some(other_tenant), url.clone()).await, (404, "NOT_FOUND".into()));
+    let unknown = format!("{}/api/v1/trips/nope/track", h.a());
+    assert_eq!(status(Some(token("adm", "ADMIN")), unknown).await, (404, "NOT_FOUND".into()));
+    assert_eq!(
+        status(Some(token("adm", "ADMIN")), format!("{url}?from=yesterday")).await,
+        (400, "INVALID_PAYLOAD".into())
+    );
+    if let Some(w) = worker {
+        w.cancel();
+    }
+    h.stop().await;
+}
+
+both_modes!(the_track_returns_a_trips_snapshots_in_time_order_to_its_participants);

@@ -1,0 +1,71 @@
+//! HTTP and SSE identity (CONTRACT §1): the token from `Authorization: Bearer`, else the
+//! `?token=` query parameter, else the `fleetcast_token` cookie (EventSource cannot set
+//! headers). A missing token is 401 `NO_TOKEN`, a bad one 401 `INVALID_TOKEN`.
+
+use std::sync::Arc;
+
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::App;
+use crate::auth::{AuthError, Claims};
+
+/// The verified caller of an HTTP request.
+pub struct Caller(pub Claims);
+
+fn token_from(parts: &Parts) -> Option<String> {
+    if let Some(h) = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+        return Some(h.to_string());
+    }
+    if let Some(q) = parts.uri.query() {
+        for pair in q.split('&') {
+            if let Some(v) = pair.strip_prefix("token=") {
+                return Some(percent_decode(v));
+            }
+        }
+    }
+    parts
+        .headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|h| h.to_str().ok())
+        .flat_map(|h| h.split(';'))
+        .find_map(|c| c.trim().strip_prefix("fleetcast_token=").map(percent_decode))
+}
+
+/// Minimal `%XX` decoding (tokens are base64url, so this rarely matters).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16)
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(if bytes[i] == b'+' { b' ' } else { bytes[i] });
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl FromRequestParts<Arc<App>> for Caller {
+    type Rejection = Response;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        let code = match token_from(parts).map(|t| app.verifier.verify(&t)) {
+            Some(Ok(claims)) => return Ok(Caller(claims)),
+            None | Some(Err(AuthError::NoToken)) => "NO_TOKEN",
+            Some(Err(AuthError::InvalidToken)) => "INVALID_TOKEN",
+        };
+        Err((StatusCode::UNAUTHORIZED, axum::Json(json!({ "error": code, "message": "authentication required" })))
+            .into_response())
+    }
+}

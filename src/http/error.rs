@@ -1,0 +1,35 @@
+//! The one mapping of [`Error`] to an HTTP response: `{"error": CODE, "message": …}` with the
+//! contract's status (CONTRACT §4). 5xx details stay in the log.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::error::Error;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = match &self {
+            Error::InvalidPayload(_) => StatusCode::BAD_REQUEST,
+            Error::Forbidden => StatusCode::FORBIDDEN,
+            Error::NotFound => StatusCode::NOT_FOUND,
+            Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Error::SubscriptionLimit | Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        let message = self.message().unwrap_or_else(|| match self {
+            Error::Forbidden => "not allowed".into(),
+            Error::NotFound => "not found".into(),
+            Error::Internal => "internal error".into(),
+            _ => self.code().to_lowercase(),
+        });
+        let mut resp = (status, axum::Json(json!({ "error": self.code(), "message": message }))).into_response();
+        if let Error::RateLimited { retry_after_ms } = self
+            && let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string())
+        {
+            resp.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        resp
+    }
+}

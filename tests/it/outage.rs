@@ -1,0 +1,223 @@
+//! A 60 s database outage loses no sampled snapshot: the node keeps sampled rows in its
+//! bounded buffer and retries, the worker restarts itself, and once the database is back
+//! every sampled update is in `location_snapshots` exactly once. The test runs its own
+//! Postgres (initdb in a temp dir, free port) and kills it by PID.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fleetcast::config::Config;
+use fleetcast::store::Db;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use crate::common::*;
+
+/// A throwaway Postgres cluster owned by this test.
+pub struct PrivatePostgres {
+    pub port: u16,
+    dir: PathBuf,
+    child: Option<Child>,
+    as_postgres: bool,
+}
+
+fn bindir() -> PathBuf {
+    let out = Command::new("pg_config").arg("--bindir").output().expect("pg_config on PATH");
+    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+}
+
+/// Runs a Postgres binary, as the `postgres` user when we are root (Postgres refuses root).
+fn pg_command(as_postgres: bool, bin: &Path) -> Command {
+    if as_postgres {
+        let mut c = Command::new("runuser");
+        c.args(["-u", "postgres", "--"]).arg(bin);
+        c
+    } else {
+        Command::new(bin)
+    }
+}
+
+impl PrivatePostgres {
+    pub fn init() -> Self {
+        let as_postgres = is_root();
+        let dir = std::env::temp_dir().join(unique("fcpg"));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        if as_postgres {
+            let ok = Command::new("chown").args(["-R", "postgres"]).arg(&dir).status().expect("chown").success();
+            assert!(ok, "chown temp dir");
+        }
+        let out = pg_command(as_postgres, &bindir().join("initdb"))
+            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
+            .arg(dir.join("data"))
+            .output()
+            .expect("initdb");
+        assert!(out.status.success(), "initdb failed: {}", String::from_utf8_lossy(&out.stderr));
+        let port = std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port();
+        let mut pg = PrivatePostgres { port, dir, child: None, as_postgres };
+        pg.start();
+        pg
+    }
+
+    pub fn start(&mut self) {
+        let child = pg_command(self.as_postgres, &bindir().join("postgres"))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-p", &self.port.to_string(), "-k"])
+            .arg(&self.dir)
+            .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("postgres");
+        self.child = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
+            assert!(Instant::now() < deadline, "private postgres did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// The postmaster's PID, from its pid file.
+    fn postmaster_pid(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.dir.join("data/postmaster.pid")).ok()?;
+        text.lines().next().map(str::to_string)
+    }
+
+    /// Kills the postmaster with SIGKILL (a crash, not a shutdown) and its backends.
+    pub fn kill(&mut self) {
+        if let Some(pid) = self.postmaster_pid() {
+            let _ = Command::new("kill").args(["-KILL", &pid]).status();
+            // Orphaned backends exit once the postmaster is gone; make sure of it.
+            let _ = Command::new("pkill").args(["-KILL", "-f", &self.dir.to_string_lossy()]).status();
+        }
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = std::fs::remove_file(self.dir.join("data/postmaster.pid"));
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        self.kill();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+async fn count(db: &Db, driver: &str) -> i64 {
+    let Db::Pg(p) = db else { unreachable!() };
+    sqlx::query_scalar("SELECT COUNT(*) FROM location_snapshots WHERE driver_id = $1")
+        .bind(driver)
+        .fetch_one(p)
+        .await
+        .unwrap_or(-1)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sixty_second_database_outage_loses_no_sampled_update() {
+    let mut pg = PrivatePostgres::init();
+    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("private postgres");
+    sqlx::query("CREATE DATABASE fleetcast").execute(&admin).await.expect("create db");
+    admin.close().await;
+    let db_url = pg.url("fleetcast");
+    let prefix = unique("fcout");
+    let cfg = Config::from_args([
+        "--bind",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        &prefix,
+        "--database-url",
+        &db_url,
+        "--location-min-interval-ms",
+        "0",
+        "--snapshot-interval-ms",
+        "100",
+        "--snapshot-flush-ms",
+        "200",
+        "--db-max-connections",
+        "4",
+    ])
+    .expect("config");
+    let node = fleetcast::start(cfg).await.expect("node");
+    let db = Db::connect(&db_url, 2).await.expect("db");
+    let cancel = CancellationToken::new();
+    let worker = {
+        let (db, cancel) = (db.clone(), cancel.clone());
+        let settings = fleetcast::worker::WorkerSettings {
+            concurrency: 2,
+            poll: Duration::from_millis(200),
+            retry_base: Duration::from_millis(500),
+            purge_every: Duration::from_secs(60),
+            purge_after: Duration::from_secs(600),
+            drain: Duration::from_secs(2),
+            heartbeat: Duration::from_secs(2),
+        };
+        tokio::spawn(async move { fleetcast::worker::run(db, settings, "outage-worker", cancel).await })
+    };
+
+    let driver = unique("d");
+    let c = Client::connect(&format!("http://{}", node.addr), &token(&driver, "DRIVER")).await;
+    let mut accepted = 0;
+    let send = |i: u32| json!({ "lat": 10.0 + f64::from(i) / 1000.0, "lng": 20.0 });
+    let mut i = 0;
+    // Before the outage.
+    for _ in 0..10 {
+        let ack = c.ack("driver:location:update", send(i)).await;
+        if ack["ok"] == json!(true) {
+            accepted += 1;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    pg.kill();
+    let down = Instant::now();
+    // During the outage: Redis is up, so updates are accepted, sampled and buffered.
+    while down.elapsed() < Duration::from_secs(10) {
+        let ack = c.ack("driver:location:update", send(i)).await;
+        if ack["ok"] == json!(true) {
+            accepted += 1;
+        }
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert!(accepted >= 60, "updates accepted during the outage: {accepted}");
+    let buffered = node.app.sampler.buffered();
+    assert!(buffered > 0, "the node buffers sampled rows while the database is down");
+    tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
+    pg.start();
+    let back = Instant::now();
+    let mut n = 0;
+    while back.elapsed() < Duration::from_secs(45) {
+        n = count(&db, &driver).await;
+        if n >= accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let n_final = count(&db, &driver).await;
+    assert_eq!(n_final, accepted, "every sampled update written exactly once (saw {n} then {n_final})");
+    c.close().await;
+    cancel.cancel();
+    let _ = worker.await;
+    node.shutdown().await;
+    db.close().await;
+}
