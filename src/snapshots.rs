@@ -205,3 +205,37 @@ pub async fn write_batch(db: &Db, batch: &SnapshotBatch) -> Result<u64, sqlx::Er
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: u32) -> SnapshotRow {
+        SnapshotRow {
+            tenant: "t".into(),
+            driver_id: format!("d{i}"),
+            trip_id: None,
+            lat: 0.0,
+            lng: 0.0,
+            speed: None,
+            heading: None,
+            accuracy: None,
+            recorded_at: format!("2026-01-01T00:00:{i:02}.000000Z"),
+        }
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_database_keeps_rows_bounded_and_newest_first_out_last() {
+        // Nothing listens on port 1: every push fails at once.
+        let db = Db::connect("postgres://postgres@127.0.0.1:1/none", 1).await.expect("lazy pool");
+        let sampler = Sampler::new(JobQueue::new(db, 3), 2, 4, Duration::from_millis(10));
+        for i in 0..6 {
+            sampler.offer(row(i));
+        }
+        assert_eq!(sampler.buffered(), 4, "bounded: the two oldest rows were dropped");
+        assert!(sampler.flush_once().await.is_err());
+        assert_eq!(sampler.buffered(), 4, "a failed push puts its rows back");
+        let kept: Vec<String> = sampler.lock().iter().map(|r| r.driver_id.clone()).collect();
+        assert_eq!(kept, ["d2", "d3", "d4", "d5"], "order kept, newest rows survive");
+    }
+}

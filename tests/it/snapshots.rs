@@ -275,3 +275,53 @@ async fn the_track_returns_a_trips_snapshots_in_time_order_to_its_participants(m
 }
 
 both_modes!(the_track_returns_a_trips_snapshots_in_time_order_to_its_participants);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_flushes_buffered_snapshots_to_the_queue() {
+    // No worker in this cluster and a flush interval far away: the rows can only reach
+    // the queue through the shutdown flush.
+    let mut h =
+        Harness::start(Mode::Cluster, &["--snapshot-flush-ms", "600000", "--location-min-interval-ms", "0"]).await;
+    let driver = unique("d");
+    let c = Client::connect(&h.a(), &token(&driver, "DRIVER")).await;
+    assert_ok(&c.ack("driver:location:update", json!({ "lat": 1, "lng": 2 })).await);
+    c.close().await;
+    let node = h.nodes.remove(0);
+    assert_eq!(node.app.sampler.buffered(), 1, "the sampled row waits in the buffer");
+    assert_eq!(fleetcast::worker::queue_depth(&h.db).await.expect("depth"), 0);
+    node.shutdown().await;
+    assert_eq!(fleetcast::worker::queue_depth(&h.db).await.expect("depth"), 1, "flushed as one job at shutdown");
+    // A worker started afterwards writes it.
+    let worker = spawn_worker(h.db.clone());
+    assert_eq!(wait_for_rows(&h.db, "default", &driver, 1, Duration::from_secs(10)).await.len(), 1);
+    worker.cancel();
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn done_jobs_are_purged_from_the_queue() {
+    let h = Harness::start(Mode::Cluster, &[]).await;
+    let worker = spawn_worker(h.db.clone());
+    let driver = unique("d");
+    JobQueue::new(h.db.clone(), 5).push(&SnapshotBatch { rows: vec![row(&driver, 1)] }).await.expect("push");
+    wait_for_rows(&h.db, "default", &driver, 1, Duration::from_secs(10)).await;
+    let Db::Pg(pool) = &h.db else { unreachable!() };
+    let done = || async {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM apalis.jobs WHERE status = 'Done'")
+            .fetch_one(pool)
+            .await
+            .expect("count");
+        n
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while done().await == 0 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(done().await, 1, "the written job is marked done");
+    assert_eq!(fleetcast::worker::purge_done(&h.db, Duration::from_secs(3600)).await.expect("purge"), 0, "too young");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(fleetcast::worker::purge_done(&h.db, Duration::from_secs(1)).await.expect("purge"), 1);
+    assert_eq!(done().await, 0);
+    worker.cancel();
+    h.stop().await;
+}
