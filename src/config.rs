@@ -149,6 +149,14 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_IN_PROCESS_WORKER")]
     pub in_process_worker: bool,
 
+    /// Recoverable events kept per room for replay after a reconnect.
+    #[arg(long, env = "FLEETCAST_HISTORY_MAX_EVENTS", default_value_t = 100)]
+    pub history_max_events: usize,
+
+    /// Age beyond which a room's events are no longer replayed.
+    #[arg(long, env = "FLEETCAST_HISTORY_WINDOW_MS", default_value_t = 600_000)]
+    pub history_window_ms: u64,
+
     /// Active trip subscriptions one user may hold across all sockets and nodes.
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,
@@ -284,6 +292,12 @@ impl Config {
         if self.snapshot_max_attempts == 0 {
             return bad("snapshot-max-attempts", "must be at least 1");
         }
+        if !(1..=10_000).contains(&self.history_max_events) {
+            return bad("history-max-events", "must be 1..=10000");
+        }
+        if self.history_window_ms < 1_000 {
+            return bad("history-window-ms", "must be at least 1000");
+        }
         if self.max_trip_subscriptions == 0 {
             return bad("max-trip-subscriptions", "must be at least 1");
         }
@@ -335,6 +349,11 @@ impl Config {
     /// The HS256 secret in force: the configured one, else (embedded only) the dev secret.
     pub fn hs256_secret(&self) -> &str {
         self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
+    }
+
+    /// History bounds of the engine.
+    pub fn history_limits(&self) -> crate::engine::HistoryLimits {
+        crate::engine::HistoryLimits { max_events: self.history_max_events, window_ms: self.history_window_ms }
     }
 
     /// Heartbeat interval as a `Duration`.

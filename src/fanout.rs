@@ -11,7 +11,9 @@ use serde_json::value::RawValue;
 use socketioxide::SocketIo;
 use socketioxide::extract::SocketRef;
 
-use crate::engine::{Deliver, Engine, RoomKey, frame};
+use std::collections::HashMap;
+
+use crate::engine::{Deliver, Engine, EventId, RoomKey, frame};
 use crate::error::{Error, Result};
 
 /// Server→client event names of CONTRACT §2.
@@ -45,6 +47,106 @@ pub async fn publish<T: Serialize>(engine: &Engine, room: &RoomKey, event: &str,
     Ok(())
 }
 
+/// Publishes a recoverable `event` to `room` on every node: stamped with `emittedAt` here,
+/// given its `eventId` by the engine in the same step that records it in the room's
+/// history. Returns the id.
+pub async fn publish_recoverable<T: Serialize>(
+    engine: &Engine,
+    room: &RoomKey,
+    event: &str,
+    payload: &T,
+) -> Result<EventId> {
+    let json = stamp(payload)?;
+    let tail = json.strip_prefix('{').ok_or_else(|| {
+        tracing::error!(event, "recoverable payload is not a JSON object");
+        Error::Internal
+    })?;
+    let id = engine.publish_recoverable(room, event, tail).await?;
+    metrics::counter!("fleetcast_events_out_total", "event" => event.to_string()).increment(1);
+    Ok(id)
+}
+
+/// Sockets that joined a room with `since` and are being sent its history. While a socket
+/// is listed, recoverable frames for the room are also kept for it; when its replay is done
+/// [`Replays::finish`] joins it to the room and sends what arrived meanwhile, skipping what
+/// the replay already carried, under the same lock the delivery takes: no gap, no
+/// duplicate at the seam, and order kept.
+/// Frames kept for one replaying socket: `(id, event, payload JSON)`.
+type Kept = Vec<(EventId, String, String)>;
+/// Local room name → replaying sockets and their kept frames.
+type Pending = HashMap<String, Vec<(String, Kept)>>;
+
+#[derive(Default)]
+pub struct Replays {
+    /// Local room name → (socket id, frames that arrived during its replay). Bounded by the
+    /// room's publish rate over one history read; the lock is never held across `.await`.
+    pending: std::sync::Mutex<Pending>,
+}
+
+impl Replays {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+        self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts keeping `room`'s recoverable frames for socket `sid`.
+    pub fn begin(&self, room: &RoomKey, sid: &str) {
+        self.lock().entry(room.as_str().to_string()).or_default().push((sid.to_string(), Vec::new()));
+    }
+
+    /// Stops keeping frames for `sid` without joining (the replay failed).
+    pub fn abandon(&self, room: &RoomKey, sid: &str) {
+        let mut p = self.lock();
+        if let Some(list) = p.get_mut(room.as_str()) {
+            list.retain(|(s, _)| s != sid);
+            if list.is_empty() {
+                p.remove(room.as_str());
+            }
+        }
+    }
+
+    /// Joins `s` to `room` and sends the frames kept since [`Replays::begin`] that are newer
+    /// than `replayed` (the last id the replay sent).
+    pub fn finish(&self, room: &RoomKey, s: &SocketRef, replayed: Option<EventId>) {
+        let sid = s.id.to_string();
+        let mut p = self.lock();
+        let mut kept = Vec::new();
+        if let Some(list) = p.get_mut(room.as_str()) {
+            if let Some(i) = list.iter().position(|(x, _)| *x == sid) {
+                kept = list.swap_remove(i).1;
+            }
+            if list.is_empty() {
+                p.remove(room.as_str());
+            }
+        }
+        s.join(room.as_str().to_string());
+        for (id, event, json) in kept {
+            if replayed.is_none_or(|r| id > r) {
+                send_to_socket(s, &event, &json);
+            }
+        }
+    }
+
+    /// Keeps a recoverable frame for the sockets replaying `room`, then runs `emit` (the
+    /// live delivery to the room's members) under the same lock.
+    fn keep_then(&self, room: &RoomKey, event: &str, json: &str, emit: impl FnOnce()) {
+        let mut p = self.lock();
+        if let Some(list) = p.get_mut(room.as_str())
+            && let Some(id) = event_id_of(json)
+        {
+            for (_, frames) in list.iter_mut() {
+                frames.push((id, event.to_string(), json.to_string()));
+            }
+        }
+        emit();
+    }
+}
+
+/// The `eventId` at the head of a recoverable payload.
+fn event_id_of(json: &str) -> Option<EventId> {
+    let rest = json.strip_prefix("{\"eventId\":\"")?;
+    EventId::parse(&rest[..rest.find('"')?])
+}
+
 /// Builds the frame of a location update (published by the engine in the same round trip
 /// that stores it, so the write and the broadcast cannot diverge).
 pub fn location_frame(location_json_with_stamp: &str) -> String {
@@ -65,7 +167,7 @@ pub fn send_to_socket(s: &SocketRef, event: &str, json: &str) {
 /// The local delivery callback handed to the engine: decodes a frame and emits it to the
 /// local members of its room. Runs on the engine's delivery task, so it must not block:
 /// the local adapter's broadcast completes without waiting.
-pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>) -> Deliver {
+pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>, replays: Arc<Replays>) -> Deliver {
     Arc::new(move |room: &RoomKey, text: &str| {
         let Some(io) = io.get() else { return };
         let Some(f) = frame::decode(text) else {
@@ -76,18 +178,22 @@ pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>) -> Deliver {
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
-        let mut op = io.to(room.as_str().to_string());
-        if f.flags & frame::VOLATILE != 0 {
-            op = op.volatile();
-        }
-        if let Some(except) = f.except {
-            op = op.except(except.to_string());
-        }
-        match op.emit(f.event, raw).now_or_never() {
-            Some(Ok(())) => {}
-            Some(Err(e)) => tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets"),
-            None => tracing::error!("local broadcast did not complete at once"),
-        }
+        // Kept for replaying sockets and emitted under one lock, so that
+        // `Replays::finish` (join + drain) is atomic with respect to delivery.
+        replays.keep_then(room, f.event, f.json, || {
+            let mut op = io.to(room.as_str().to_string());
+            if f.flags & frame::VOLATILE != 0 {
+                op = op.volatile();
+            }
+            if let Some(except) = f.except {
+                op = op.except(except.to_string());
+            }
+            match op.emit(f.event, raw).now_or_never() {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets"),
+                None => tracing::error!("local broadcast did not complete at once"),
+            }
+        });
         metrics::counter!("fleetcast_deliveries_total").increment(1);
     })
 }

@@ -65,6 +65,8 @@ pub struct App {
     pub metrics: PrometheusHandle,
     /// Sampled snapshots on their way to the job queue.
     pub sampler: Arc<snapshots::Sampler>,
+    /// Sockets catching up on a room's history before they receive it live.
+    pub replays: Arc<fanout::Replays>,
     shutting_down: AtomicBool,
     /// Our and apalis' migrations are applied (retried by the heartbeat until they are).
     migrated: AtomicBool,
@@ -180,9 +182,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     // the engine) as state: the cell breaks the cycle. It is set before the listener binds,
     // so no frame can arrive for a socket before it is filled.
     let io_cell: Arc<std::sync::OnceLock<SocketIo>> = Arc::new(std::sync::OnceLock::new());
-    let deliver = fanout::deliverer(io_cell.clone());
+    let replays = Arc::new(fanout::Replays::default());
+    let deliver = fanout::deliverer(io_cell.clone(), replays.clone());
     let engine = match &cfg.redis_url {
-        None => Engine::Memory(Box::new(engine::memory::MemoryEngine::new(deliver))),
+        None => Engine::Memory(Box::new(engine::memory::MemoryEngine::new(deliver, cfg.history_limits()))),
         Some(url) => {
             let e = Arc::new(
                 engine::redis::RedisEngine::connect(
@@ -192,6 +195,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
                         timeout: Duration::from_millis(cfg.redis_timeout_ms),
                         node_id: node_id.clone(),
                         heartbeat: cfg.node_heartbeat(),
+                        history: cfg.history_limits(),
                     },
                     deliver,
                 )
@@ -214,6 +218,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         conn_limiter,
         metrics,
         sampler,
+        replays,
         shutting_down: AtomicBool::new(false),
         migrated: AtomicBool::new(migrated),
     });

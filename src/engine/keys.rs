@@ -45,6 +45,12 @@ impl Keys {
         Some(RoomKey::new(&Tenant(unesc(tenant)), name))
     }
 
+    /// Bounded history of a room's recoverable events (stream; count-bounded, TTL = the
+    /// history window, refreshed by each event).
+    pub fn history(&self, room: &RoomKey) -> String {
+        format!("{}:hist:{}:{}", self.prefix, esc(room.tenant()), room.name())
+    }
+
     /// Sliding rate window of a driver's location updates (ZSET, TTL 60 s).
     pub fn location_window(&self, tenant: &Tenant, driver: &UserId) -> String {
         format!("{}:rl:loc:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))

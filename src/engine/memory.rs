@@ -7,7 +7,10 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Claim, Deliver, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
+use super::{
+    Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind,
+    frame, with_event_id,
+};
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::Result;
 
@@ -23,6 +26,17 @@ struct State {
     geo: HashMap<String, HashMap<String, (f64, f64, Instant)>>,
     /// (kind, tenant, user) → slot → sockets holding it.
     slots: HashMap<(SlotKind, String, String), HashMap<String, HashSet<String>>>,
+    /// Recoverable events per room (local room name), bounded by count and age.
+    history: HashMap<String, RoomHistory>,
+}
+
+#[derive(Default)]
+struct RoomHistory {
+    events: VecDeque<(EventId, String, String)>,
+    last: Option<EventId>,
+    /// Largest id dropped by a bound: a replay from before it is incomplete.
+    max_deleted: Option<EventId>,
+    touched: Option<Instant>,
 }
 
 impl std::hash::Hash for SlotKind {
@@ -35,6 +49,7 @@ impl std::hash::Hash for SlotKind {
 pub struct MemoryEngine {
     state: Mutex<State>,
     deliver: Deliver,
+    limits: HistoryLimits,
 }
 
 fn key(t: &Tenant, id: &str) -> Key {
@@ -43,8 +58,8 @@ fn key(t: &Tenant, id: &str) -> Key {
 
 impl MemoryEngine {
     /// An empty engine delivering frames to `deliver`.
-    pub fn new(deliver: Deliver) -> Self {
-        Self { state: Mutex::new(State::default()), deliver }
+    pub fn new(deliver: Deliver, limits: HistoryLimits) -> Self {
+        Self { state: Mutex::new(State::default()), deliver, limits }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -54,6 +69,46 @@ impl MemoryEngine {
     pub(super) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
         (self.deliver)(room, frame);
         Ok(())
+    }
+
+    pub(super) async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
+        let now_ms =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let mut s = self.lock();
+        let h = s.history.entry(room.as_str().to_string()).or_default();
+        let id = match h.last {
+            Some(last) if last.ms >= now_ms => EventId { ms: last.ms, seq: last.seq + 1 },
+            _ => EventId { ms: now_ms, seq: 0 },
+        };
+        h.last = Some(id);
+        h.touched = Some(Instant::now());
+        while h.events.len() >= self.limits.max_events {
+            if let Some((old, _, _)) = h.events.pop_front() {
+                h.max_deleted = Some(old);
+            }
+        }
+        while h.events.front().is_some_and(|(old, _, _)| old.ms + self.limits.window_ms < id.ms) {
+            if let Some((old, _, _)) = h.events.pop_front() {
+                h.max_deleted = Some(old);
+            }
+        }
+        let payload = with_event_id(id, tail);
+        h.events.push_back((id, event.to_string(), payload.clone()));
+        // Delivered under the lock: ids and delivery order agree even with concurrent
+        // publishers to one room.
+        (self.deliver)(room, &frame::encode(event, 0, None, &payload));
+        Ok(id)
+    }
+
+    pub(super) async fn history(&self, room: &RoomKey, since: EventId) -> Result<History> {
+        let s = self.lock();
+        let Some(h) = s.history.get(room.as_str()) else {
+            return Ok(History { complete: false, events: Vec::new() });
+        };
+        Ok(History {
+            complete: h.max_deleted.is_none_or(|d| since >= d),
+            events: h.events.iter().filter(|(id, _, _)| *id > since).cloned().collect(),
+        })
     }
 
     pub(super) async fn hold_room(&self, _room: &RoomKey) -> Result<()> {
@@ -169,6 +224,8 @@ impl MemoryEngine {
         s.trip_loc.retain(|_, (exp, _)| *exp > now);
         s.windows.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)));
         s.snapshot_marks.retain(|_, until| *until > now);
+        let window = Duration::from_millis(self.limits.window_ms);
+        s.history.retain(|_, h| h.touched.is_some_and(|t| now.duration_since(t) < window));
         s.geo.retain(|_, drivers| {
             drivers.retain(|_, (_, _, exp)| *exp > now);
             !drivers.is_empty()

@@ -53,6 +53,55 @@ impl RoomKey {
     }
 }
 
+/// An event id: `"<milliseconds>-<sequence>"` (a Redis stream id; the memory engine makes
+/// the same form), strictly increasing within a room. Ordered by (ms, seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    /// Milliseconds since the epoch.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Parses `"<ms>-<seq>"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(Self { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+/// Bounds of a room's event history (CONTRACT §6: 100 events or 10 minutes by default).
+#[derive(Debug, Clone, Copy)]
+pub struct HistoryLimits {
+    /// Most events kept per room.
+    pub max_events: usize,
+    /// Oldest event age kept, in milliseconds.
+    pub window_ms: u64,
+}
+
+/// A room's events after some id, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct History {
+    /// False when events newer than the asked id were already dropped (or the history
+    /// expired): the client should refetch state.
+    pub complete: bool,
+    /// `(id, event name, payload JSON)` in order.
+    pub events: Vec<(EventId, String, String)>,
+}
+
+/// The payload of a recoverable event: `{"eventId":"<id>",` followed by the stamped
+/// payload's fields (`tail` is the payload JSON without its opening brace).
+pub fn with_event_id(id: EventId, tail: &str) -> String {
+    format!("{{\"eventId\":\"{id}\",{tail}")
+}
+
 /// Receives frames for rooms with local members. Must not block.
 pub type Deliver = Arc<dyn Fn(&RoomKey, &str) + Send + Sync>;
 
@@ -136,6 +185,17 @@ impl Engine {
     /// Publishes `frame` to every node with members in `room` (this one included).
     pub async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
         dispatch!(self, e => e.publish(room, frame).await)
+    }
+
+    /// Publishes a recoverable event: appended to the room's bounded history and published
+    /// in one step; returns its id. `tail` is the stamped payload JSON without its `{`.
+    pub async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
+        dispatch!(self, e => e.publish_recoverable(room, event, tail).await)
+    }
+
+    /// The room's events after `since`, oldest first, and whether that is all of them.
+    pub async fn history(&self, room: &RoomKey, since: EventId) -> Result<History> {
+        dispatch!(self, e => e.history(room, since).await)
     }
 
     /// A local socket joined `room`: make sure this node receives the room's frames before

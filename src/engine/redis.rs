@@ -17,7 +17,9 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::keys::Keys;
-use super::{Claim, Deliver, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
+use super::{
+    Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind,
+};
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::{Error, Result};
 
@@ -43,6 +45,8 @@ pub struct RedisSettings {
     pub node_id: String,
     /// Heartbeat interval; the node key lives three of them.
     pub heartbeat: Duration,
+    /// Bounds of each room's event history.
+    pub history: HistoryLimits,
 }
 
 /// The cluster engine.
@@ -52,6 +56,9 @@ pub struct RedisEngine {
     keys: Keys,
     location_script: Script,
     claim_script: Script,
+    publish_script: Script,
+    history_script: Script,
+    history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
     /// Local member count per held room channel. An async mutex because the first join
@@ -111,6 +118,9 @@ impl RedisEngine {
             keys: Keys::new(&s.prefix),
             location_script: Script::from_lua(include_str!("../../redis/location.lua")),
             claim_script: Script::from_lua(include_str!("../../redis/claim.lua")),
+            publish_script: Script::from_lua(include_str!("../../redis/publish.lua")),
+            history_script: Script::from_lua(include_str!("../../redis/history.lua")),
+            history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
             rooms: tokio::sync::Mutex::new(HashMap::new()),
@@ -215,6 +225,55 @@ impl RedisEngine {
         let _: i64 = self.client.publish(self.keys.room_channel(room), frame).await.map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish").record(started.elapsed());
         Ok(())
+    }
+
+    pub(super) async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
+        let started = std::time::Instant::now();
+        let args: Vec<String> = vec![
+            self.history.max_events.to_string(),
+            self.history.window_ms.to_string(),
+            self.keys.room_channel(room),
+            event.to_string(),
+            "0".to_string(),
+            tail.to_string(),
+        ];
+        let id: String = self
+            .publish_script
+            .evalsha_with_reload(&self.client, vec![self.keys.history(room)], args)
+            .await
+            .map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish_recoverable")
+            .record(started.elapsed());
+        EventId::parse(&id).ok_or_else(|| {
+            tracing::error!(id, "unexpected stream id");
+            Error::Internal
+        })
+    }
+
+    pub(super) async fn history(&self, room: &RoomKey, since: EventId) -> Result<History> {
+        let started = std::time::Instant::now();
+        let reply: Vec<Value> = self
+            .history_script
+            .evalsha_with_reload(
+                &self.client,
+                vec![self.keys.history(room)],
+                vec![since.to_string(), self.history.max_events.to_string()],
+            )
+            .await
+            .map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "history").record(started.elapsed());
+        let complete = reply.first().and_then(Value::as_i64) == Some(1);
+        let mut events = Vec::new();
+        for entry in reply.get(1..).unwrap_or_default().chunks(3) {
+            let [id, event, tail] = entry else { break };
+            let (Some(id), Some(event), Some(tail)) =
+                (id.as_str().and_then(|s| EventId::parse(&s)), event.as_string(), tail.as_str())
+            else {
+                continue;
+            };
+            events.push((id, event, super::with_event_id(id, &tail)));
+        }
+        Ok(History { complete, events })
     }
 
     pub(super) async fn hold_room(&self, room: &RoomKey) -> Result<()> {

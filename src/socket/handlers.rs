@@ -8,8 +8,8 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
-use super::payload::{self, LocationIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef};
-use super::{Session, join, leave, run_event};
+use super::payload::{self, AdminSubscribeIn, LocationIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef};
+use super::{Session, join, join_with_replay, leave, run_event};
 use crate::App;
 use crate::domain::{self, DriverStatus, LocationFix, Role, TripId};
 use crate::engine::{Claim, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
@@ -220,7 +220,7 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
         _ => None,
     };
     let out = TripStatusOut { trip_id: &trip.0, driver_id: &c.user.0, status: status.as_str(), timestamp: &timestamp };
-    fanout::publish(&app.engine, &trip_room(session, &trip), events::TRIP_STATUS, &out, 0).await?;
+    fanout::publish_recoverable(&app.engine, &trip_room(session, &trip), events::TRIP_STATUS, &out).await?;
     // The trip's final position is stored whatever the sampling interval says; the natural
     // key makes it a no-op when that update was already sampled.
     {
@@ -255,7 +255,8 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
             message: "driver reported an emergency",
             at: &timestamp,
         };
-        fanout::publish(&app.engine, &RoomKey::new(&c.tenant, "admin:alerts"), events::ALERT, &alert, 0).await?;
+        fanout::publish_recoverable(&app.engine, &RoomKey::new(&c.tenant, "admin:alerts"), events::ALERT, &alert)
+            .await?;
     }
     ok()
 }
@@ -266,7 +267,10 @@ async fn passenger_subscribe(
     session: &Session,
     p: Option<Value>,
 ) -> Result<Map<String, Value>> {
-    let target = payload::parse::<SubscribeIn>(p)?.target()?;
+    let mut input = payload::parse::<SubscribeIn>(p)?;
+    let single = input.trip_id.clone();
+    let since = payload::since_by_key(input.since.take(), single.as_deref())?;
+    let target = input.target()?;
     let trips: Vec<TripId> = match &target {
         SubscribeTarget::One(t) => vec![t.clone()],
         SubscribeTarget::Many(ts) => ts.clone(),
@@ -288,8 +292,14 @@ async fn passenger_subscribe(
         Claim::Granted => {}
         Claim::Refused => return Err(Error::SubscriptionLimit),
     }
+    let mut recovered = true;
     for (i, trip) in trips.iter().enumerate() {
-        if let Err(e) = join(app, s, session, &trip_room(session, trip)).await {
+        let room = trip_room(session, trip);
+        let joined = match since.get(&trip.0).or_else(|| since.get(room.name())) {
+            Some(id) => join_with_replay(app, s, session, &room, *id).await.map(|complete| recovered &= complete),
+            None => join(app, s, session, &room).await,
+        };
+        if let Err(e) = joined {
             // All or nothing: undo the rooms joined so far and the claim.
             for t in &trips[..i] {
                 if !session.trips().contains(t) {
@@ -317,6 +327,9 @@ async fn passenger_subscribe(
         current.insert(trip.0.clone(), v);
     }
     let mut out = Map::new();
+    if !since.is_empty() {
+        out.insert("recovered".into(), Value::Bool(recovered));
+    }
     match target {
         SubscribeTarget::One(t) => {
             out.insert("current".into(), current.remove(&t.0).unwrap_or(Value::Null));
@@ -350,14 +363,28 @@ async fn passenger_unsubscribe(
 }
 
 async fn admin_subscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
-    payload::parse_empty(p)?;
+    payload::parse_empty(p.clone())?;
+    let input: AdminSubscribeIn = match p {
+        None | Some(Value::Null) => AdminSubscribeIn::default(),
+        p => payload::parse(p)?,
+    };
+    let since = payload::since_by_key(input.since, Some("admin:alerts"))?;
     if session.claims.role != Role::Admin {
         return Err(Error::Forbidden);
     }
-    for room in ["admin:alerts", "admin:events"] {
-        join(app, s, session, &RoomKey::new(&session.claims.tenant, room)).await?;
+    let mut recovered = true;
+    for name in ["admin:alerts", "admin:events"] {
+        let room = RoomKey::new(&session.claims.tenant, name);
+        match since.get(name) {
+            Some(id) => recovered &= join_with_replay(app, s, session, &room, *id).await?,
+            None => join(app, s, session, &room).await?,
+        }
     }
-    ok()
+    let mut out = Map::new();
+    if !since.is_empty() {
+        out.insert("recovered".into(), Value::Bool(recovered));
+    }
+    Ok(out)
 }
 
 async fn heartbeat(_app: &App, _s: &SocketRef, _session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {

@@ -201,6 +201,56 @@ async fn join(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) -> Re
     Ok(())
 }
 
+/// Joins `room` and first sends what the socket missed after `since`, in order, then live
+/// events — none lost or doubled at the seam (see `fanout::Replays`). Returns whether the
+/// replay was complete (`false`: the history no longer reaches back to `since`).
+async fn join_with_replay(
+    app: &App,
+    s: &SocketRef,
+    session: &Session,
+    room: &RoomKey,
+    since: crate::engine::EventId,
+) -> Result<bool> {
+    if session.rooms().contains(room) {
+        // Already live in the room: only the history after `since` is missing.
+        let h = app.engine.history(room, since).await?;
+        for (_, event, json) in &h.events {
+            crate::fanout::send_to_socket(s, event, json);
+        }
+        return Ok(h.complete);
+    }
+    let sid = s.id.to_string();
+    app.replays.begin(room, &sid);
+    let history = async {
+        app.engine.hold_room(room).await?;
+        match app.engine.history(room, since).await {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                app.engine.release_room(room).await;
+                Err(e)
+            }
+        }
+    }
+    .await;
+    let h = match history {
+        Ok(h) => h,
+        Err(e) => {
+            app.replays.abandon(room, &sid);
+            return Err(e);
+        }
+    };
+    for (_, event, json) in &h.events {
+        crate::fanout::send_to_socket(s, event, json);
+    }
+    if !session.rooms().insert(room.clone()) {
+        // A concurrent join of the same room won; keep one hold.
+        app.engine.release_room(room).await;
+    }
+    app.replays.finish(room, s, h.events.last().map(|(id, _, _)| *id));
+    metrics::counter!("fleetcast_replayed_events_total").increment(h.events.len() as u64);
+    Ok(h.complete)
+}
+
 /// Leaves `room` locally and releases the node's hold.
 async fn leave(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) {
     if session.rooms().remove(room) {

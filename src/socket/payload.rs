@@ -8,6 +8,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use crate::domain::{TripId, valid_id};
+use crate::engine::EventId;
 use crate::error::{Error, Result};
 
 /// Deepest JSON nesting accepted.
@@ -100,7 +101,7 @@ pub struct StatusIn {
     pub timestamp: Option<String>,
 }
 
-/// `passenger:subscribe`: `{tripId}` or `{tripIds:[…]}`.
+/// `passenger:subscribe`: `{tripId, since?}` or `{tripIds:[…], since?: {tripId: eventId}}`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SubscribeIn {
@@ -108,6 +109,40 @@ pub struct SubscribeIn {
     pub trip_id: Option<String>,
     /// Several trips.
     pub trip_ids: Option<Vec<String>>,
+    /// Last event id seen: a string with `tripId`, a map by trip (or room) otherwise.
+    pub since: Option<Value>,
+}
+
+/// `admin:subscribe`: `{since?}` — an event id of `admin:alerts`, or a map by room.
+#[derive(Debug, Default, Deserialize)]
+pub struct AdminSubscribeIn {
+    /// Last event ids seen.
+    pub since: Option<Value>,
+}
+
+/// Reads `since` for the given keys: a bare id applies to `single` (when given), a map
+/// gives an id per key. Ids must be `"<ms>-<seq>"`.
+pub fn since_by_key(since: Option<Value>, single: Option<&str>) -> Result<std::collections::HashMap<String, EventId>> {
+    let mut out = std::collections::HashMap::new();
+    let parse = |v: &Value| {
+        v.as_str().and_then(EventId::parse).ok_or_else(|| Error::invalid("since must be an event id \"<ms>-<seq>\""))
+    };
+    match since {
+        None | Some(Value::Null) => {}
+        Some(Value::Object(map)) => {
+            for (k, v) in &map {
+                out.insert(k.clone(), parse(v)?);
+            }
+        }
+        Some(v @ Value::String(_)) => match single {
+            Some(key) => {
+                out.insert(key.to_string(), parse(&v)?);
+            }
+            None => return Err(Error::invalid("since must map each trip or room to an event id")),
+        },
+        Some(_) => return Err(Error::invalid("since must be an event id or a map of them")),
+    }
+    Ok(out)
 }
 
 /// What `passenger:subscribe` asked for.

@@ -11,5 +11,6 @@ mod interop_js;
 mod limits;
 mod ops;
 mod outage;
+mod recovery;
 mod snapshots;
 mod validation;

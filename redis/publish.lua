@@ -1,0 +1,31 @@
+-- Publishes a recoverable event: appends it to the room's bounded history stream and
+-- publishes the frame, in one round trip, so the stream id is the event's `eventId` on
+-- every transport and replay can never miss what live delivery saw.
+--
+-- Bounds (count and age) are applied with XDEL rather than XADD MAXLEN / XTRIM: only XDEL
+-- advances the stream's max-deleted-entry-id, which history.lua uses to tell a complete
+-- replay from one that no longer reaches back.
+--
+-- KEYS[1] history stream of the room
+-- ARGV[1] max events kept   ARGV[2] window ms   ARGV[3] channel   ARGV[4] event name
+-- ARGV[5] frame flags digit ARGV[6] payload tail: the JSON object without its opening
+--         brace, e.g. `"emittedAt":"…","tripId":"t1"}`; the payload is
+--         `{"eventId":"<id>",` .. tail
+-- Returns the event id.
+local max = tonumber(ARGV[1])
+local len = redis.call('XLEN', KEYS[1])
+if len >= max then
+  for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '+', 'COUNT', len - max + 1)) do
+    redis.call('XDEL', KEYS[1], e[1])
+  end
+end
+local id = redis.call('XADD', KEYS[1], '*', 'e', ARGV[4], 't', ARGV[6])
+local ms = tonumber(string.match(id, '^(%d+)'))
+local cutoff = string.format('%.0f', ms - tonumber(ARGV[2]))
+for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '(' .. cutoff, 'COUNT', 100)) do
+  redis.call('XDEL', KEYS[1], e[1])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+local frame = ARGV[4] .. '\n' .. ARGV[5] .. '\n\n' .. '{"eventId":"' .. id .. '",' .. ARGV[6]
+redis.call('PUBLISH', ARGV[3], frame)
+return id
