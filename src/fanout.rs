@@ -147,6 +147,21 @@ fn event_id_of(json: &str) -> Option<EventId> {
     EventId::parse(&rest[..rest.find('"')?])
 }
 
+/// Publishes a volatile event to `room` on every node, except to the socket `except_sid`
+/// (the sender of `chat:typing`).
+pub async fn publish_except<T: Serialize>(
+    engine: &Engine,
+    room: &RoomKey,
+    event: &str,
+    payload: &T,
+    except_sid: &str,
+) -> Result<()> {
+    let json = stamp(payload)?;
+    engine.publish(room, &frame::encode(event, frame::VOLATILE, Some(except_sid), &json)).await?;
+    metrics::counter!("fleetcast_events_out_total", "event" => event.to_string()).increment(1);
+    Ok(())
+}
+
 /// Builds the frame of a location update (published by the engine in the same round trip
 /// that stores it, so the write and the broadcast cannot diverge).
 pub fn location_frame(location_json_with_stamp: &str) -> String {
@@ -181,12 +196,19 @@ pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>, replays: Arc<Replays>) 
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
         replays.keep_then(room, f.event, f.json, || {
+            if let Some(except) = f.except {
+                // Sockets are not in rooms of their own ids, so "all but one" is done here;
+                // only small rooms (chats) use it.
+                for s in io.to(room.as_str().to_string()).sockets() {
+                    if s.id.to_string() != except {
+                        let _ = s.volatile().emit(f.event, raw);
+                    }
+                }
+                return;
+            }
             let mut op = io.to(room.as_str().to_string());
             if f.flags & frame::VOLATILE != 0 {
                 op = op.volatile();
-            }
-            if let Some(except) = f.except {
-                op = op.except(except.to_string());
             }
             match op.emit(f.event, raw).now_or_never() {
                 Some(Ok(())) => {}

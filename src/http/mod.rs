@@ -15,6 +15,7 @@ use crate::App;
 
 pub mod auth;
 mod error;
+mod publish;
 mod track;
 
 /// Every HTTP route of the node.
@@ -24,6 +25,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/api/v1/trips/{id}/track", get(track::track))
+        .route("/api/v1/emit", axum::routing::post(publish::emit))
+        .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
+        .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {

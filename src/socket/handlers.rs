@@ -8,7 +8,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 
-use super::payload::{self, AdminSubscribeIn, LocationIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef};
+use super::payload::{
+    self, AdminSubscribeIn, LocationIn, ReadIn, RoomIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef, TypingIn,
+};
 use super::{Session, join, join_with_replay, leave, run_event};
 use crate::App;
 use crate::domain::{self, DriverStatus, LocationFix, Role, TripId};
@@ -46,6 +48,10 @@ pub(super) fn register(s: &SocketRef) {
     on!("passenger:unsubscribe", passenger_unsubscribe);
     on!("admin:subscribe", admin_subscribe);
     on!("heartbeat", heartbeat);
+    on!("room:join", room_join);
+    on!("room:leave", room_leave);
+    on!("chat:typing", chat_typing);
+    on!("chat:read", chat_read);
 }
 
 fn ok() -> Result<Map<String, Value>> {
@@ -392,4 +398,80 @@ async fn heartbeat(_app: &App, _s: &SocketRef, _session: &Session, p: Option<Val
     let mut m = Map::new();
     m.insert("serverTime".into(), domain::now_iso().into());
     Ok(m)
+}
+
+async fn room_join(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: RoomIn = payload::parse(p)?;
+    payload::room_name(&p.room)?;
+    let since = payload::since_by_key(p.since, Some(&p.room))?;
+    let c = &session.claims;
+    let granted =
+        c.grants(&p.room) || p.token.as_deref().is_some_and(|t| app.verifier.room_token_grants(t, c, &p.room));
+    if !granted {
+        return Err(Error::Forbidden);
+    }
+    let room = RoomKey::new(&c.tenant, &p.room);
+    let mut out = Map::new();
+    match since.get(&p.room) {
+        Some(id) => {
+            let complete = join_with_replay(app, s, session, &room, *id).await?;
+            out.insert("recovered".into(), Value::Bool(complete));
+        }
+        None => join(app, s, session, &room).await?,
+    }
+    Ok(out)
+}
+
+async fn room_leave(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: RoomIn = payload::parse(p)?;
+    payload::room_name(&p.room)?;
+    leave(app, s, session, &RoomKey::new(&session.claims.tenant, &p.room)).await;
+    ok()
+}
+
+/// The chat room, if this socket is in it.
+fn chat_room(session: &Session, chat_id: &str) -> Result<RoomKey> {
+    if !domain::valid_id(chat_id) {
+        return Err(Error::invalid("chatId must be 1–128 characters"));
+    }
+    let room = RoomKey::new(&session.claims.tenant, &format!("chat:{chat_id}"));
+    if session.rooms().contains(&room) { Ok(room) } else { Err(Error::Forbidden) }
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct TypingOut<'a> {
+    chat_id: &'a str,
+    user_id: &'a str,
+    is_typing: bool,
+}
+
+async fn chat_typing(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: TypingIn = payload::parse(p)?;
+    let room = chat_room(session, &p.chat_id)?;
+    let out = TypingOut { chat_id: &p.chat_id, user_id: &session.claims.user.0, is_typing: p.is_typing };
+    fanout::publish_except(&app.engine, &room, "typing", &out, &s.id.to_string()).await?;
+    ok()
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ReadOut<'a> {
+    chat_id: &'a str,
+    message_id: &'a str,
+    user_id: &'a str,
+    read_at: &'a str,
+}
+
+async fn chat_read(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: ReadIn = payload::parse(p)?;
+    if !domain::valid_id(&p.message_id) {
+        return Err(Error::invalid("messageId must be 1–128 characters"));
+    }
+    let room = chat_room(session, &p.chat_id)?;
+    let now = domain::now_iso();
+    let out =
+        ReadOut { chat_id: &p.chat_id, message_id: &p.message_id, user_id: &session.claims.user.0, read_at: &now };
+    fanout::publish_recoverable(&app.engine, &room, "message.read", &out).await?;
+    ok()
 }

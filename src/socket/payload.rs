@@ -18,7 +18,8 @@ pub const MAX_STRING: usize = 1024;
 /// Most trips one `passenger:subscribe` may name.
 pub const MAX_TRIP_IDS: usize = 100;
 
-fn check_limits(v: &Value, depth: usize) -> Result<()> {
+/// Checks nesting depth and string sizes of any JSON value (CONTRACT §6 payload limits).
+pub fn check_limits(v: &Value, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
         return Err(Error::invalid(format!("JSON nested deeper than {MAX_DEPTH} levels")));
     }
@@ -111,6 +112,45 @@ pub struct SubscribeIn {
     pub trip_ids: Option<Vec<String>>,
     /// Last event id seen: a string with `tripId`, a map by trip (or room) otherwise.
     pub since: Option<Value>,
+}
+
+/// `room:join` / `room:leave`.
+#[derive(Debug, Deserialize)]
+pub struct RoomIn {
+    /// Client-visible room name, at most 200 characters.
+    pub room: String,
+    /// A room token (JWT with `sub`, `room`, `exp`) when `channels` do not grant the room.
+    pub token: Option<String>,
+    /// Last event id seen in the room.
+    pub since: Option<Value>,
+}
+
+/// Validates a client-visible room name.
+pub fn room_name(s: &str) -> Result<()> {
+    if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
+        return Err(Error::invalid("room must be 1–200 characters"));
+    }
+    Ok(())
+}
+
+/// `chat:typing`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TypingIn {
+    /// The chat.
+    pub chat_id: String,
+    /// Typing or stopped.
+    pub is_typing: bool,
+}
+
+/// `chat:read`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ReadIn {
+    /// The chat.
+    pub chat_id: String,
+    /// The message read.
+    pub message_id: String,
 }
 
 /// `admin:subscribe`: `{since?}` — an event id of `admin:alerts`, or a map by room.

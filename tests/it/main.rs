@@ -11,6 +11,7 @@ mod interop_js;
 mod limits;
 mod ops;
 mod outage;
+mod publish;
 mod recovery;
 mod snapshots;
 mod validation;

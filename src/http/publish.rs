@@ -1,0 +1,164 @@
+//! The unified emitter (CONTRACT §4 "Publish"): `POST /api/v1/emit`, and the order and run
+//! shortcuts, for SERVICE and ADMIN callers. Every event goes through the one publish path
+//! as a recoverable event (`eventId`, `emittedAt` added), so it reaches Socket.IO members of
+//! the rooms on every node and can be replayed. SSE streams are not built yet: the
+//! `sse` part of the result reports nothing sent and zero connections, honestly.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::auth::Caller;
+use crate::App;
+use crate::domain::{Role, valid_id};
+use crate::engine::RoomKey;
+use crate::error::{Error, Result};
+use crate::fanout;
+use crate::socket::payload::{check_limits, room_name};
+
+/// Most rooms plus users one publish call may target.
+const MAX_TARGETS: usize = 1_000;
+
+#[derive(Deserialize)]
+struct EmitIn {
+    event: String,
+    payload: Value,
+    rooms: Option<Vec<String>>,
+    users: Option<Vec<String>>,
+}
+
+#[derive(Deserialize)]
+struct DataIn {
+    data: Value,
+}
+
+/// `EmissionResult`.
+#[derive(Serialize)]
+pub struct EmissionResult {
+    success: bool,
+    sse: TransportResult,
+    socketio: TransportResult,
+}
+
+#[derive(Serialize)]
+struct TransportResult {
+    sent: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    connections: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<&'static str>,
+}
+
+fn publisher(who: &Caller) -> Result<()> {
+    match who.0.role {
+        Role::Service | Role::Admin => Ok(()),
+        _ => Err(Error::Forbidden),
+    }
+}
+
+fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
+    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("body is not JSON: {e}")))?;
+    check_limits(&v, 1)?;
+    serde_path_to_error::deserialize(v).map_err(|e| Error::invalid(e.to_string()))
+}
+
+async fn emit_to(
+    app: &App,
+    tenant: &crate::domain::Tenant,
+    rooms: &[String],
+    event: &str,
+    payload: &Value,
+) -> (StatusCode, Json<EmissionResult>) {
+    let mut sent = true;
+    let mut error = None;
+    for name in rooms {
+        if let Err(e) = fanout::publish_recoverable(&app.engine, &RoomKey::new(tenant, name), event, payload).await {
+            // A failed emission never fails the request: it is reported and counted.
+            metrics::counter!("fleetcast_publish_failures_total").increment(1);
+            sent = false;
+            error = Some(e.code());
+        }
+    }
+    let result = EmissionResult {
+        success: sent,
+        sse: TransportResult { sent: false, connections: Some(0), error: None },
+        socketio: TransportResult { sent, connections: None, error },
+    };
+    (StatusCode::ACCEPTED, Json(result))
+}
+
+/// `POST /api/v1/emit {event, payload, rooms?, users?}`.
+pub async fn emit(
+    State(app): State<Arc<App>>,
+    who: Caller,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<EmissionResult>)> {
+    publisher(&who)?;
+    let input: EmitIn = body(&bytes)?;
+    if !valid_id(&input.event) {
+        return Err(Error::invalid("event must be 1–128 characters"));
+    }
+    if !input.payload.is_object() {
+        return Err(Error::invalid("payload must be a JSON object"));
+    }
+    let mut rooms = input.rooms.unwrap_or_default();
+    for r in &rooms {
+        room_name(r)?;
+    }
+    for u in input.users.unwrap_or_default() {
+        if !valid_id(&u) {
+            return Err(Error::invalid("users must be ids of 1–128 characters"));
+        }
+        rooms.push(format!("user:{u}"));
+    }
+    rooms.sort();
+    rooms.dedup();
+    if rooms.is_empty() || rooms.len() > MAX_TARGETS {
+        return Err(Error::invalid(format!("give 1–{MAX_TARGETS} rooms or users")));
+    }
+    Ok(emit_to(&app, &who.0.tenant, &rooms, &input.event, &input.payload).await)
+}
+
+async fn entity_update(
+    app: &App,
+    who: &Caller,
+    kind: &str,
+    id: &str,
+    bytes: &Bytes,
+) -> Result<(StatusCode, Json<EmissionResult>)> {
+    publisher(who)?;
+    if !valid_id(id) {
+        return Err(Error::NotFound);
+    }
+    let input: DataIn = body(bytes)?;
+    let mut payload = Map::new();
+    payload.insert(format!("{kind}Id"), json!(id));
+    payload.insert("data".into(), input.data);
+    let room = format!("{kind}:{id}");
+    Ok(emit_to(app, &who.0.tenant, &[room], &format!("{kind}_update"), &Value::Object(payload)).await)
+}
+
+/// `POST /api/v1/realtime/orders/{id} {data}` → `order_update {orderId, data}` to `order:{id}`.
+pub async fn order(
+    State(app): State<Arc<App>>,
+    who: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<EmissionResult>)> {
+    entity_update(&app, &who, "order", &id, &bytes).await
+}
+
+/// `POST /api/v1/realtime/runs/{id} {data}` → `run_update {runId, data}` to `run:{id}`.
+pub async fn run(
+    State(app): State<Arc<App>>,
+    who: Caller,
+    Path(id): Path<String>,
+    bytes: Bytes,
+) -> Result<(StatusCode, Json<EmissionResult>)> {
+    entity_update(&app, &who, "run", &id, &bytes).await
+}
