@@ -157,6 +157,10 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_HISTORY_WINDOW_MS", default_value_t = 600_000)]
     pub history_window_ms: u64,
 
+    /// Interval of `heartbeat` events on SSE streams.
+    #[arg(long, env = "FLEETCAST_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
+    pub sse_heartbeat_ms: u64,
+
     /// Active trip subscriptions one user may hold across all sockets and nodes.
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,
@@ -297,6 +301,9 @@ impl Config {
         }
         if self.history_window_ms < 1_000 {
             return bad("history-window-ms", "must be at least 1000");
+        }
+        if self.sse_heartbeat_ms < 100 {
+            return bad("sse-heartbeat-ms", "must be at least 100");
         }
         if self.max_trip_subscriptions == 0 {
             return bad("max-trip-subscriptions", "must be at least 1");

@@ -182,7 +182,11 @@ pub fn send_to_socket(s: &SocketRef, event: &str, json: &str) {
 /// The local delivery callback handed to the engine: decodes a frame and emits it to the
 /// local members of its room. Runs on the engine's delivery task, so it must not block:
 /// the local adapter's broadcast completes without waiting.
-pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>, replays: Arc<Replays>) -> Deliver {
+pub fn deliverer(
+    io: Arc<std::sync::OnceLock<SocketIo>>,
+    replays: Arc<Replays>,
+    sse: Arc<crate::sse::SseHub>,
+) -> Deliver {
     Arc::new(move |room: &RoomKey, text: &str| {
         let Some(io) = io.get() else { return };
         let Some(f) = frame::decode(text) else {
@@ -193,6 +197,9 @@ pub fn deliverer(io: Arc<std::sync::OnceLock<SocketIo>>, replays: Arc<Replays>) 
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
+        if let Some(id) = event_id_of(f.json) {
+            sse.deliver(room, f.event, id, f.json);
+        }
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
         replays.keep_then(room, f.event, f.json, || {

@@ -38,6 +38,7 @@ pub mod http;
 pub mod jobs;
 pub mod snapshots;
 pub mod socket;
+pub mod sse;
 pub mod store;
 pub mod telemetry;
 pub mod worker;
@@ -67,6 +68,10 @@ pub struct App {
     pub sampler: Arc<snapshots::Sampler>,
     /// Sockets catching up on a room's history before they receive it live.
     pub replays: Arc<fanout::Replays>,
+    /// SSE streams of this node.
+    pub sse: Arc<sse::SseHub>,
+    /// Fired at the start of graceful shutdown (ends SSE streams).
+    shutdown: CancellationToken,
     shutting_down: AtomicBool,
     /// Our and apalis' migrations are applied (retried by the heartbeat until they are).
     migrated: AtomicBool,
@@ -76,6 +81,11 @@ impl App {
     /// True once graceful shutdown has begun.
     pub fn shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// A token cancelled when graceful shutdown begins.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
     }
 }
 
@@ -96,6 +106,9 @@ impl Node {
     /// cluster registry.
     pub async fn shutdown(self) {
         self.app.shutting_down.store(true, Ordering::SeqCst);
+        // SSE clients reconnect elsewhere with their Last-Event-ID.
+        self.app.shutdown.cancel();
+        self.app.sse.close_all();
         let drain = Duration::from_millis(self.app.cfg.shutdown_drain_ms);
         if tokio::time::timeout(drain, self.io.close()).await.is_err() {
             tracing::warn!("socket close exceeded the drain bound");
@@ -183,7 +196,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     // so no frame can arrive for a socket before it is filled.
     let io_cell: Arc<std::sync::OnceLock<SocketIo>> = Arc::new(std::sync::OnceLock::new());
     let replays = Arc::new(fanout::Replays::default());
-    let deliver = fanout::deliverer(io_cell.clone(), replays.clone());
+    let sse_hub = Arc::new(sse::SseHub::default());
+    let deliver = fanout::deliverer(io_cell.clone(), replays.clone(), sse_hub.clone());
     let engine = match &cfg.redis_url {
         None => Engine::Memory(Box::new(engine::memory::MemoryEngine::new(deliver, cfg.history_limits()))),
         Some(url) => {
@@ -219,6 +233,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         metrics,
         sampler,
         replays,
+        sse: sse_hub,
+        shutdown: CancellationToken::new(),
         shutting_down: AtomicBool::new(false),
         migrated: AtomicBool::new(migrated),
     });

@@ -91,6 +91,11 @@ impl Keys {
         format!("{}:conns:{}:{}", self.prefix, esc(&tenant.0), esc(&user.0))
     }
 
+    /// SSE streams open on a room, by owning node (HASH, TTL 24 h refreshed on claim).
+    pub fn sse_streams(&self, tenant: &Tenant, room: &UserId) -> String {
+        format!("{}:sse:{}:{}", self.prefix, esc(&tenant.0), room.0)
+    }
+
     /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a
     /// TTL of three heartbeat intervals.
     pub fn node_prefix(&self) -> String {

@@ -191,6 +191,11 @@ impl MemoryEngine {
         Ok(Claim::Granted)
     }
 
+    pub(super) async fn count_slots(&self, kind: SlotKind, tenant: &Tenant, user: &UserId) -> Result<u64> {
+        let s = self.lock();
+        Ok(s.slots.get(&(kind, tenant.0.clone(), user.0.clone())).map_or(0, |h| h.len() as u64))
+    }
+
     pub(super) async fn release(
         &self,
         kind: SlotKind,

@@ -153,6 +153,9 @@ pub enum SlotKind {
     Subscriptions,
     /// Open connections (slot = socket id).
     Connections,
+    /// Open SSE streams of a room, counted across the cluster (slot = stream id; the
+    /// "user" is the room's local name).
+    SseStreams,
 }
 
 /// Answer to a slot claim.
@@ -235,6 +238,11 @@ impl Engine {
         cap: u32,
     ) -> Result<Claim> {
         dispatch!(self, e => e.claim(kind, tenant, user, sid, slots, cap).await)
+    }
+
+    /// Live slots held in a set (entries of dead nodes not counted).
+    pub async fn count_slots(&self, kind: SlotKind, tenant: &Tenant, user: &UserId) -> Result<u64> {
+        dispatch!(self, e => e.count_slots(kind, tenant, user).await)
     }
 
     /// Releases `slots` held by socket `sid`.

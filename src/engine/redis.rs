@@ -372,7 +372,26 @@ impl RedisEngine {
         match kind {
             SlotKind::Subscriptions => self.keys.subscriptions(tenant, user),
             SlotKind::Connections => self.keys.connections(tenant, user),
+            SlotKind::SseStreams => self.keys.sse_streams(tenant, user),
         }
+    }
+
+    pub(super) async fn count_slots(&self, kind: SlotKind, tenant: &Tenant, user: &UserId) -> Result<u64> {
+        // A claim of nothing under an unbounded cap drops dead nodes' entries and counts.
+        let args: Vec<String> = vec![
+            self.keys.node_prefix(),
+            u32::MAX.to_string(),
+            self.node_id.clone(),
+            String::new(),
+            SLOT_HASH_TTL_MS.to_string(),
+            self.heartbeat_ttl_ms.to_string(),
+        ];
+        let r: Vec<i64> = self
+            .claim_script
+            .evalsha_with_reload(&self.client, vec![self.slot_key(kind, tenant, user)], args)
+            .await
+            .map_err(unavailable)?;
+        Ok(r.get(1).copied().unwrap_or(0).max(0) as u64)
     }
 
     pub(super) async fn claim(

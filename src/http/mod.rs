@@ -26,6 +26,9 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/metrics", get(metrics))
         .route("/api/v1/trips/{id}/track", get(track::track))
         .route("/api/v1/emit", axum::routing::post(publish::emit))
+        .route("/api/realtime/trip-status/{trip_id}", get(crate::sse::trip_status))
+        .route("/api/v1/realtime/orders/{id}/stream", get(crate::sse::order))
+        .route("/api/v1/realtime/runs/{id}/stream", get(crate::sse::run))
         .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
         .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
 }

@@ -1,8 +1,8 @@
 //! The unified emitter (CONTRACT §4 "Publish"): `POST /api/v1/emit`, and the order and run
 //! shortcuts, for SERVICE and ADMIN callers. Every event goes through the one publish path
 //! as a recoverable event (`eventId`, `emittedAt` added), so it reaches Socket.IO members of
-//! the rooms on every node and can be replayed. SSE streams are not built yet: the
-//! `sse` part of the result reports nothing sent and zero connections, honestly.
+//! the rooms on every node and SSE streams of those rooms, and can be replayed. The `sse`
+//! part of the result counts the rooms' SSE streams across the cluster.
 
 use std::sync::Arc;
 
@@ -84,9 +84,13 @@ async fn emit_to(
             error = Some(e.code());
         }
     }
+    let mut connections = 0;
+    for name in rooms {
+        connections += crate::sse::cluster_count(app, &RoomKey::new(tenant, name)).await;
+    }
     let result = EmissionResult {
         success: sent,
-        sse: TransportResult { sent: false, connections: Some(0), error: None },
+        sse: TransportResult { sent: sent && connections > 0, connections: Some(connections), error },
         socketio: TransportResult { sent, connections: None, error },
     };
     (StatusCode::ACCEPTED, Json(result))

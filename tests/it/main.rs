@@ -14,4 +14,5 @@ mod outage;
 mod publish;
 mod recovery;
 mod snapshots;
+mod sse;
 mod validation;

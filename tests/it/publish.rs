@@ -36,7 +36,7 @@ async fn published_events_reach_users_and_room_members_on_every_node(mode: Mode)
     assert_eq!(status, 202, "{result}");
     assert_eq!(result["success"], json!(true));
     assert_eq!(result["socketio"]["sent"], json!(true));
-    assert_eq!(result["sse"], json!({ "sent": false, "connections": 0 }), "no SSE streams yet, reported honestly");
+    assert_eq!(result["sse"], json!({ "sent": false, "connections": 0 }), "no SSE stream follows these rooms");
     let got = user.expect("order.shipped", "user room on the other node").await;
     assert_eq!(got["orderId"], json!("o9"));
     assert_eq!(got["eta"], json!(5));

@@ -1,0 +1,348 @@
+//! Server-Sent Events edge (CONTRACT §3): the trip-status, order and run streams. A stream
+//! answers 401/403/404 as JSON before it starts; then `retry: 3000`, a `connected` event
+//! with the current state, what a reconnecting client missed after its `Last-Event-ID`
+//! (from the room's history, the same ids as Socket.IO), then live events, and a heartbeat
+//! every `--sse-heartbeat-ms`. Every event but `connected` and `heartbeat` has an `id:`.
+//!
+//! The seam: a stream registers with the node's [`SseHub`] (live frames start queueing in
+//! its own bounded channel) and the node holds the room before the history is read; the
+//! stream then sends the history and, from its channel, only ids newer than the last
+//! replayed one. A client too slow to drain its channel is cut off (counted in
+//! `fleetcast_sse_slow_clients_total`) and reconnects with its last id, instead of
+//! growing memory.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+
+use crate::App;
+use crate::domain::{Role, TripId, UserId, valid_id};
+use crate::engine::{EventId, RoomKey, SlotKind};
+use crate::error::{Error, Result};
+use crate::http::auth::Caller;
+
+/// Frames buffered per stream before the client counts as too slow.
+const STREAM_BUFFER: usize = 256;
+
+/// A frame for SSE streams: `(id, event name, payload JSON)`.
+type SseFrame = (EventId, Arc<str>, Arc<str>);
+
+/// Local room name → the room's streams (id, bounded sender).
+type Streams = HashMap<String, Vec<(u64, mpsc::Sender<SseFrame>)>>;
+
+/// SSE streams of this node, by local room name.
+#[derive(Default)]
+pub struct SseHub {
+    /// The lock is never held across `.await`; senders are bounded.
+    streams: std::sync::Mutex<Streams>,
+    next: AtomicU64,
+}
+
+impl SseHub {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Streams> {
+        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn register(&self, room: &RoomKey) -> (u64, mpsc::Receiver<SseFrame>) {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
+        self.lock().entry(room.as_str().to_string()).or_default().push((id, tx));
+        metrics::gauge!("fleetcast_sse_streams").increment(1.0);
+        (id, rx)
+    }
+
+    fn unregister(&self, room: &RoomKey, id: u64) {
+        let mut m = self.lock();
+        if let Some(list) = m.get_mut(room.as_str()) {
+            let before = list.len();
+            list.retain(|(i, _)| *i != id);
+            if list.len() < before {
+                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
+            }
+            if list.is_empty() {
+                m.remove(room.as_str());
+            }
+        }
+    }
+
+    /// Hands a recoverable frame to the room's streams; a full stream is cut off.
+    pub fn deliver(&self, room: &RoomKey, event: &str, id: EventId, json: &str) {
+        let mut m = self.lock();
+        let Some(list) = m.get_mut(room.as_str()) else { return };
+        let frame: SseFrame = (id, Arc::from(event), Arc::from(json));
+        list.retain(|(_, tx)| match tx.try_send(frame.clone()) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                metrics::counter!("fleetcast_sse_slow_clients_total").increment(1);
+                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
+                false
+            }
+        });
+    }
+
+    /// Ends every stream (graceful shutdown): clients reconnect elsewhere with their id.
+    pub fn close_all(&self) {
+        let mut m = self.lock();
+        let n: usize = m.values().map(Vec::len).sum();
+        metrics::gauge!("fleetcast_sse_streams").decrement(n as f64);
+        m.clear();
+    }
+
+    /// Streams open on this node for a room.
+    pub fn local_count(&self, room: &RoomKey) -> usize {
+        self.lock().get(room.as_str()).map_or(0, Vec::len)
+    }
+}
+
+/// Which stream, and how its events look.
+#[derive(Clone, Copy)]
+enum Kind {
+    TripStatus,
+    Order,
+    Run,
+}
+
+impl Kind {
+    /// The SSE `type` of a room event, or `None` when the stream does not carry it.
+    fn map(self, event: &str) -> Option<&'static str> {
+        match (self, event) {
+            (Kind::TripStatus, "trip.status.updated") => Some("status_update"),
+            (Kind::Order, "order_update") => Some("order_update"),
+            (Kind::Run, "run_update") => Some("run_update"),
+            _ => None,
+        }
+    }
+}
+
+fn message(kind: &'static str, json: &str) -> Option<Value> {
+    let mut v: Value = serde_json::from_str(json).ok()?;
+    v.as_object_mut()?.insert("type".into(), kind.into());
+    Some(v)
+}
+
+/// The room a stream follows (SSE ↔ room mapping of CONTRACT §6).
+pub fn stream_room(tenant: &crate::domain::Tenant, kind_prefix: &str, id: &str) -> RoomKey {
+    RoomKey::new(tenant, &format!("{kind_prefix}{id}"))
+}
+
+fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>> {
+    match headers.get("last-event-id").and_then(|h| h.to_str().ok()) {
+        None => Ok(None),
+        Some(s) if s.trim().is_empty() => Ok(None),
+        Some(s) => EventId::parse(s.trim()).map(Some).ok_or_else(|| Error::invalid("Last-Event-ID is not an event id")),
+    }
+}
+
+/// `GET /api/realtime/trip-status/{tripId}`.
+pub async fn trip_status(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if !valid_id(&id) {
+        return Err(Error::NotFound);
+    }
+    let trip = TripId(id);
+    app.access.require_watch(&who, &trip).await?;
+    let current = app.access.trip(&who.tenant, &trip).await?.status;
+    let room = RoomKey::new(&who.tenant, &format!("trip:{}:subscribers", trip.0));
+    let connected = json!({ "type": "connected", "tripId": trip.0, "currentStatus": current });
+    open(app, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await
+}
+
+fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
+    match who.role {
+        Role::Admin | Role::Business | Role::Service => Ok(()),
+        _ if who.grants(grant) => Ok(()),
+        _ => Err(Error::Forbidden),
+    }
+}
+
+/// `GET /api/v1/realtime/orders/{id}/stream`.
+pub async fn order(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if !valid_id(&id) {
+        return Err(Error::NotFound);
+    }
+    may_follow(&who, &format!("order:{id}"))?;
+    let room = stream_room(&who.tenant, "order:", &id);
+    let connected = json!({ "type": "connected", "orderId": id });
+    open(app, who, room, Kind::Order, connected, last_event_id(&headers)?).await
+}
+
+/// `GET /api/v1/realtime/runs/{id}/stream`.
+pub async fn run(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    if !valid_id(&id) {
+        return Err(Error::NotFound);
+    }
+    may_follow(&who, &format!("run:{id}"))?;
+    let room = stream_room(&who.tenant, "run:", &id);
+    let connected = json!({ "type": "connected", "runId": id });
+    open(app, who, room, Kind::Run, connected, last_event_id(&headers)?).await
+}
+
+/// Releases what an open stream holds when the response body is dropped (client gone,
+/// cut off, or node shutting down).
+struct StreamGuard {
+    app: Arc<App>,
+    room: RoomKey,
+    hub_id: u64,
+    slot: String,
+    claims: crate::auth::Claims,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.app.sse.unregister(&self.room, self.hub_id);
+        let (app, room, slot, claims) = (self.app.clone(), self.room.clone(), self.slot.clone(), self.claims.clone());
+        // Owner: the runtime; a short task that only releases Redis slots.
+        tokio::spawn(async move {
+            app.engine.release_room(&room).await;
+            let key = UserId(room.as_str().to_string());
+            let _ = app.engine.release(SlotKind::SseStreams, &claims.tenant, &key, &slot, &[&slot]).await;
+            let _ = app.engine.release(SlotKind::Connections, &claims.tenant, &claims.user, &slot, &[&slot]).await;
+        });
+    }
+}
+
+async fn open(
+    app: Arc<App>,
+    who: crate::auth::Claims,
+    room: RoomKey,
+    kind: Kind,
+    connected: Value,
+    since: Option<EventId>,
+) -> Result<Response> {
+    let slot = format!("sse-{}", uuid::Uuid::new_v4().simple());
+    // The per-user connection cap counts SSE streams with Socket.IO connections.
+    match app
+        .engine
+        .claim(SlotKind::Connections, &who.tenant, &who.user, &slot, &[&slot], app.cfg.max_connections_per_user)
+        .await
+    {
+        Ok(crate::engine::Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
+        Ok(crate::engine::Claim::Granted) => {}
+        Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
+    }
+    let (hub_id, mut rx) = app.sse.register(&room);
+    let guard = StreamGuard { app: app.clone(), room: room.clone(), hub_id, slot: slot.clone(), claims: who.clone() };
+    app.engine.hold_room(&room).await?;
+    let room_key = UserId(room.as_str().to_string());
+    if let Err(e) = app.engine.claim(SlotKind::SseStreams, &who.tenant, &room_key, &slot, &[&slot], u32::MAX).await {
+        tracing::debug!(error = %e, "SSE stream not counted");
+    }
+    let history = match since {
+        Some(id) => Some(app.engine.history(&room, id).await?),
+        None => None,
+    };
+    let heartbeat = Duration::from_millis(app.cfg.sse_heartbeat_ms);
+    let cancel = app.shutdown_token();
+    let stream = async_stream(move |tx: mpsc::Sender<Event>| async move {
+        let _guard = guard;
+        let send = |e: Event| {
+            let tx = tx.clone();
+            async move { tx.send(e).await.is_ok() }
+        };
+        if !send(Event::default().retry(Duration::from_millis(3000))).await {
+            return;
+        }
+        let mut connected = connected;
+        if let (Some(h), Some(obj)) = (&history, connected.as_object_mut()) {
+            obj.insert("recovered".into(), Value::Bool(h.complete));
+        }
+        if !send(Event::default().data(connected.to_string())).await {
+            return;
+        }
+        let mut last = since;
+        for (id, event, json) in history.map(|h| h.events).unwrap_or_default() {
+            if let Some(m) = kind.map(&event).and_then(|t| message(t, &json))
+                && !send(Event::default().id(id.to_string()).data(m.to_string())).await
+            {
+                return;
+            }
+            last = Some(id);
+        }
+        let mut beat = tokio::time::interval(heartbeat);
+        beat.tick().await;
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => return,
+                _ = beat.tick() => {
+                    let hb = json!({ "type": "heartbeat", "at": crate::domain::now_iso() });
+                    if !send(Event::default().data(hb.to_string())).await { return; }
+                }
+                frame = rx.recv() => {
+                    let Some((id, event, json)) = frame else { return };
+                    if last.is_some_and(|l| id <= l) {
+                        continue;
+                    }
+                    last = Some(id);
+                    if let Some(m) = kind.map(&event).and_then(|t| message(t, &json))
+                        && !send(Event::default().id(id.to_string()).data(m.to_string())).await
+                    {
+                        return;
+                    }
+                }
+            }
+        }
+    });
+    metrics::counter!("fleetcast_sse_opened_total").increment(1);
+    Ok(Sse::new(stream).into_response())
+}
+
+/// A stream fed by a producer task through a small bounded channel (owner: the response
+/// body; the task ends when the client goes away and the channel closes).
+fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = std::result::Result<Event, Infallible>>
+where
+    F: FnOnce(mpsc::Sender<Event>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel::<Event>(16);
+    tokio::spawn(producer(tx));
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
+}
+
+/// SSE streams of the tenant's rooms across the cluster (for `EmissionResult`).
+pub async fn cluster_count(app: &App, room: &RoomKey) -> u64 {
+    let tenant = crate::domain::Tenant(room.tenant().to_string());
+    app.engine.count_slots(SlotKind::SseStreams, &tenant, &UserId(room.as_str().to_string())).await.unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_events_map_to_stream_types() {
+        assert_eq!(Kind::TripStatus.map("trip.status.updated"), Some("status_update"));
+        assert_eq!(Kind::TripStatus.map("server:trip:status"), None);
+        assert_eq!(Kind::Order.map("order_update"), Some("order_update"));
+        let m = message("order_update", r#"{"eventId":"1-0","orderId":"o1"}"#).expect("object");
+        assert_eq!(m["type"], json!("order_update"));
+        assert_eq!(m["orderId"], json!("o1"));
+    }
+}

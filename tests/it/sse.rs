@@ -1,0 +1,190 @@
+//! Server-Sent Events (CONTRACT §3): access checked before the stream starts, `retry:`
+//! first, `connected` with the current state, `id:` on every event (the same ids as
+//! Socket.IO), heartbeats without ids, `Last-Event-ID` replay then live with no gap and no
+//! duplicate, from any node; `EmissionResult.sse` counts streams across the cluster.
+
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use serde_json::{Value, json};
+
+use crate::both_modes;
+use crate::common::*;
+
+/// One parsed SSE message.
+#[derive(Debug, Default, Clone)]
+struct Msg {
+    id: Option<String>,
+    retry: Option<u64>,
+    data: Option<Value>,
+}
+
+struct SseClient {
+    rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+}
+
+impl SseClient {
+    async fn open(url: String, token: &str, last_event_id: Option<&str>) -> Result<SseClient, (u16, Value)> {
+        let mut req = reqwest::Client::new().get(url).bearer_auth(token).header("accept", "text/event-stream");
+        if let Some(id) = last_event_id {
+            req = req.header("last-event-id", id);
+        }
+        let r = req.send().await.expect("request");
+        if r.status() != 200 {
+            let status = r.status().as_u16();
+            return Err((status, r.json().await.unwrap_or(Value::Null)));
+        }
+        assert!(
+            r.headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .is_some_and(|v| v.starts_with("text/event-stream"))
+        );
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = r.bytes_stream();
+        tokio::spawn(async move {
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let mut m = Msg::default();
+                    for line in block.lines() {
+                        if let Some(v) = line.strip_prefix("id:") {
+                            m.id = Some(v.trim().to_string());
+                        } else if let Some(v) = line.strip_prefix("retry:") {
+                            m.retry = v.trim().parse().ok();
+                        } else if let Some(v) = line.strip_prefix("data:") {
+                            m.data = serde_json::from_str(v.trim()).ok();
+                        }
+                    }
+                    if tx.send(m).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(SseClient { rx })
+    }
+
+    async fn next(&mut self, within: Duration) -> Option<Msg> {
+        tokio::time::timeout(within, self.rx.recv()).await.ok().flatten()
+    }
+
+    /// The next message whose data has `type` = `kind`.
+    async fn next_of(&mut self, kind: &str) -> Msg {
+        loop {
+            let m = self.next(Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no {kind} within 5 s"));
+            if m.data.as_ref().and_then(|d| d["type"].as_str()) == Some(kind) {
+                return m;
+            }
+        }
+    }
+}
+
+async fn publish_order(h: &Harness, node: usize, order: &str, n: u64) -> Value {
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/realtime/orders/{order}", h.url(node)))
+        .bearer_auth(token("backend", "SERVICE"))
+        .json(&json!({ "data": { "n": n } }))
+        .send()
+        .await
+        .expect("publish");
+    assert_eq!(r.status(), 202);
+    r.json().await.expect("result")
+}
+
+async fn order_streams_carry_ids_replay_from_last_event_id_and_count_in_results(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let order = unique("o");
+    let biz = token("biz", "BUSINESS");
+    let mut s = SseClient::open(format!("{}/api/v1/realtime/orders/{order}/stream", h.b()), &biz, None)
+        .await
+        .expect("stream opens");
+    let first = s.next(Duration::from_secs(5)).await.expect("first message");
+    assert_eq!(first.retry, Some(3000), "retry comes first");
+    let connected = s.next_of("connected").await;
+    assert_eq!(connected.id, None, "connected carries no id");
+    assert_eq!(connected.data.expect("data")["orderId"], json!(order));
+    let result = publish_order(&h, 0, &order, 1).await;
+    assert_eq!(result["sse"]["connections"], json!(1), "{result}");
+    assert_eq!(result["sse"]["sent"], json!(true));
+    let e1 = s.next_of("order_update").await;
+    let d = e1.data.clone().expect("data");
+    assert_eq!((d["orderId"].clone(), d["data"].clone()), (json!(order), json!({ "n": 1 })));
+    assert_eq!(e1.id.as_deref(), d["eventId"].as_str(), "id: is the eventId");
+    drop(s);
+    // Missed while away, then a reconnect to the other node with Last-Event-ID.
+    for n in 2..=4 {
+        publish_order(&h, 1, &order, n).await;
+    }
+    let mut back = SseClient::open(format!("{}/api/v1/realtime/orders/{order}/stream", h.a()), &biz, e1.id.as_deref())
+        .await
+        .expect("reconnect");
+    let connected = back.next_of("connected").await;
+    assert_eq!(connected.data.expect("data")["recovered"], json!(true));
+    let mut ns = Vec::new();
+    for _ in 0..3 {
+        ns.push(back.next_of("order_update").await.data.expect("data")["data"]["n"].clone());
+    }
+    publish_order(&h, 1, &order, 5).await;
+    ns.push(back.next_of("order_update").await.data.expect("data")["data"]["n"].clone());
+    assert_eq!(ns, vec![json!(2), json!(3), json!(4), json!(5)], "replay in order, then live, nothing doubled");
+    h.stop().await;
+}
+
+async fn streams_check_access_before_they_start(mode: Mode) {
+    let h = Harness::start(mode, &["--sse-heartbeat-ms", "200"]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let url = |path: String| format!("{}{path}", h.a());
+    let err =
+        |r: Result<SseClient, (u16, Value)>| r.err().map(|(s, b)| (s, b["error"].as_str().unwrap_or("").to_string()));
+    let order_url = url("/api/v1/realtime/orders/o1/stream".into());
+    let no_token = reqwest::Client::new().get(&order_url).send().await.expect("request");
+    assert_eq!(no_token.status(), 401);
+    assert_eq!(
+        err(SseClient::open(order_url.clone(), &token("p1", "PASSENGER"), None).await),
+        Some((403, "FORBIDDEN".into()))
+    );
+    let granted = sign(json!({"sub": "p1", "role": "PASSENGER", "channels": ["order:o1"]}));
+    assert!(SseClient::open(order_url, &granted, None).await.is_ok());
+    let trip_url = url(format!("/api/realtime/trip-status/{trip}"));
+    assert_eq!(
+        err(SseClient::open(url("/api/realtime/trip-status/nope".into()), &token("adm", "ADMIN"), None).await),
+        Some((404, "NOT_FOUND".into()))
+    );
+    assert_eq!(
+        err(SseClient::open(trip_url.clone(), &token("p2", "PASSENGER"), None).await),
+        Some((403, "FORBIDDEN".into()))
+    );
+    let mut s =
+        SseClient::open(trip_url.clone(), &token("p1", "PASSENGER"), None).await.expect("passenger with booking");
+    let connected = s.next_of("connected").await.data.expect("data");
+    assert_eq!((connected["tripId"].clone(), connected["currentStatus"].clone()), (json!(trip), json!("PUBLISHED")));
+    let hb = s.next_of("heartbeat").await;
+    assert_eq!(hb.id, None, "heartbeats carry no id");
+    // A trip status change published on the trip room arrives as status_update.
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/v1/emit", h.b()))
+        .bearer_auth(token("backend", "SERVICE"))
+        .json(&json!({ "event": "trip.status.updated", "rooms": [format!("trip:{trip}:subscribers")],
+            "payload": { "tripId": trip, "previousStatus": "PUBLISHED", "newStatus": "IN_PROGRESS", "updatedAt": "2026-01-01T00:00:00Z" } }))
+        .send()
+        .await
+        .expect("emit");
+    assert_eq!(r.status(), 202);
+    let up = s.next_of("status_update").await;
+    let d = up.data.expect("data");
+    assert_eq!((d["previousStatus"].clone(), d["newStatus"].clone()), (json!("PUBLISHED"), json!("IN_PROGRESS")));
+    assert!(up.id.is_some());
+    // The trip's driver may follow it too.
+    assert!(SseClient::open(trip_url, &token("d1", "DRIVER"), None).await.is_ok());
+    h.stop().await;
+}
+
+both_modes!(
+    order_streams_carry_ids_replay_from_last_event_id_and_count_in_results,
+    streams_check_access_before_they_start
+);
