@@ -1,6 +1,7 @@
-//! Interop with the official JavaScript `socket.io-client` (installed from npm into
-//! `tests/js` by the test command): auth errors, acks and cross-node delivery on both
-//! transports, against a two-node cluster.
+//! Interop with the official JavaScript `socket.io-client` (auth errors, acks and
+//! cross-node delivery on both transports) and a browser-compatible `EventSource` from npm
+//! (an SSE stream with ids), against a two-node cluster. Both packages are installed into
+//! `tests/js` by the test command.
 
 use std::process::Command;
 
@@ -33,5 +34,29 @@ async fn official_js_client_interoperates_on_both_transports() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "js interop failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("interop ok"), "{stdout}");
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_browser_compatible_event_source_follows_an_order_stream() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/eventsource").exists(),
+        "eventsource missing: run `npm ci --prefix tests/js` (the README test command does)"
+    );
+    let h = Harness::start(Mode::Cluster, &[]).await;
+    let out = Command::new("node")
+        .arg(js.join("sse.mjs"))
+        .env("URL_A", h.a())
+        .env("URL_B", h.b())
+        .env("ORDER", unique("o"))
+        .env("READER_TOKEN", token("biz", "BUSINESS"))
+        .env("SERVICE_TOKEN", token("backend", "SERVICE"))
+        .output()
+        .expect("node on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "sse interop failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("sse interop ok"), "{stdout}");
     h.stop().await;
 }
