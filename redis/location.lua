@@ -11,6 +11,8 @@
 -- ARGV[8] driver id (GEO member)   ARGV[9] "1" when the update names a trip
 -- ARGV[10] channel to publish on ("" = none)   ARGV[11] frame to publish
 -- ARGV[12] unique window entry id
+-- KEYS[7] SSE streams watching the driver's location (HASH; absent = nobody watches)
+-- ARGV[13] channel of the driver's location room   ARGV[14] frame for it
 -- Returns {1, sampled(0|1)} when accepted, {0, retryAfterMs} when refused.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -56,5 +58,9 @@ if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
 
 if ARGV[10] ~= '' then
   redis.call('PUBLISH', ARGV[10], ARGV[11])
+end
+-- The driver's SSE location stream costs one EXISTS while nobody follows it.
+if redis.call('EXISTS', KEYS[7]) == 1 then
+  redis.call('PUBLISH', ARGV[13], ARGV[14])
 end
 return {1, sampled}

@@ -169,6 +169,25 @@ pub fn location_frame(location_json_with_stamp: &str) -> String {
     frame::encode(events::LOCATION, frame::VOLATILE, None, location_json_with_stamp)
 }
 
+/// Event of the driver-location SSE stream.
+pub const DRIVER_LOCATION: &str = "driver_location";
+
+/// Builds the frame for a driver's location room: `driver_location {driverId, location:
+/// {latitude, longitude, heading?, speed?}, timestamp}` (volatile: latest value only).
+pub fn driver_location_frame(driver: &str, fix: &crate::domain::LocationFix) -> Result<String> {
+    let mut location = serde_json::Map::new();
+    location.insert("latitude".into(), fix.lat.into());
+    location.insert("longitude".into(), fix.lng.into());
+    if let Some(h) = fix.heading {
+        location.insert("heading".into(), h.into());
+    }
+    if let Some(s) = fix.speed {
+        location.insert("speed".into(), s.into());
+    }
+    let payload = serde_json::json!({ "driverId": driver, "location": location, "timestamp": fix.updated_at });
+    Ok(frame::encode(DRIVER_LOCATION, frame::VOLATILE, None, &stamp(&payload)?))
+}
+
 /// Sends an already-stamped event to one socket (a reply such as the current location
 /// after `passenger:subscribe`); not a room emission, so it bypasses the engine.
 pub fn send_to_socket(s: &SocketRef, event: &str, json: &str) {
@@ -197,8 +216,10 @@ pub fn deliverer(
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
-        if let Some(id) = event_id_of(f.json) {
-            sse.deliver(room, f.event, id, f.json);
+        match event_id_of(f.json) {
+            Some(id) => sse.deliver(room, f.event, id, f.json),
+            None if f.event == DRIVER_LOCATION => sse.deliver_volatile(room, f.event, f.json),
+            None => {}
         }
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.

@@ -157,6 +157,7 @@ impl MemoryEngine {
         if let Some((room, frame)) = w.publish {
             (self.deliver)(room, frame);
         }
+        (self.deliver)(w.driver_room.0, w.driver_room.1);
         Ok(LocationOutcome::Accepted { sampled })
     }
 

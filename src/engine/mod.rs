@@ -144,6 +144,9 @@ pub struct LocationWrite<'a> {
     pub location_json: &'a str,
     /// Room and frame to publish (trip subscribers), if the update names a trip.
     pub publish: Option<(&'a RoomKey, &'a str)>,
+    /// The driver's location room and its frame (for SSE driver-location streams; sent only
+    /// while some stream follows the driver).
+    pub driver_room: (&'a RoomKey, &'a str),
 }
 
 /// Which per-user slot set a claim counts in.

@@ -319,6 +319,7 @@ impl RedisEngine {
             k.geo(w.tenant),
             k.geo_fresh(w.tenant),
             k.snapshot_marker(w.tenant, driver),
+            k.sse_streams(w.tenant, &UserId(w.driver_room.0.as_str().to_string())),
         ];
         let (channel, frame) = match w.publish {
             Some((room, frame)) => (k.room_channel(room), frame),
@@ -338,6 +339,8 @@ impl RedisEngine {
             channel,
             frame.to_string(),
             format!("{}:{seq}", self.node_id),
+            k.room_channel(w.driver_room.0),
+            w.driver_room.1.to_string(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<i64> =

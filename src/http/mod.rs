@@ -29,6 +29,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/realtime/trip-status/{trip_id}", get(crate::sse::trip_status))
         .route("/api/v1/realtime/orders/{id}/stream", get(crate::sse::order))
         .route("/api/v1/realtime/runs/{id}/stream", get(crate::sse::run))
+        .route("/api/v1/realtime/drivers/{id}/location", get(crate::sse::driver_location))
         .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
         .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
 }

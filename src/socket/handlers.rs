@@ -142,7 +142,15 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
         ttl_ms: app.cfg.location_ttl_ms,
         snapshot_interval_ms: app.cfg.snapshot_interval_ms,
     };
-    let w = LocationWrite { tenant: &c.tenant, fix: &fix, location_json: &location_json, publish };
+    let driver_room = RoomKey::new(&c.tenant, &format!("driver:{}:location", c.user.0));
+    let driver_frame = fanout::driver_location_frame(&c.user.0, &fix)?;
+    let w = LocationWrite {
+        tenant: &c.tenant,
+        fix: &fix,
+        location_json: &location_json,
+        publish,
+        driver_room: (&driver_room, &driver_frame),
+    };
     match app.engine.write_location(w, &limits).await? {
         LocationOutcome::Accepted { sampled } => {
             metrics::counter!("fleetcast_locations_accepted_total").increment(1);

@@ -94,6 +94,17 @@ impl SseHub {
         });
     }
 
+    /// Hands a volatile frame (a driver location) to the room's streams with an id of this
+    /// node's clock: it moves the client's last id but is never replayed.
+    pub fn deliver_volatile(&self, room: &RoomKey, event: &str, json: &str) {
+        if !self.lock().contains_key(room.as_str()) {
+            return;
+        }
+        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let seq = self.next.fetch_add(1, Ordering::Relaxed);
+        self.deliver(room, event, EventId { ms, seq }, json);
+    }
+
     /// Ends every stream (graceful shutdown): clients reconnect elsewhere with their id.
     pub fn close_all(&self) {
         let mut m = self.lock();
@@ -114,6 +125,7 @@ enum Kind {
     TripStatus,
     Order,
     Run,
+    DriverLocation,
 }
 
 impl Kind {
@@ -123,6 +135,7 @@ impl Kind {
             (Kind::TripStatus, "trip.status.updated") => Some("status_update"),
             (Kind::Order, "order_update") => Some("order_update"),
             (Kind::Run, "run_update") => Some("run_update"),
+            (Kind::DriverLocation, "driver_location") => Some("driver_location"),
             _ => None,
         }
     }
@@ -203,6 +216,31 @@ pub async fn run(
     let room = stream_room(&who.tenant, "run:", &id);
     let connected = json!({ "type": "connected", "runId": id });
     open(app, who, room, Kind::Run, connected, last_event_id(&headers)?).await
+}
+
+/// `GET /api/v1/realtime/drivers/{id}/location`: the driver itself, ADMIN/BUSINESS/SERVICE
+/// of the tenant, or a `driver:{id}` grant. Locations are volatile: `connected` carries the
+/// latest live one, and a `Last-Event-ID` replays nothing.
+pub async fn driver_location(
+    State(app): State<Arc<App>>,
+    Caller(who): Caller,
+    Path(id): Path<String>,
+) -> Result<Response> {
+    if !valid_id(&id) {
+        return Err(Error::NotFound);
+    }
+    if who.user.0 != id {
+        may_follow(&who, &format!("driver:{id}"))?;
+    }
+    let driver = UserId(id);
+    let current = app.engine.driver_location(&who.tenant, &driver).await?;
+    let location = current
+        .and_then(|j| serde_json::from_str::<Value>(&j).ok())
+        .map(|l| json!({ "latitude": l["lat"], "longitude": l["lng"], "heading": l["heading"], "speed": l["speed"], "timestamp": l["updatedAt"] }))
+        .unwrap_or(Value::Null);
+    let room = RoomKey::new(&who.tenant, &format!("driver:{}:location", driver.0));
+    let connected = json!({ "type": "connected", "driverId": driver.0, "location": location });
+    open(app, who, room, Kind::DriverLocation, connected, None).await
 }
 
 /// Releases what an open stream holds when the response body is dropped (client gone,

@@ -188,3 +188,30 @@ both_modes!(
     order_streams_carry_ids_replay_from_last_event_id_and_count_in_results,
     streams_check_access_before_they_start
 );
+
+async fn driver_location_streams_follow_a_driver_across_nodes(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0"]).await;
+    let driver = unique("d");
+    let d = Client::connect(&h.a(), &token(&driver, "DRIVER")).await;
+    assert_ok(&d.ack("driver:location:update", json!({ "lat": 1.5, "lng": 2.5 })).await);
+    let url = format!("{}/api/v1/realtime/drivers/{driver}/location", h.b());
+    let err = SseClient::open(url.clone(), &token("p1", "PASSENGER"), None).await.err().map(|(s, _)| s);
+    assert_eq!(err, Some(403));
+    assert!(SseClient::open(url.clone(), &token(&driver, "DRIVER"), None).await.is_ok(), "the driver itself");
+    let mut s = SseClient::open(url, &token("adm", "ADMIN"), None).await.expect("admin");
+    let connected = s.next_of("connected").await.data.expect("data");
+    assert_eq!(connected["location"]["latitude"], json!(1.5), "current location at connect: {connected}");
+    for lat in [10.0, 11.0] {
+        assert_ok(&d.ack("driver:location:update", json!({ "lat": lat, "lng": 20.0, "speed": 3.5 })).await);
+        let m = s.next_of("driver_location").await;
+        assert!(m.id.is_some(), "every event has an id");
+        let data = m.data.expect("data");
+        assert_eq!(data["driverId"], json!(driver));
+        assert_eq!(data["location"], json!({ "latitude": lat, "longitude": 20.0, "speed": 3.5 }));
+        assert!(data["timestamp"].is_string());
+    }
+    d.close().await;
+    h.stop().await;
+}
+
+both_modes!(driver_location_streams_follow_a_driver_across_nodes);
