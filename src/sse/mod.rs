@@ -147,11 +147,6 @@ fn message(kind: &'static str, json: &str) -> Option<Value> {
     Some(v)
 }
 
-/// The room a stream follows (SSE ↔ room mapping of CONTRACT §6).
-pub fn stream_room(tenant: &crate::domain::Tenant, kind_prefix: &str, id: &str) -> RoomKey {
-    RoomKey::new(tenant, &format!("{kind_prefix}{id}"))
-}
-
 fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>> {
     match headers.get("last-event-id").and_then(|h| h.to_str().ok()) {
         None => Ok(None),
@@ -186,6 +181,28 @@ fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
     }
 }
 
+/// A stream of an entity room (`order:{id}`, `run:{id}`): ADMIN/BUSINESS/SERVICE of the
+/// tenant or a grant of that room. Orders and runs live in the caller's systems, so any id
+/// is valid (no 404).
+async fn entity_stream(
+    app: Arc<App>,
+    who: crate::auth::Claims,
+    kind: Kind,
+    name: &str,
+    id: String,
+    headers: &HeaderMap,
+) -> Result<Response> {
+    if !valid_id(&id) {
+        return Err(Error::NotFound);
+    }
+    may_follow(&who, &format!("{name}:{id}"))?;
+    let room = RoomKey::new(&who.tenant, &format!("{name}:{id}"));
+    let mut connected = serde_json::Map::new();
+    connected.insert("type".into(), json!("connected"));
+    connected.insert(format!("{name}Id"), json!(id));
+    open(app, who, room, kind, Value::Object(connected), last_event_id(headers)?).await
+}
+
 /// `GET /api/v1/realtime/orders/{id}/stream`.
 pub async fn order(
     State(app): State<Arc<App>>,
@@ -193,13 +210,7 @@ pub async fn order(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    if !valid_id(&id) {
-        return Err(Error::NotFound);
-    }
-    may_follow(&who, &format!("order:{id}"))?;
-    let room = stream_room(&who.tenant, "order:", &id);
-    let connected = json!({ "type": "connected", "orderId": id });
-    open(app, who, room, Kind::Order, connected, last_event_id(&headers)?).await
+    entity_stream(app, who, Kind::Order, "order", id, &headers).await
 }
 
 /// `GET /api/v1/realtime/runs/{id}/stream`.
@@ -209,13 +220,7 @@ pub async fn run(
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    if !valid_id(&id) {
-        return Err(Error::NotFound);
-    }
-    may_follow(&who, &format!("run:{id}"))?;
-    let room = stream_room(&who.tenant, "run:", &id);
-    let connected = json!({ "type": "connected", "runId": id });
-    open(app, who, room, Kind::Run, connected, last_event_id(&headers)?).await
+    entity_stream(app, who, Kind::Run, "run", id, &headers).await
 }
 
 /// `GET /api/v1/realtime/drivers/{id}/location`: the driver itself, ADMIN/BUSINESS/SERVICE
