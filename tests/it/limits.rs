@@ -139,3 +139,35 @@ both_modes!(
     subscription_cap_holds_across_sockets_and_nodes,
     live_locations_expire_after_their_ttl,
 );
+
+async fn a_reassigned_trip_is_seen_once_the_membership_cache_refreshes(mode: Mode) {
+    let h = Harness::start(mode, &["--membership-cache-ms", "300", "--location-min-interval-ms", "0"]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    let d1 = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    assert_ok(&d1.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    const SQL: &str = "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1";
+    match &h.db {
+        fleetcast::store::Db::Pg(p) => sqlx::query(SQL).bind(&trip).execute(p).await.map(|_| ()),
+        fleetcast::store::Db::Sqlite(p) => sqlx::query(SQL).bind(&trip).execute(p).await.map(|_| ()),
+    }
+    .expect("reassign");
+    // Served from the (possibly stale) cache meanwhile, never an error; then the refresh lands.
+    let started = std::time::Instant::now();
+    let mut refused = None;
+    while started.elapsed() < Duration::from_secs(3) {
+        let ack = d1.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await;
+        if ack["ok"] == json!(false) {
+            assert_err(&ack, "FORBIDDEN");
+            refused = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let after = refused.expect("the old driver is refused once the cache refreshed");
+    assert!(after < Duration::from_millis(1500), "refreshed within a few TTLs, took {after:?}");
+    d1.close().await;
+    h.stop().await;
+}
+
+both_modes!(a_reassigned_trip_is_seen_once_the_membership_cache_refreshes);
