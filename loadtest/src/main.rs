@@ -1,37 +1,59 @@
 //! `fleetcast-loadtest`: a black-box load client for fleetcast gateways.
 //!
-//! It speaks the real wire protocol (Socket.IO v5 over websocket, contract §2) to running
-//! nodes and reports what a client would see. Map of the modules:
+//! It speaks the real wire protocol (Socket.IO v5 over websocket or long-polling, contract
+//! §2) to running nodes and reports what a client would see. Map of the modules:
 //!
-//! - [`protocol`]: Engine.IO/Socket.IO framing and one client per connection.
+//! - [`protocol`]: Engine.IO/Socket.IO framing and one websocket client per connection.
+//! - [`polling`]: the same over Engine.IO long-polling (`--polling-share`).
 //! - [`token`]: HS256 tokens with the contract's claims.
-//! - [`stats`]: histograms, rates, ratios, tallies, resident memory.
+//! - [`stats`]: histograms (and their wire form), rates, ratios, tallies, resident memory.
+//! - [`timeline`]: per-second counts and latencies for charts.
+//! - [`progress`]: the live progress line.
+//! - [`workers`]: `--workers N`: the tool re-executes itself as N processes and merges.
 //! - [`idle`]: the `idle` scenario (many quiet sockets; memory per socket).
-//! - [`latency`]: the `latency` scenario (driver on one node → passengers on another).
+//! - [`trips`]: trip runs (drivers → subscribers, end-to-end latency, delivery ratios),
+//!   driven by the front-ends in [`scenarios`] (`latency`, `fanout`, `burst`, `generate`)
+//!   and [`replay`] (NDJSON and GPX recordings).
+//! - [`html`]: the `--report` page.
 //!
-//! This file only parses the command line and holds the few helpers both scenarios share
-//! (run ids, Ctrl-C, the open-files limit). Every phase of every scenario has a deadline,
-//! so the tool always exits by itself.
+//! This file only parses the command line and holds the few helpers every scenario shares
+//! (run ids, the process role, Ctrl-C, the open-files limit). Every phase of every scenario
+//! has a deadline, so the tool always exits by itself.
 
 // A load-test CLI's product is its report on stdout; progress and warnings go to stderr.
 #![allow(clippy::print_stdout)]
 
+mod html;
 mod idle;
-mod latency;
+mod polling;
+mod progress;
 mod protocol;
+mod replay;
+mod scenarios;
 mod stats;
+mod timeline;
 mod token;
+mod trips;
+mod workers;
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
 
+use crate::workers::{ParentLink, Slot};
+
 #[derive(Debug, Parser)]
 #[command(name = "fleetcast-loadtest", version, about)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Internal: run as worker INDEX/COUNT of a multi-process run (set by the parent).
+    #[arg(long, global = true, hide = true)]
+    worker: Option<Slot>,
+    /// Internal: the run id shared by a parent and its workers.
+    #[arg(long, global = true, hide = true)]
+    run_id: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -39,18 +61,88 @@ enum Command {
     /// Open many idle Socket.IO connections, hold them, and measure connect times and the
     /// server's resident memory per socket.
     Idle(idle::IdleArgs),
-    /// Drivers on one node stream locations to passengers subscribed on another; measure
-    /// end-to-end delivery latency, ack latency, errors and the delivery ratio.
-    Latency(latency::LatencyArgs),
+    /// Drivers on one node stream locations to subscribers on another; measure end-to-end
+    /// delivery latency, ack latency, errors and the delivery ratio.
+    Latency(scenarios::LatencyArgs),
+    /// D drivers × P subscribers per trip over several nodes, each trip's subscribers on
+    /// nodes other than its driver's; a steady aggregate rate.
+    Fanout(scenarios::FanoutArgs),
+    /// Drivers send as fast as acks allow: accepted vs RATE_LIMITED and retryAfterMs.
+    Burst(scenarios::BurstArgs),
+    /// Replay a recorded location stream (NDJSON or GPX), time-scaled.
+    Replay(replay::ReplayArgs),
+    /// Synthetic drivers moving along straight routes in a city box.
+    Generate(scenarios::GenerateArgs),
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
-    match cli.command {
-        Command::Idle(args) => idle::run(args).await,
-        Command::Latency(args) => latency::run(args).await,
+impl Command {
+    fn workers(&self) -> u32 {
+        match self {
+            Self::Idle(a) => a.workers,
+            Self::Latency(a) => a.common.workers,
+            Self::Fanout(a) => a.common.workers,
+            Self::Burst(a) => a.common.workers,
+            Self::Replay(a) => a.common.workers,
+            Self::Generate(a) => a.common.workers,
+        }
     }
+}
+
+/// How this process takes part in the run.
+pub enum Procs {
+    /// The whole run in this process.
+    Single,
+    /// Parent of N worker processes: starts them, sets the start, merges their results.
+    Parent(u32),
+    /// One worker: its share of the run, reporting to the parent over stdout.
+    Worker(Slot, tokio::sync::Mutex<ParentLink>),
+}
+
+/// What every scenario needs to know about the process it runs in.
+pub struct Ctx {
+    pub run_id: String,
+    pub procs: Procs,
+}
+
+impl Ctx {
+    /// This process's share (`0/1` unless it is a worker).
+    pub fn slot(&self) -> Slot {
+        match &self.procs {
+            Procs::Worker(slot, _) => *slot,
+            Procs::Single | Procs::Parent(_) => Slot { index: 0, count: 1 },
+        }
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // Multi-threaded even in workers: a single thread measured worse (receive timestamps wait
+    // behind thousands of ready tasks), and the CPU it saved was within run-to-run noise.
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(run(cli))
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    let procs = match cli.worker {
+        Some(slot) => Procs::Worker(slot, tokio::sync::Mutex::new(ParentLink::connect())),
+        None if cli.command.workers() > 1 => Procs::Parent(cli.command.workers()),
+        None => Procs::Single,
+    };
+    let ctx = Ctx { run_id: cli.run_id.unwrap_or_else(run_id), procs };
+    let result = match cli.command {
+        Command::Idle(args) => idle::run(args, ctx).await,
+        Command::Latency(args) => scenarios::latency(args, ctx).await,
+        Command::Fanout(args) => scenarios::fanout(args, ctx).await,
+        Command::Burst(args) => scenarios::burst(args, ctx).await,
+        Command::Replay(args) => replay::run(args, ctx).await,
+        Command::Generate(args) => scenarios::generate(args, ctx).await,
+    };
+    if cli.worker.is_some()
+        && let Err(e) = &result
+    {
+        workers::send_to_parent(&workers::FromWorker::Failed(format!("{e:#}")));
+    }
+    result
 }
 
 /// A short id unique to this run (milliseconds since the epoch and the pid, in hex), used in

@@ -10,8 +10,10 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use base64::Engine as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use hdrhistogram::serialization::{Deserializer, Serializer as _, V2Serializer};
+use serde::{Deserialize, Serialize};
 
 /// Highest latency a histogram tracks exactly; larger values saturate into the top bucket.
 /// A minute is far beyond any timeout in these scenarios.
@@ -50,6 +52,52 @@ impl Recorder {
     /// A copy of what has been recorded so far.
     pub fn snapshot(&self) -> Histogram<u64> {
         self.hist.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+}
+
+/// A histogram that travels between processes: serde writes it as base64 of hdrhistogram's
+/// V2 encoding (uncompressed; runs of empty buckets are already squeezed by the format), so
+/// a worker's 140 KiB in-memory histogram is usually a few hundred bytes on the wire.
+#[derive(Debug, Clone)]
+pub struct WireHistogram(pub Histogram<u64>);
+
+impl WireHistogram {
+    /// Encodes to base64(V2).
+    pub fn encode(h: &Histogram<u64>) -> anyhow::Result<String> {
+        let mut bytes = Vec::new();
+        V2Serializer::new().serialize(h, &mut bytes).map_err(|e| anyhow::anyhow!("serializing a histogram: {e:?}"))?;
+        Ok(base64::engine::general_purpose::STANDARD.encode(bytes))
+    }
+
+    /// Decodes base64(V2); fails on anything else (a worker's output is still input).
+    pub fn decode(text: &str) -> anyhow::Result<Histogram<u64>> {
+        let bytes = base64::engine::general_purpose::STANDARD.decode(text).context("histogram is not base64")?;
+        Deserializer::new()
+            .deserialize(&mut bytes.as_slice())
+            .map_err(|e| anyhow::anyhow!("histogram is not V2-encoded: {e:?}"))
+    }
+}
+
+impl Serialize for WireHistogram {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let text = Self::encode(&self.0).map_err(serde::ser::Error::custom)?;
+        s.serialize_str(&text)
+    }
+}
+
+impl<'de> Deserialize<'de> for WireHistogram {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        Self::decode(&text).map(Self).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Adds `from` into `into`; values beyond `into`'s range saturate instead of failing.
+pub fn merge_into(into: &mut Histogram<u64>, from: &Histogram<u64>) {
+    if into.add(from).is_err() {
+        for v in from.iter_recorded() {
+            into.saturating_record_n(v.value_iterated_to(), v.count_at_value());
+        }
     }
 }
 
@@ -137,7 +185,7 @@ pub fn read_vm_rss_kib(pid: u32) -> anyhow::Result<u64> {
 }
 
 /// Counts of outcomes by code (`RATE_LIMITED`, `timeout:ack`, …), sorted for stable output.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Tally(BTreeMap<String, u64>);
 
@@ -252,6 +300,25 @@ mod tests {
     fn reads_own_rss() {
         let rss = read_vm_rss_kib(std::process::id()).expect("own /proc status");
         assert!(rss > 0);
+    }
+
+    #[test]
+    fn histograms_survive_the_wire_and_merge() {
+        let mut a = new_histogram();
+        for us in [150u64, 900, 4_000, 4_000, 48_000] {
+            a.record(us).expect("in range");
+        }
+        let json = serde_json::to_string(&WireHistogram(a.clone())).expect("serializes");
+        let back: WireHistogram = serde_json::from_str(&json).expect("deserializes");
+        assert_eq!(back.0.len(), 5);
+        assert_eq!(back.0.value_at_quantile(0.5), a.value_at_quantile(0.5));
+        assert_eq!(back.0.max(), a.max());
+        let mut merged = new_histogram();
+        merge_into(&mut merged, &back.0);
+        merge_into(&mut merged, &a);
+        assert_eq!(merged.len(), 10);
+        assert!(serde_json::from_str::<WireHistogram>(r#""not base64!""#).is_err());
+        assert!(serde_json::from_str::<WireHistogram>(r#""aGVsbG8=""#).is_err());
     }
 
     #[test]

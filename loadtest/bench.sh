@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# The fleetcast benchmark suite (issue 6), reproduced by one command:
+#
+#   loadtest/bench.sh            # everything, ~10 minutes on the 2-core reference machine
+#   BENCH_ONLY="fanout" loadtest/bench.sh   # a subset: idle19k idle50k fanout cache burst polling generate
+#   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
+#   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
+#   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
+#
+# It builds the release binaries, starts a 3-node cluster on 127.0.0.1:3101-3103 (plus a
+# node on 3104 with the contract's default rate limits, for `burst`) on a unique Redis
+# prefix and a fresh Postgres database, runs the standard scenarios, and writes markdown
+# rows (machine, exact command, figures) to loadtest/results/suite.md. Everything it
+# started is stopped by pid, its database dropped and its Redis keys deleted (by prefix;
+# never a FLUSH), whatever happens. Loopback targets only.
+#
+# Needs: cargo, Redis on 127.0.0.1:6379, Postgres on 127.0.0.1:5432 (trust auth, user
+# postgres; createdb/dropdb), jq, redis-cli, curl. Overridable: REDIS_URL, PG_URL.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+cd "$ROOT"
+OUT_DIR="$ROOT/loadtest/results"
+OUT="$OUT_DIR/suite.md"
+ONLY=${BENCH_ONLY:-"idle19k idle50k fanout cache burst polling generate"}
+RATES=${BENCH_RATES:-"2000 5000 10000 15000"}
+SECONDS_PER_RATE=${BENCH_SECONDS:-20}
+DRIVERS=${BENCH_DRIVERS:-3000}
+REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
+PG=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+SECRET="bench-secret-$(date +%s)-$RANDOM$RANDOM"
+PREFIX="bench-$$-$RANDOM"
+DB="fleetcast_bench_$$_$RANDOM"
+DB_URL="$PG/$DB"
+LOGS=$(mktemp -d /tmp/fleetcast-bench.XXXXXX)
+SERVER="$ROOT/target/release/fleetcast"
+LT="$ROOT/target/release/fleetcast-loadtest"
+NODE_PIDS=()
+PERF_PID=""
+
+log() { echo "bench: $*" >&2; }
+wants() { [[ " $ONLY " == *" $1 "* ]]; }
+
+cleanup() {
+    set +e
+    [[ -n "$PERF_PID" ]] && kill -INT "$PERF_PID" 2>/dev/null
+    stop_nodes
+    dropdb -h 127.0.0.1 -U postgres --if-exists "$DB" 2>/dev/null && log "dropped database $DB"
+    # Our keys only, by prefix, in batches (SCAN, never KEYS or FLUSH).
+    redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX:*" 2>/dev/null | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1
+    log "logs in $LOGS"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+stop_nodes() {
+    local pid
+    for pid in "${NODE_PIDS[@]}"; do kill -TERM "$pid" 2>/dev/null || true; done
+    for pid in "${NODE_PIDS[@]}"; do
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.2; done
+        kill -KILL "$pid" 2>/dev/null || true
+        wait "$pid" 2>/dev/null || true
+    done
+    NODE_PIDS=()
+}
+
+# start_node PORT [extra flags…]: a cluster node with the load-test limits unless overridden.
+start_node() {
+    local port=$1
+    shift
+    FLEETCAST_JWT_SECRET="$SECRET" "$SERVER" --bind "127.0.0.1:$port" --node-id "bench-$port" \
+        --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --database-url "$DB_URL" --log warn "$@" \
+        >>"$LOGS/node-$port.log" 2>&1 &
+    NODE_PIDS+=("$!")
+}
+
+LOAD_LIMITS=(--location-min-interval-ms 0 --location-max-per-minute 100000 --conn-rate-per-sec 0
+    --socket-events-per-sec 1000 --socket-events-burst 1000)
+
+# A fresh cluster for every scenario group: memory and allocator state of one run must not
+# flatter or spoil the next.
+# Extra arguments go to nodes 3101-3103.
+start_cluster() {
+    stop_nodes
+    wait_quiet
+    local port
+    for port in 3101 3102 3103; do start_node "$port" "${LOAD_LIMITS[@]}" "$@"; done
+    # Contract defaults, except the connection-flood limit (all clients share one address).
+    start_node 3104 --conn-rate-per-sec 0
+    for port in 3101 3102 3103 3104; do
+        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+        curl -sf "http://127.0.0.1:$port/readyz" >/dev/null || { log "node $port not ready"; exit 1; }
+    done
+    sleep 1
+}
+
+# Percent of both cores idle over two seconds: a busy machine (a build, another benchmark)
+# makes every figure worse, so each row says how quiet the machine was just before.
+idle_pct() {
+    local a b
+    a=($(head -1 /proc/stat)); sleep 2; b=($(head -1 /proc/stat))
+    local idle=$(( (b[4] + b[5]) - (a[4] + a[5]) )) total=0 i
+    for i in 1 2 3 4 5 6 7 8; do total=$(( total + b[i] - a[i] )); done
+    echo $(( total > 0 ? 100 * idle / total : 0 ))
+}
+
+# Waits (up to BENCH_QUIET_WAIT s, default 300) for the machine to be at least 85 % idle.
+wait_quiet() {
+    local waited=0 pct
+    while true; do
+        pct=$(idle_pct)
+        [[ $pct -ge 85 ]] && return 0
+        if [[ $waited -ge ${BENCH_QUIET_WAIT:-300} ]]; then
+            log "warning: machine still busy (${pct}% idle); measuring anyway"
+            return 0
+        fi
+        log "machine busy (${pct}% idle); waiting"
+        sleep 8
+        waited=$((waited + 10))
+    done
+}
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+redis_pid() { pgrep -x redis-server | head -1 || true; }
+# CPU seconds (user + system) of this shell's finished children, from `times`. It must run
+# in the main shell (a `$(…)` subshell has children of its own), so it writes to a file.
+children_cpu() {
+    times >"$LOGS/times"
+    tail -1 "$LOGS/times" | awk '{ s = 0; for (i = 1; i <= 2; i++) { split($i, p, "m"); sub("s", "", p[2]); s += p[1] * 60 + p[2] } printf "%.1f\n", s }' >"$LOGS/$1"
+}
+
+# row SCENARIO COMMAND FIGURES: one table row (pipes escaped).
+row() {
+    local cmd=${2//|/\\|}
+    printf '| %s | `%s` | %s |\n' "$1" "$cmd" "$3" >>"$OUT"
+}
+
+# run_lt NAME ARGS…: runs the load tool with --json, keeps its JSON in $LOGS/NAME.json and
+# prints the command as written in the table (binary path shortened, secret elided).
+run_lt() {
+    local name=$1
+    shift
+    log "$name: $(shown "$@")"
+    "$LT" "$@" --json >"$LOGS/$name.json" 2>"$LOGS/$name.err" || log "$name exited non-zero (see $LOGS/$name.err)"
+    tail -n 3 "$LOGS/$name.err" >&2 || true
+}
+shown() { local s="fleetcast-loadtest $*"; s=${s//$SECRET/\$SECRET}; s=${s//$ROOT\//}; echo "${s//$DB_URL/\$DB_URL}"; }
+
+if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
+    log "building release binaries"
+    cargo build --release -p fleetcast -p fleetcast-loadtest >&2
+fi
+ulimit -n "$(ulimit -Hn)" || true
+createdb -h 127.0.0.1 -U postgres "$DB"
+mkdir -p "$OUT_DIR"
+{
+    echo "## Benchmark suite, $(date -u +%Y-%m-%dT%H:%MZ)"
+    echo
+    echo "Machine: $(nproc) cores, $(free -g | awk '/^Mem:/{print $2}') GiB RAM ($(uname -sr)); fleetcast $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet 2>/dev/null || echo '+dirty'). Cluster: 3 nodes + Redis + Postgres + the load tool on this machine; nodes 3101-3103 with load-test limits (\`${LOAD_LIMITS[*]}\`), node 3104 with contract defaults."
+    echo
+    echo "| scenario | command | figures |"
+    echo "|---|---|---|"
+} >>"$OUT"
+
+T="--target ws://127.0.0.1:3101 --target ws://127.0.0.1:3102 --target ws://127.0.0.1:3103"
+
+if wants idle19k; then
+    start_cluster
+    args=(idle --target ws://127.0.0.1:3101 --connections 19000 --ramp 2000 --hold 10 --settle 5 --workers 2
+        --pid "${NODE_PIDS[0]}" --secret "$SECRET")
+    run_lt idle19k "${args[@]}"
+    row "idle, 19,000 sockets on one node" "$(shown "${args[@]}")" "$(jq -r '"connected \(.connected)/\(.requested), failed \(.failed), dropped \(.dropped); **\(.rssPerSocketKib) KiB RSS per socket** (node \(.rssBeforeKib) → \(.rssAfterKib) KiB); connect p50 \(.connectMs.p50Ms) ms, p99 \(.connectMs.p99Ms) ms"' "$LOGS/idle19k.json" 2>/dev/null || echo 'run failed')"
+fi
+
+if wants idle50k; then
+    start_cluster
+    args=(idle $T --connections 50000 --ramp 2500 --hold 10 --settle 5 --workers 3
+        --pid "${NODE_PIDS[0]}" --pid "${NODE_PIDS[1]}" --pid "${NODE_PIDS[2]}" --secret "$SECRET")
+    run_lt idle50k "${args[@]}"
+    row "idle, 50,000 sockets over 3 nodes" "$(shown "${args[@]}")" "$(jq -r '"connected \(.connected)/\(.requested), failed \(.failed) (\(.failures)), dropped \(.dropped); **\(.rssPerSocketKib) KiB RSS per socket** (3 nodes \(.rssBeforeKib) → \(.rssAfterKib) KiB); connect p50 \(.connectMs.p50Ms) ms, p99 \(.connectMs.p99Ms) ms"' "$LOGS/idle50k.json" 2>/dev/null || echo 'run failed')"
+fi
+
+fanout_row() {
+    local name=$1 label=$2
+    shift 2
+    local rp pid i after tool_before tool_after hz cpu="" quiet
+    local before=()
+    quiet=$(idle_pct)
+    [[ $quiet -lt 90 ]] && log "warning: machine only ${quiet}% idle before $name"
+    rp=$(redis_pid)
+    for pid in "${NODE_PIDS[@]:0:3}" $rp; do before+=("$(cpu_ticks "$pid")"); done
+    children_cpu cpu0
+    local t0=$SECONDS
+    run_lt "$name" "$@"
+    local wall=$((SECONDS - t0))
+    children_cpu cpu1
+    tool_before=$(cat "$LOGS/cpu0")
+    tool_after=$(cat "$LOGS/cpu1")
+    hz=$(getconf CLK_TCK)
+    i=0
+    for pid in "${NODE_PIDS[@]:0:3}" $rp; do
+        after=$(cpu_ticks "$pid")
+        cpu+="$(awk -v a="$after" -v b="${before[$i]}" -v hz="$hz" 'BEGIN{printf "%.0f", (a-b)/hz}') "
+        i=$((i + 1))
+    done
+    cpu+="/ load tool $(awk -v a="$tool_after" -v b="$tool_before" 'BEGIN{printf "%.0f", a-b}'); machine ${quiet}% idle before"
+    row "$label" "$(shown "$@")" "$(jq -r '"sent \(.achievedRate)/s, accepted \(.acceptedRate)/s over \(.sendWindowS) s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms** (max \(.e2eMs.maxMs)); ack p50 \(.ackMs.p50Ms) / p99 \(.ackMs.p99Ms) ms; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries), \(.deliveriesPerS)/s; subscribers complete \(.subscribers.complete)/\(.subscribers.count), lowest \(.subscribers.minRatio)); ack errors \(.ackErrors); setup failures \(.setupFailures); polling subscribers \(.pollingPassengers)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); CPU seconds over the ${wall} s run incl. setup (nodes 1-3, redis / load tool): ${cpu}"
+}
+
+if wants fanout; then
+    top=$(echo "$RATES" | tr ' ' '\n' | tail -1)
+    for rate in $RATES; do
+        start_cluster
+        if [[ -n "${BENCH_PROFILE:-}" && "$rate" == "$top" ]]; then
+            perf record -e cpu-clock -F 199 --call-graph dwarf,16384 -p "${NODE_PIDS[0]}" -o "$LOGS/perf-node1.data" >/dev/null 2>&1 &
+            PERF_PID=$!
+        fi
+        args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
+            --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL" --report "$OUT_DIR/fanout-$rate.html")
+        fanout_row "fanout-$rate" "fanout ${rate} updates/s × 3 subscribers, ${DRIVERS} drivers" "${args[@]}"
+        if [[ -n "$PERF_PID" ]]; then
+            kill -INT "$PERF_PID" 2>/dev/null || true
+            wait "$PERF_PID" 2>/dev/null || true
+            PERF_PID=""
+            perf report -i "$LOGS/perf-node1.data" --stdio --no-children --sort dso,symbol 2>/dev/null | grep -v '^#' | grep '%' | head -40 >"$LOGS/perf-node1.txt" || true
+            log "profile of node 1 at $rate/s: $LOGS/perf-node1.txt"
+        fi
+    done
+fi
+
+# Diagnostic: the same fanout with the trip-membership cache kept for 10 minutes, which
+# removes the database stampede every `--membership-cache-ms` (default 5 s) under load.
+if wants cache; then
+    for rate in ${BENCH_CACHE_RATES:-5000 7000}; do
+        start_cluster --membership-cache-ms 600000
+        args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
+            --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+        fanout_row "cache-$rate" "fanout ${rate}/s × 3, nodes with --membership-cache-ms 600000 (diagnostic)" "${args[@]}"
+    done
+fi
+
+if wants burst; then
+    start_cluster
+    args=(burst --target ws://127.0.0.1:3104 --drivers 1 --in-flight 32 --duration 10 --passengers-per-trip 1
+        --secret "$SECRET" --database-url "$DB_URL")
+    run_lt burst "${args[@]}"
+    row "burst, one driver as fast as acks allow, node with contract-default limits" "$(shown "${args[@]}")" "$(jq -r '"sent \(.achievedRate)/s, **accepted \(.accepted) of \(.sent)** (\(.acceptedRate)/s); refused: \(.ackErrors); **retryAfterMs p50 \(.retryAfterMs.p50Ms), p99 \(.retryAfterMs.p99Ms), max \(.retryAfterMs.maxMs)**; ack p99 \(.ackMs.p99Ms) ms; subscriber got \(.receivedDeliveries)/\(.expectedDeliveries)"' "$LOGS/burst.json" 2>/dev/null || echo 'run failed')"
+fi
+
+if wants polling; then
+    start_cluster
+    args=(fanout $T --drivers 1000 --passengers-per-trip 3 --rate 2000 --duration "$SECONDS_PER_RATE" --ramp 2000
+        --polling-share 0.2 --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+    fanout_row polling "fanout 2,000 updates/s × 3, 20 % of subscribers on long-polling" "${args[@]}"
+fi
+
+if wants generate; then
+    start_cluster
+    args=(generate $T --drivers 2000 --every 1 --duration "$SECONDS_PER_RATE" --passengers-per-trip 2 --ramp 3000
+        --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+    fanout_row generate "generate: 2,000 drivers on routes in Nairobi, every 1 s, × 2 subscribers" "${args[@]}"
+fi
+
+echo >>"$OUT"
+log "rows appended to $OUT"
