@@ -171,3 +171,113 @@ both_modes!(
     history_bounds_are_honoured_and_reported,
     admins_recover_missed_alerts,
 );
+
+/// A node shut down mid-stream: its Socket.IO and SSE clients resume on another node with
+/// their last ids and miss nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_node_shut_down_mid_stream_resume_elsewhere_without_missing_events() {
+    let mut h = Harness::start(Mode::Cluster, FAST).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let doomed = h.add_node().await;
+    let emit_url = format!("{}/api/v1/emit", h.a());
+    let publish = |n: u64| {
+        let url = emit_url.clone();
+        let trip = trip.clone();
+        async move {
+            let r = reqwest::Client::new()
+                .post(url)
+                .bearer_auth(token("backend", "SERVICE"))
+                .json(&json!({ "event": "trip.status.updated", "rooms": [format!("trip:{trip}:subscribers")],
+                    "payload": { "tripId": trip, "previousStatus": "IN_PROGRESS", "newStatus": "DEPARTED", "n": n } }))
+                .send()
+                .await
+                .expect("emit");
+            assert_eq!(r.status(), 202);
+        }
+    };
+    let mut sio = Client::connect(&h.url(doomed), &token("p1", "PASSENGER")).await;
+    assert_ok(&sio.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let sse_url = |node: String| format!("{node}/api/realtime/trip-status/{trip}");
+    let sse = reqwest::Client::new()
+        .get(sse_url(h.url(doomed)))
+        .bearer_auth(token("adm", "ADMIN"))
+        .send()
+        .await
+        .expect("sse");
+    let mut sse_body = sse.bytes_stream();
+    for n in 1..=3 {
+        publish(n).await;
+    }
+    let mut sio_last = String::new();
+    for n in 1..=3 {
+        let ev = sio.expect("trip.status.updated", "before shutdown").await;
+        assert_eq!(ev["n"], json!(n));
+        sio_last = ev["eventId"].as_str().expect("id").to_string();
+    }
+    // Read the SSE stream up to the third event's id.
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !text.contains(&format!("id: {sio_last}")) && !text.contains(&format!("id:{sio_last}")) {
+        assert!(std::time::Instant::now() < deadline, "SSE stream did not carry the third event: {text}");
+        let chunk = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut sse_body))
+            .await
+            .expect("sse chunk")
+            .expect("open")
+            .expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    // The node goes away; events keep coming meanwhile.
+    let node = h.nodes.remove(doomed);
+    let shutdown = tokio::spawn(node.shutdown());
+    for n in 4..=6 {
+        publish(n).await;
+    }
+    tokio::time::timeout(Duration::from_secs(10), shutdown).await.expect("bounded shutdown").expect("shutdown");
+    // The SSE stream ended (the client would reconnect).
+    let rest = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(Ok(_)) = futures_util::StreamExt::next(&mut sse_body).await {}
+    })
+    .await;
+    assert!(rest.is_ok(), "the SSE stream was not ended by the shutdown");
+    // Socket.IO client resumes on node B.
+    sio.drain();
+    let mut again = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let ack = again.ack("passenger:subscribe", json!({ "tripId": trip, "since": sio_last })).await;
+    assert_eq!(ack["recovered"], json!(true), "{ack}");
+    let got: Vec<Value> = {
+        let mut v = Vec::new();
+        for _ in 4..=6 {
+            v.push(again.expect("trip.status.updated", "missed during shutdown").await["n"].clone());
+        }
+        v
+    };
+    assert_eq!(got, vec![json!(4), json!(5), json!(6)]);
+    // The SSE client resumes on node B with Last-Event-ID.
+    let r = reqwest::Client::new()
+        .get(sse_url(h.b()))
+        .bearer_auth(token("adm", "ADMIN"))
+        .header("last-event-id", &sio_last)
+        .send()
+        .await
+        .expect("sse again");
+    let mut body = r.bytes_stream();
+    let mut text = String::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while text.matches("\"type\":\"status_update\"").count() < 3 {
+        assert!(std::time::Instant::now() < deadline, "missed events not replayed over SSE: {text}");
+        let chunk = tokio::time::timeout(Duration::from_secs(5), futures_util::StreamExt::next(&mut body))
+            .await
+            .expect("chunk")
+            .expect("open")
+            .expect("bytes");
+        text.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    let ns: Vec<&str> = text.match_indices("\"n\":").map(|(i, _)| &text[i + 4..i + 5]).collect();
+    assert_eq!(ns, ["4", "5", "6"], "{text}");
+    for c in [sio, again] {
+        c.close().await;
+    }
+    h.stop().await;
+}
