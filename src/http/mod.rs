@@ -26,12 +26,26 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/metrics", get(metrics))
         .route("/api/v1/trips/{id}/track", get(track::track))
         .route("/api/v1/emit", axum::routing::post(publish::emit))
+        .merge(sse_routes())
+        .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
+        .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
+}
+
+/// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http
+/// skips `text/event-stream` by default for fear of buffering; its encoder flushes when
+/// the stream has nothing more to give, so events still leave at once (checked by a test
+/// that waits for 200 ms heartbeats through gzip).
+fn sse_routes() -> Router<Arc<App>> {
+    Router::new()
         .route("/api/realtime/trip-status/{trip_id}", get(crate::sse::trip_status))
         .route("/api/v1/realtime/orders/{id}/stream", get(crate::sse::order))
         .route("/api/v1/realtime/runs/{id}/stream", get(crate::sse::run))
         .route("/api/v1/realtime/drivers/{id}/location", get(crate::sse::driver_location))
-        .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
-        .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .compress_when(tower_http::compression::predicate::SizeAbove::new(0)),
+        )
 }
 
 async fn healthz(State(app): State<Arc<App>>) -> Response {
