@@ -379,6 +379,25 @@ pub async fn cluster_count(app: &App, room: &RoomKey) -> u64 {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn a_stream_that_does_not_keep_up_is_cut_off_instead_of_buffering() {
+        let hub = SseHub::default();
+        let room = RoomKey::new(&crate::domain::Tenant("t".into()), "order:o1");
+        let (_id, mut slow) = hub.register(&room);
+        let (_id2, mut fast) = hub.register(&room);
+        for seq in 0..(STREAM_BUFFER as u64 + 10) {
+            hub.deliver(&room, "order_update", EventId { ms: 1, seq }, "{}");
+            // The fast stream keeps reading; the slow one never does.
+            assert!(fast.recv().await.is_some());
+        }
+        assert_eq!(hub.local_count(&room), 1, "only the slow stream was cut off");
+        let mut got = 0;
+        while slow.recv().await.is_some() {
+            got += 1;
+        }
+        assert_eq!(got, STREAM_BUFFER, "its buffer was bounded, then the stream ended");
+    }
+
     #[test]
     fn room_events_map_to_stream_types() {
         assert_eq!(Kind::TripStatus.map("trip.status.updated"), Some("status_update"));
