@@ -1,5 +1,6 @@
 # syntax=docker/dockerfile:1
-# fleetcast node image: build the release binary, run it on a slim Debian.
+# fleetcast image: the node (`fleetcast`, the entrypoint) and the snapshot worker
+# (`fleetcast-worker`), release builds on a slim Debian.
 # Build: docker build -t fleetcast . (docker-compose.yml does it for the cluster).
 
 ARG RUST_VERSION=1.94
@@ -14,8 +15,8 @@ COPY . .
 # out of the cached target/ in the same step.
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
-    cargo build --release --locked --bin fleetcast \
- && install -m 0755 target/release/fleetcast /usr/local/bin/fleetcast
+    cargo build --release --locked --bin fleetcast --bin fleetcast-worker \
+ && install -m 0755 target/release/fleetcast target/release/fleetcast-worker /usr/local/bin/
 
 FROM debian:bookworm-slim
 # curl only for the health check.
@@ -23,7 +24,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates curl \
  && rm -rf /var/lib/apt/lists/* \
  && useradd --system --uid 10001 --create-home --home-dir /var/lib/fleetcast fleetcast
-COPY --from=build /usr/local/bin/fleetcast /usr/local/bin/fleetcast
+COPY --from=build /usr/local/bin/fleetcast /usr/local/bin/fleetcast-worker /usr/local/bin/
 USER fleetcast
 # Embedded mode writes fleetcast.db here; cluster nodes keep nothing on disk.
 WORKDIR /var/lib/fleetcast
