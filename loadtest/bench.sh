@@ -3,6 +3,7 @@
 #
 #   loadtest/bench.sh            # everything, ~10 minutes on the 2-core reference machine
 #   BENCH_ONLY="fanout" loadtest/bench.sh   # a subset: idle19k idle50k fanout cache burst polling generate
+#   BENCH_ONLY="sse" loadtest/bench.sh      # opt-in: 1,000 SSE streams + 1,000 sockets, one order
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
@@ -259,6 +260,16 @@ if wants generate; then
     args=(generate $T --drivers 2000 --every 1 --duration "$SECONDS_PER_RATE" --passengers-per-trip 2 --ramp 3000
         --workers 2 --secret "$SECRET" --database-url "$DB_URL")
     fanout_row generate "generate: 2,000 drivers on routes in Nairobi, every 1 s, × 2 subscribers" "${args[@]}"
+fi
+
+# Opt-in (not in the default list): one order's HTTP-published events fanned out to 1,000
+# SSE streams and 1,000 Socket.IO subscribers on node 2, published on node 1.
+if wants sse; then
+    start_cluster
+    args=(sse --target ws://127.0.0.1:3102 --publish-target http://127.0.0.1:3101 --streams 1000 --sockets 1000
+        --events 200 --rate 20 --pid "${NODE_PIDS[1]}" --secret "$SECRET")
+    run_lt sse "${args[@]}"
+    row "sse, 200 order events at 20/s to 1,000 SSE streams + 1,000 sockets on another node" "$(shown "${args[@]}")" "$(jq -r '"**SSE p50 \(.sse.latencyMs.p50Ms) ms, p99 \(.sse.latencyMs.p99Ms) ms**, delivery \(.sse.deliveryRatio); **Socket.IO p50 \(.socketio.latencyMs.p50Ms) ms, p99 \(.socketio.latencyMs.p99Ms) ms**, delivery \(.socketio.deliveryRatio); streams held \(.sseStreamsHeld)/\(.sse.requested); published \(.published)/\(.events); setup failures \(.setupFailures); \(.rssPerConnectionKib) KiB RSS per connection"' "$LOGS/sse.json" 2>/dev/null || echo 'run failed')"
 fi
 
 echo >>"$OUT"

@@ -14,6 +14,7 @@
 //! - [`trips`]: trip runs (drivers → subscribers, end-to-end latency, delivery ratios),
 //!   driven by the front-ends in [`scenarios`] (`latency`, `fanout`, `burst`, `generate`)
 //!   and [`replay`] (NDJSON and GPX recordings).
+//! - [`sse`]: the `sse` scenario (HTTP-published order events to SSE streams and sockets).
 //! - [`html`]: the `--report` page.
 //!
 //! This file only parses the command line and holds the few helpers every scenario shares
@@ -30,6 +31,7 @@ mod progress;
 mod protocol;
 mod replay;
 mod scenarios;
+mod sse;
 mod stats;
 mod timeline;
 mod token;
@@ -73,6 +75,9 @@ enum Command {
     Replay(replay::ReplayArgs),
     /// Synthetic drivers moving along straight routes in a city box.
     Generate(scenarios::GenerateArgs),
+    /// One order's events published over HTTP fan out to S SSE streams and K Socket.IO
+    /// subscribers on several nodes: latency per transport, delivery ratios, streams held.
+    Sse(sse::SseArgs),
 }
 
 impl Command {
@@ -84,6 +89,7 @@ impl Command {
             Self::Burst(a) => a.common.workers,
             Self::Replay(a) => a.common.workers,
             Self::Generate(a) => a.common.workers,
+            Self::Sse(_) => 1,
         }
     }
 }
@@ -136,6 +142,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Burst(args) => scenarios::burst(args, ctx).await,
         Command::Replay(args) => replay::run(args, ctx).await,
         Command::Generate(args) => scenarios::generate(args, ctx).await,
+        Command::Sse(args) => sse::run(args, ctx).await,
     };
     if cli.worker.is_some()
         && let Err(e) = &result

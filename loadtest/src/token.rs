@@ -15,6 +15,8 @@ pub enum Role {
     Passenger,
     Driver,
     Admin,
+    Business,
+    Service,
 }
 
 impl Role {
@@ -24,6 +26,8 @@ impl Role {
             Self::Passenger => "PASSENGER",
             Self::Driver => "DRIVER",
             Self::Admin => "ADMIN",
+            Self::Business => "BUSINESS",
+            Self::Service => "SERVICE",
         }
     }
 }
@@ -35,6 +39,9 @@ struct Claims<'a> {
     exp: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     tenant: Option<&'a str>,
+    /// Extra grants such as `order:o1` (contract §1), absent when empty.
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    channels: &'a [String],
 }
 
 /// Signs tokens for one run: same secret, tenant and expiry for every user.
@@ -59,7 +66,12 @@ impl TokenMinter {
 
     /// A signed token for user `sub` acting as `role`.
     pub fn mint(&self, sub: &str, role: Role) -> anyhow::Result<String> {
-        let claims = Claims { sub, role: role.as_str(), exp: self.exp, tenant: self.tenant.as_deref() };
+        self.mint_with_channels(sub, role, &[])
+    }
+
+    /// A signed token for user `sub` acting as `role` with the extra `channels` grants.
+    pub fn mint_with_channels(&self, sub: &str, role: Role, channels: &[String]) -> anyhow::Result<String> {
+        let claims = Claims { sub, role: role.as_str(), exp: self.exp, tenant: self.tenant.as_deref(), channels };
         jsonwebtoken::encode(&self.header, &claims, &self.key).context("signing a token")
     }
 }
@@ -96,6 +108,18 @@ mod tests {
         validation.validate_exp = false;
         let data = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation).expect("verify");
         assert!(data.claims.get("tenant").is_none());
+        assert!(data.claims.get("channels").is_none());
         assert_eq!(data.claims["role"], "ADMIN");
+    }
+
+    #[test]
+    fn channels_claim_carries_the_grants() {
+        let minter = TokenMinter::new("s", None, 60);
+        let token = minter.mint_with_channels("u", Role::Passenger, &["order:o1".to_owned()]).expect("mint");
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.validate_exp = false;
+        let data = jsonwebtoken::decode::<Value>(&token, &DecodingKey::from_secret(b"s"), &validation).expect("verify");
+        assert_eq!(data.claims["channels"], serde_json::json!(["order:o1"]));
+        assert_eq!(data.claims["role"], "PASSENGER");
     }
 }
