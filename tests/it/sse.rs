@@ -257,3 +257,50 @@ async fn streams_are_gzip_compressed_for_clients_that_accept_it_and_still_flow(m
 }
 
 both_modes!(streams_are_gzip_compressed_for_clients_that_accept_it_and_still_flow);
+
+async fn the_sse_replay_seam_neither_loses_nor_doubles_events(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let order = unique("o");
+    let biz = token("biz", "BUSINESS");
+    let stream_url = |node: String| format!("{node}/api/v1/realtime/orders/{order}/stream");
+    let mut observer = SseClient::open(stream_url(h.b()), &biz, None).await.expect("observer");
+    observer.next_of("connected").await;
+    publish_order(&h, 0, &order, 0).await;
+    let since = observer.next_of("order_update").await.id.expect("id");
+    // Publish continuously while a second stream opens with Last-Event-ID mid-stream.
+    let total = 60u64;
+    let publisher = {
+        let url = format!("{}/api/v1/realtime/orders/{order}", h.a());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for n in 1..=total {
+                let r = http
+                    .post(&url)
+                    .bearer_auth(token("backend", "SERVICE"))
+                    .json(&json!({ "data": { "n": n } }))
+                    .send()
+                    .await
+                    .expect("publish");
+                assert_eq!(r.status(), 202);
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let mut late = SseClient::open(stream_url(h.b()), &biz, Some(&since)).await.expect("late stream");
+    late.next_of("connected").await;
+    publisher.await.expect("publisher");
+    let mut want = Vec::new();
+    for _ in 0..total {
+        want.push(observer.next_of("order_update").await.id.expect("id"));
+    }
+    let mut got = Vec::new();
+    while let Some(m) = late.next(Duration::from_millis(800)).await {
+        if let Some(id) = m.id {
+            got.push(id);
+        }
+    }
+    assert_eq!(got, want, "exactly the events after Last-Event-ID, once each, in order");
+    h.stop().await;
+}
+
+both_modes!(the_sse_replay_seam_neither_loses_nor_doubles_events);
