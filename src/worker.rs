@@ -299,55 +299,51 @@ async fn run_once(db: &Db, s: &WorkerSettings, name: &str, cancel: &Cancellation
     };
     let name = name.to_string();
     let concurrency = s.concurrency;
-    let result = match db {
-        Db::Pg(pool) => {
-            let config = apalis_postgres::Config::default()
+    // The two storages are different types with the same builder API: one monitor recipe.
+    macro_rules! monitor {
+        ($storage:expr) => {{
+            let storage = $storage;
+            Monitor::new()
+                .register(move |_| {
+                    WorkerBuilder::new(name.clone())
+                        .backend(storage.clone())
+                        .data(ctx.clone())
+                        .concurrency(concurrency)
+                        .build(handle)
+                })
+                .shutdown_timeout(s.drain)
+                .run_with_signal(signal)
+                .await
+        }};
+    }
+    macro_rules! queue_config {
+        ($config:ty) => {
+            <$config>::default()
                 .queue(SNAPSHOT_QUEUE)
                 .batch_size(concurrency.max(1) * 2)
                 .heartbeat_interval(s.heartbeat)
-                .missed_heartbeats(2);
+                .missed_heartbeats(2)
+        };
+    }
+    let result = match db {
+        Db::Pg(pool) => {
             // One strategy, either source wakes the worker: LISTEN/NOTIFY on inserts (ms
             // pickup) or the interval (retries whose delay has passed, missed notifies).
             // Two nested `poll_with_*` wrappers would need both at once.
             let wake = Strategy::new()
                 .stream(apalis_postgres::Pubsub::new(pool.clone(), SNAPSHOT_QUEUE.to_string()))
                 .interval(s.poll);
-            let storage = apalis_postgres::PostgresStorage::<SnapshotBatch>::new(pool)
-                .with_config(config)
-                .poll_with_strategy(wake);
-            Monitor::new()
-                .register(move |_| {
-                    WorkerBuilder::new(name.clone())
-                        .backend(storage.clone())
-                        .data(ctx.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                })
-                .shutdown_timeout(s.drain)
-                .run_with_signal(signal)
-                .await
+            monitor!(
+                apalis_postgres::PostgresStorage::<SnapshotBatch>::new(pool)
+                    .with_config(queue_config!(apalis_postgres::Config))
+                    .poll_with_strategy(wake)
+            )
         }
-        Db::Sqlite(pool) => {
-            let config = apalis_sqlite::Config::default()
-                .queue(SNAPSHOT_QUEUE)
-                .batch_size(concurrency.max(1) * 2)
-                .heartbeat_interval(s.heartbeat)
-                .missed_heartbeats(2);
-            let storage = apalis_sqlite::SqliteStorage::<SnapshotBatch>::new(pool)
-                .with_config(config)
-                .poll_with_strategy(Strategy::new().interval(s.poll));
-            Monitor::new()
-                .register(move |_| {
-                    WorkerBuilder::new(name.clone())
-                        .backend(storage.clone())
-                        .data(ctx.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                })
-                .shutdown_timeout(s.drain)
-                .run_with_signal(signal)
-                .await
-        }
+        Db::Sqlite(pool) => monitor!(
+            apalis_sqlite::SqliteStorage::<SnapshotBatch>::new(pool)
+                .with_config(queue_config!(apalis_sqlite::Config))
+                .poll_with_strategy(Strategy::new().interval(s.poll))
+        ),
     };
     result.map_err(|e| anyhow::anyhow!("worker stopped: {e}"))
 }
