@@ -38,15 +38,6 @@ pub fn stamp<T: Serialize>(payload: &T) -> Result<String> {
     Ok(v.to_string())
 }
 
-/// Publishes `event` with `payload` to `room` on every node.
-pub async fn publish<T: Serialize>(engine: &Engine, room: &RoomKey, event: &str, payload: &T, flags: u8) -> Result<()> {
-    let json = stamp(payload)?;
-    let f = frame::encode(event, flags, None, &json);
-    engine.publish(room, &f).await?;
-    metrics::counter!("fleetcast_events_out_total", "event" => event.to_string()).increment(1);
-    Ok(())
-}
-
 /// Publishes a recoverable `event` to `room` on every node: stamped with `emittedAt` here,
 /// given its `eventId` by the engine in the same step that records it in the room's
 /// history. Returns the id.

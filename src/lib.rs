@@ -339,6 +339,22 @@ async fn heartbeat_loop(app: Arc<App>, cancel: CancellationToken) {
     }
 }
 
+/// Resolves on SIGTERM or Ctrl-C: the start of graceful shutdown for both binaries.
+pub async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = tokio::signal::ctrl_c() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
 /// Serves until `shutdown` is cancelled, then shuts down gracefully.
 pub async fn run(cfg: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let node = start(cfg).await?;

@@ -30,7 +30,7 @@ async fn main() -> anyhow::Result<()> {
     });
     let trigger = cancel.clone();
     tokio::spawn(async move {
-        wait_for_signal().await;
+        fleetcast::shutdown_signal().await;
         tracing::info!("shutdown signal received");
         trigger.cancel();
     });
@@ -39,19 +39,4 @@ async fn main() -> anyhow::Result<()> {
     let _ = server.await;
     db.close().await;
     result
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    match signal(SignalKind::terminate()) {
-        Ok(mut term) => {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        }
-        Err(_) => {
-            let _ = tokio::signal::ctrl_c().await;
-        }
-    }
 }
