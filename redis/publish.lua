@@ -8,7 +8,8 @@
 --
 -- KEYS[1] history stream of the room
 -- ARGV[1] max events kept   ARGV[2] window ms   ARGV[3] channel   ARGV[4] event name
--- ARGV[5] frame flags digit ARGV[6] payload tail: the JSON object without its opening
+-- ARGV[5] frame flags digit ARGV[7] except field of the frame ("" = none)
+-- ARGV[6] payload tail: the JSON object without its opening
 --         brace, e.g. `"emittedAt":"…","tripId":"t1"}`; the payload is
 --         `{"eventId":"<id>",` .. tail
 -- Returns the event id.
@@ -26,6 +27,6 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '(' .. cutoff, 'COUNT', 10
   redis.call('XDEL', KEYS[1], e[1])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
-local frame = ARGV[4] .. '\n' .. ARGV[5] .. '\n\n' .. '{"eventId":"' .. id .. '",' .. ARGV[6]
+local frame = ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. ARGV[7] .. '\n' .. '{"eventId":"' .. id .. '",' .. ARGV[6]
 redis.call('PUBLISH', ARGV[3], frame)
 return id

@@ -277,3 +277,73 @@ mod tests {
         out
     }
 }
+
+/// What a booking's ticket token (its QR code) carries.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, Deserialize)]
+pub struct Ticket {
+    /// Token type, always `ticket` (a user token is never a ticket).
+    pub typ: String,
+    /// Booking id.
+    pub bid: String,
+    /// Trip id.
+    pub tid: String,
+    /// Tenant of the booking.
+    pub tenant: String,
+    /// Issued at (seconds).
+    pub iat: i64,
+}
+
+/// Signs and checks ticket tokens: HS256 with the ticket secret, no expiry (a ticket is
+/// valid for as long as its booking; boarding is once only).
+#[derive(Clone)]
+pub struct Tickets {
+    inner: Arc<(jsonwebtoken::EncodingKey, DecodingKey, Validation)>,
+}
+
+impl Tickets {
+    /// Tickets signed with `secret`.
+    pub fn new(secret: &str) -> Self {
+        let mut v = Validation::new(Algorithm::HS256);
+        v.validate_exp = false;
+        v.validate_aud = false;
+        v.set_required_spec_claims::<&str>(&[]);
+        let enc = jsonwebtoken::EncodingKey::from_secret(secret.as_bytes());
+        Self { inner: Arc::new((enc, DecodingKey::from_secret(secret.as_bytes()), v)) }
+    }
+
+    /// The ticket token of a booking.
+    pub fn sign(&self, tenant: &Tenant, booking: &str, trip: &str) -> anyhow::Result<String> {
+        let t = Ticket {
+            typ: "ticket".into(),
+            bid: booking.into(),
+            tid: trip.into(),
+            tenant: tenant.0.clone(),
+            iat: chrono::Utc::now().timestamp(),
+        };
+        Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &t, &self.inner.0)?)
+    }
+
+    /// The ticket, if `token` is one signed with the ticket secret.
+    pub fn verify(&self, token: &str) -> Option<Ticket> {
+        let t = jsonwebtoken::decode::<Ticket>(token.trim(), &self.inner.1, &self.inner.2).ok()?.claims;
+        (t.typ == "ticket" && valid_id(&t.bid) && valid_id(&t.tenant)).then_some(t)
+    }
+}
+
+#[cfg(test)]
+mod ticket_tests {
+    use super::*;
+
+    #[test]
+    fn tickets_verify_only_with_their_secret() {
+        let tickets = Tickets::new("ticket-secret-0123456789");
+        let token = tickets.sign(&Tenant("t1".into()), "b1", "trip1").expect("sign");
+        let t = tickets.verify(&token).expect("valid");
+        assert_eq!((t.bid.as_str(), t.tid.as_str(), t.tenant.as_str()), ("b1", "trip1", "t1"));
+        assert!(Tickets::new("another-secret-0123456789").verify(&token).is_none());
+        assert!(tickets.verify("garbage").is_none());
+        let mut forged = token.clone();
+        forged.pop();
+        assert!(tickets.verify(&forged).is_none());
+    }
+}

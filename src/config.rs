@@ -165,6 +165,28 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,
 
+    /// Radius around a trip's origin within which drivers without their own `maxDistance`
+    /// filter are offered the trip (first round; each re-offer round doubles it).
+    #[arg(long, env = "FLEETCAST_OFFER_RADIUS_KM", default_value_t = 10.0)]
+    pub offer_radius_km: f64,
+
+    /// Most drivers one offer round goes to (the nearest eligible ones).
+    #[arg(long, env = "FLEETCAST_OFFER_MAX_DRIVERS", default_value_t = 10)]
+    pub offer_max_drivers: u32,
+
+    /// Time drivers have to accept an offer before it expires with `DEADLINE`.
+    #[arg(long, env = "FLEETCAST_OFFER_DEADLINE_MS", default_value_t = 30_000)]
+    pub offer_deadline_ms: u64,
+
+    /// Re-offer rounds after the first one expires unanswered (radius doubling each round).
+    #[arg(long, env = "FLEETCAST_OFFER_ROUNDS", default_value_t = 2)]
+    pub offer_rounds: u32,
+
+    /// HS256 secret that signs booking ticket tokens (QR codes). Default: the JWT secret
+    /// (HS256); required with RS256/ES256, where nodes hold no signing key.
+    #[arg(long, env = "FLEETCAST_TICKET_SECRET", hide_env_values = true)]
+    pub ticket_secret: Option<String>,
+
     /// How long a trip's driver and status read from the database are cached per node
     /// (bookings are read on each subscribe).
     #[arg(long, env = "FLEETCAST_MEMBERSHIP_CACHE_MS", default_value_t = 5_000)]
@@ -305,6 +327,25 @@ impl Config {
         if self.sse_heartbeat_ms < 100 {
             return bad("sse-heartbeat-ms", "must be at least 100");
         }
+        if !(self.offer_radius_km.is_finite() && self.offer_radius_km > 0.0 && self.offer_radius_km <= 20_000.0) {
+            return bad("offer-radius-km", "must be a number in (0, 20000]");
+        }
+        if !(1..=1_000).contains(&self.offer_max_drivers) {
+            return bad("offer-max-drivers", "must be 1..=1000");
+        }
+        if self.offer_deadline_ms < 1_000 {
+            return bad("offer-deadline-ms", "must be at least 1000");
+        }
+        if self.offer_rounds > 10 {
+            return bad("offer-rounds", "must be 0..=10");
+        }
+        match &self.ticket_secret {
+            Some(s) if s.len() < 16 => return bad("ticket-secret", "must be at least 16 bytes"),
+            None if self.jwt_algorithm != JwtAlgorithm::Hs256 => {
+                return bad("ticket-secret", "required with RS256/ES256");
+            }
+            _ => {}
+        }
         if self.max_trip_subscriptions == 0 {
             return bad("max-trip-subscriptions", "must be at least 1");
         }
@@ -351,6 +392,15 @@ impl Config {
             return None;
         }
         Some(self.cors_origins.clone())
+    }
+
+    /// The secret that signs ticket tokens, if one is configured or implied.
+    pub fn ticket_secret(&self) -> Option<&str> {
+        match (&self.ticket_secret, self.jwt_algorithm) {
+            (Some(s), _) => Some(s),
+            (None, JwtAlgorithm::Hs256) => Some(self.hs256_secret()),
+            (None, _) => None,
+        }
     }
 
     /// The HS256 secret in force: the configured one, else (embedded only) the dev secret.

@@ -26,6 +26,12 @@ pub enum Error {
     /// The action conflicts with the current state.
     #[error("CONFLICT: {0}")]
     Conflict(String),
+    /// Not enough seats left on the trip (HTTP only).
+    #[error("NO_SEATS")]
+    NoSeats,
+    /// The trip status cannot move to the asked one (HTTP only).
+    #[error("INVALID_TRANSITION: {0}")]
+    InvalidTransition(String),
     /// A dependency (Redis, the database) is unreachable or too slow.
     #[error("UNAVAILABLE")]
     Unavailable,
@@ -44,6 +50,8 @@ impl Error {
             Error::RateLimited { .. } => "RATE_LIMITED",
             Error::SubscriptionLimit => "SUBSCRIPTION_LIMIT",
             Error::Conflict(_) => "CONFLICT",
+            Error::NoSeats => "NO_SEATS",
+            Error::InvalidTransition(_) => "INVALID_TRANSITION",
             Error::Unavailable => "UNAVAILABLE",
             Error::Internal => "INTERNAL",
         }
@@ -52,7 +60,8 @@ impl Error {
     /// A message safe to send to the client, if any.
     pub fn message(&self) -> Option<String> {
         match self {
-            Error::InvalidPayload(m) | Error::Conflict(m) => Some(m.clone()),
+            Error::InvalidPayload(m) | Error::Conflict(m) | Error::InvalidTransition(m) => Some(m.clone()),
+            Error::NoSeats => Some("not enough seats left".into()),
             Error::SubscriptionLimit => Some("too many active trip subscriptions".into()),
             Error::Unavailable => Some("a dependency is unavailable, retry later".into()),
             _ => None,

@@ -47,14 +47,75 @@ pub async fn publish_recoverable<T: Serialize>(
     event: &str,
     payload: &T,
 ) -> Result<EventId> {
+    publish_recoverable_except(engine, room, event, payload, None).await
+}
+
+/// [`publish_recoverable`], skipping the members of `except` (who receive the same event
+/// through that room).
+async fn publish_recoverable_except<T: Serialize>(
+    engine: &Engine,
+    room: &RoomKey,
+    event: &str,
+    payload: &T,
+    except: Option<&RoomKey>,
+) -> Result<EventId> {
     let json = stamp(payload)?;
     let tail = json.strip_prefix('{').ok_or_else(|| {
         tracing::error!(event, "recoverable payload is not a JSON object");
         Error::Internal
     })?;
-    let id = engine.publish_recoverable(room, event, tail).await?;
+    let id = engine.publish_recoverable(room, event, tail, except).await?;
     metrics::counter!("fleetcast_events_out_total", "event" => event.to_string()).increment(1);
     Ok(id)
+}
+
+/// Publishes one recoverable event to a room and to user rooms (CONTRACT §2: "trip
+/// subscribers and the user rooms of driver, organizer and passengers"). A socket in the
+/// room and in a user room receives it once: the user-room frames skip the room's members.
+/// Emission happens after the change is committed, so a failure is logged and counted,
+/// never returned (CONTRACT §5).
+pub async fn publish_to_room_and_users<T: Serialize>(
+    engine: &Engine,
+    tenant: &crate::domain::Tenant,
+    room: Option<&RoomKey>,
+    users: &[&str],
+    event: &str,
+    payload: &T,
+) {
+    let mut failed = false;
+    if let Some(room) = room {
+        failed |= publish_recoverable(engine, room, event, payload).await.is_err();
+    }
+    let mut seen = std::collections::HashSet::new();
+    for user in users {
+        if !seen.insert(*user) {
+            continue;
+        }
+        let user_room = RoomKey::new(tenant, &format!("user:{user}"));
+        failed |= publish_recoverable_except(engine, &user_room, event, payload, room).await.is_err();
+    }
+    if failed {
+        metrics::counter!("fleetcast_publish_failures_total").increment(1);
+        tracing::warn!(event, "an event was not published to every room");
+    }
+}
+
+/// Publishes one recoverable event to the user rooms of `users` of `tenant` (offers,
+/// notifications); failures are logged and counted.
+pub async fn publish_to_users<T: Serialize>(
+    engine: &Engine,
+    tenant: &crate::domain::Tenant,
+    users: &[&str],
+    event: &str,
+    payload: &T,
+) {
+    for user in users {
+        let room = RoomKey::new(tenant, &format!("user:{user}"));
+        if let Err(e) = publish_recoverable(engine, &room, event, payload).await {
+            metrics::counter!("fleetcast_publish_failures_total").increment(1);
+            tracing::warn!(event, error = %e, "an event was not published to a user");
+        }
+    }
 }
 
 /// Sockets that joined a room with `since` and are being sent its history. While a socket
@@ -207,6 +268,12 @@ pub fn deliverer(
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
+        if f.flags & frame::CONTROL != 0 {
+            for s in io.to(room.as_str().to_string()).sockets() {
+                crate::socket::control(&s, f.event, f.json);
+            }
+            return;
+        }
         match event_id_of(f.json) {
             Some(id) => sse.deliver(room, f.event, id, f.json),
             None if f.event == DRIVER_LOCATION => sse.deliver_volatile(room, f.event, f.json),
@@ -215,6 +282,14 @@ pub fn deliverer(
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
         replays.keep_then(room, f.event, f.json, || {
+            if f.flags & frame::EXCEPT_ROOM != 0 {
+                let except = f.except.unwrap_or_default().to_string();
+                let op = io.to(room.as_str().to_string()).except(except);
+                if let Some(Err(e)) = op.emit(f.event, raw).now_or_never() {
+                    tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets");
+                }
+                return;
+            }
             if let Some(except) = f.except {
                 // Sockets are not in rooms of their own ids, so "all but one" is done here;
                 // only small rooms (chats) use it.

@@ -11,6 +11,9 @@ use crate::store::Db;
 /// Queue name of snapshot batches (set explicitly: the default is the Rust type path).
 pub const SNAPSHOT_QUEUE: &str = "fleetcast.snapshots";
 
+/// Queue of offer-round deadlines (consumed by the nodes: expiring an offer emits events).
+pub const OFFER_QUEUE: &str = "fleetcast.offer-deadlines";
+
 /// One sampled position, as written to `location_snapshots`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct SnapshotRow {
@@ -96,6 +99,28 @@ impl JobQueue {
             }
         }
         metrics::counter!("fleetcast_snapshot_jobs_queued_total").increment(1);
+        Ok(())
+    }
+
+    /// Schedules an offer round's deadline `delay` from now (a delayed job: it survives the
+    /// node that scheduled it, and any node runs it).
+    pub async fn push_offer_deadline(
+        &self,
+        job: &crate::rides::offers::OfferDeadline,
+        delay: std::time::Duration,
+    ) -> anyhow::Result<()> {
+        let bytes = serde_json::to_vec(job)?;
+        let task = TaskBuilder::new(bytes).max_attempts(self.max_attempts).run_after(delay).build();
+        match &self.db {
+            Db::Pg(p) => {
+                let mut conn = p.acquire().await?;
+                apalis_postgres::queries::push_tasks(&mut *conn, OFFER_QUEUE, vec![task]).await?;
+            }
+            Db::Sqlite(p) => {
+                let mut conn = p.acquire().await?;
+                apalis_sqlite::queries::push_tasks(&mut *conn, OFFER_QUEUE, &[task]).await?;
+            }
+        }
         Ok(())
     }
 }

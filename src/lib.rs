@@ -36,6 +36,7 @@ pub mod error;
 pub mod fanout;
 pub mod http;
 pub mod jobs;
+pub mod rides;
 pub mod snapshots;
 pub mod socket;
 pub mod sse;
@@ -70,6 +71,10 @@ pub struct App {
     pub replays: Arc<fanout::Replays>,
     /// SSE streams of this node.
     pub sse: Arc<sse::SseHub>,
+    /// Signs and checks booking ticket tokens.
+    pub tickets: auth::Tickets,
+    /// Queue of offer-round deadlines.
+    pub offer_jobs: jobs::JobQueue,
     /// Fired at the start of graceful shutdown (ends SSE streams).
     shutdown: CancellationToken,
     shutting_down: AtomicBool,
@@ -222,6 +227,11 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     let engine = Arc::new(engine);
     let access = domain::access::Access::new(db.clone(), Duration::from_millis(cfg.membership_cache_ms));
     let conn_limiter = socket::conn_limiter(cfg.conn_rate_per_sec, cfg.conn_rate_burst);
+    let tickets = match cfg.ticket_secret() {
+        Some(secret) => auth::Tickets::new(secret),
+        None => anyhow::bail!("invalid configuration: ticket-secret: required with RS256/ES256"),
+    };
+    let offer_jobs = jobs::JobQueue::new(db.clone(), 5);
     let app = Arc::new(App {
         cfg: cfg.clone(),
         node_id: node_id.clone(),
@@ -234,6 +244,8 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         sampler,
         replays,
         sse: sse_hub,
+        tickets,
+        offer_jobs,
         shutdown: CancellationToken::new(),
         shutting_down: AtomicBool::new(false),
         migrated: AtomicBool::new(migrated),
@@ -278,6 +290,30 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         let (app, cancel) = (app.clone(), cancel.clone());
         let drain = Duration::from_millis(cfg.shutdown_drain_ms);
         tasks.spawn(async move { app.sampler.run(cancel, drain).await });
+    }
+    {
+        // Offer deadlines need the engine, so every node consumes them (one node per job).
+        let settings = worker::WorkerSettings {
+            concurrency: 4,
+            poll: Duration::from_millis(250),
+            retry_base: Duration::from_secs(1),
+            purge_every: Duration::from_secs(60),
+            purge_after: Duration::from_secs(600),
+            drain: Duration::from_millis(cfg.shutdown_drain_ms),
+            heartbeat: Duration::from_secs(5),
+        };
+        let weak = Arc::downgrade(&app);
+        let handler: worker::OfferHandler = Arc::new(move |job| {
+            let weak = weak.clone();
+            Box::pin(async move {
+                match weak.upgrade() {
+                    Some(app) => rides::offers::on_deadline(&app, &job).await,
+                    None => Ok(()),
+                }
+            })
+        });
+        let (db, cancel, name) = (app.db.clone(), cancel.clone(), node_id.clone());
+        tasks.spawn(async move { worker::run_offer_deadlines(db, settings, &name, cancel, handler).await });
     }
     if !cfg.is_cluster() || cfg.in_process_worker {
         let settings = worker::WorkerSettings {

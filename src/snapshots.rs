@@ -23,6 +23,40 @@ use crate::store::Db;
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 /// Gathers sampled snapshots and pushes them as batch jobs.
+/// A stored live `Location`, read back for the final snapshot of a trip.
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct StoredLocation {
+    trip_id: Option<String>,
+    lat: f64,
+    lng: f64,
+    speed: Option<f64>,
+    heading: Option<f64>,
+    accuracy: Option<f64>,
+    updated_at: String,
+}
+
+/// The snapshot row of a stored live `Location` JSON of `driver` at the end of `trip`.
+pub fn row_from_location(tenant: &crate::domain::Tenant, driver: &str, trip: &str, json: &str) -> Option<SnapshotRow> {
+    match serde_json::from_str::<StoredLocation>(json) {
+        Ok(l) => Some(SnapshotRow {
+            tenant: tenant.0.clone(),
+            driver_id: driver.to_string(),
+            trip_id: l.trip_id.or_else(|| Some(trip.to_string())),
+            lat: l.lat,
+            lng: l.lng,
+            speed: l.speed,
+            heading: l.heading,
+            accuracy: l.accuracy,
+            recorded_at: crate::jobs::snapshot_time(&l.updated_at),
+        }),
+        Err(e) => {
+            tracing::error!(error = %e, "stored location unreadable");
+            None
+        }
+    }
+}
+
 pub struct Sampler {
     queue: JobQueue,
     /// Rows waiting for a job. Bounded by `capacity`; the lock is never held across

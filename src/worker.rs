@@ -13,7 +13,8 @@ use apalis::prelude::*;
 use clap::Parser;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{SNAPSHOT_QUEUE, SnapshotBatch};
+use crate::jobs::{OFFER_QUEUE, SNAPSHOT_QUEUE, SnapshotBatch};
+use crate::rides::offers::OfferDeadline;
 use crate::snapshots::write_batch;
 use crate::store::Db;
 
@@ -217,7 +218,9 @@ pub async fn purge_done(db: &Db, after: Duration) -> Result<u64, sqlx::Error> {
 async fn nudge_due_retries(db: &Db) -> Result<(), sqlx::Error> {
     if let Db::Pg(p) = db {
         sqlx::query(
-            "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id,              'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 AND status = 'Failed'              AND attempts < max_attempts AND run_at <= now() LIMIT 1",
+            "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, \
+             'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 AND status = 'Failed' \
+             AND attempts < max_attempts AND run_at <= now() LIMIT 1",
         )
         .bind(SNAPSHOT_QUEUE)
         .execute(p)
@@ -288,62 +291,141 @@ pub async fn run(db: Db, s: WorkerSettings, name: &str, cancel: CancellationToke
     Ok(())
 }
 
+/// One monitor run of a queue of job type `$job` handled by `$handler` with data `$ctx`,
+/// until `$cancel` fires or the storage fails. The two storages are different types with
+/// the same builder API: one recipe.
+macro_rules! monitor_queue {
+    ($db:expr, $s:expr, $name:expr, $cancel:expr, $job:ty, $queue:expr, $ctx:expr, $handler:expr) => {{
+        let (db, s, ctx) = ($db, $s, $ctx);
+        let signal = {
+            let cancel = $cancel.clone();
+            async move {
+                cancel.cancelled().await;
+                Ok(())
+            }
+        };
+        let name = $name.to_string();
+        let concurrency = s.concurrency;
+        macro_rules! monitor {
+            ($storage:expr) => {{
+                let storage = $storage;
+                Monitor::new()
+                    .register(move |_| {
+                        WorkerBuilder::new(name.clone())
+                            .backend(storage.clone())
+                            .data(ctx.clone())
+                            .concurrency(concurrency)
+                            .build($handler)
+                    })
+                    .shutdown_timeout(s.drain)
+                    .run_with_signal(signal)
+                    .await
+            }};
+        }
+        macro_rules! queue_config {
+            ($config:ty) => {
+                <$config>::default()
+                    .queue($queue)
+                    .batch_size(concurrency.max(1) * 2)
+                    .heartbeat_interval(s.heartbeat)
+                    .missed_heartbeats(2)
+            };
+        }
+        let result = match db {
+            Db::Pg(pool) => {
+                // One strategy, either source wakes the worker: LISTEN/NOTIFY on inserts (ms
+                // pickup) or the interval (retries whose delay has passed, missed notifies).
+                // Two nested `poll_with_*` wrappers would need both at once.
+                let wake = Strategy::new()
+                    .stream(apalis_postgres::Pubsub::new(pool.clone(), $queue.to_string()))
+                    .interval(s.poll);
+                monitor!(
+                    apalis_postgres::PostgresStorage::<$job>::new(pool)
+                        .with_config(queue_config!(apalis_postgres::Config))
+                        .poll_with_strategy(wake)
+                )
+            }
+            Db::Sqlite(pool) => monitor!(
+                apalis_sqlite::SqliteStorage::<$job>::new(pool)
+                    .with_config(queue_config!(apalis_sqlite::Config))
+                    .poll_with_strategy(Strategy::new().interval(s.poll))
+            ),
+        };
+        result.map_err(|e| anyhow::anyhow!("worker stopped: {e}"))
+    }};
+}
+
 async fn run_once(db: &Db, s: &WorkerSettings, name: &str, cancel: &CancellationToken) -> anyhow::Result<()> {
     let ctx = Ctx { db: db.clone(), retry_base: s.retry_base };
-    let signal = {
-        let cancel = cancel.clone();
-        async move {
-            cancel.cancelled().await;
-            Ok(())
+    monitor_queue!(db, s, name, cancel, SnapshotBatch, SNAPSHOT_QUEUE, ctx, handle)
+}
+
+/// What a node does with a due offer deadline (the node owns the engine and the app).
+pub type OfferHandler = std::sync::Arc<
+    dyn Fn(OfferDeadline) -> futures_util::future::BoxFuture<'static, Result<(), crate::error::Error>> + Send + Sync,
+>;
+
+#[derive(Clone)]
+struct OfferCtx(OfferHandler);
+
+async fn handle_offer(job: OfferDeadline, ctx: Data<OfferCtx>) -> Result<(), BoxDynError> {
+    (ctx.0.0)(job).await.map_err(|e| {
+        tracing::warn!(error = %e, "offer deadline failed; retried");
+        Box::new(e) as BoxDynError
+    })
+}
+
+/// Runs the offer-deadline consumer of a node until `cancel` fires, restarting it after a
+/// database outage like the snapshot worker. Every node runs one; the storage hands each
+/// due job to one of them.
+pub async fn run_offer_deadlines(
+    db: Db,
+    s: WorkerSettings,
+    name: &str,
+    cancel: CancellationToken,
+    handler: OfferHandler,
+) {
+    let ctx = OfferCtx(handler);
+    let nudge = tokio::spawn(nudge_due_offers(db.clone(), s.poll, cancel.clone()));
+    let mut generation = 0u32;
+    loop {
+        let run = format!("{name}-offers-{generation}");
+        let result = monitor_queue!(&db, &s, run, cancel, OfferDeadline, OFFER_QUEUE, ctx.clone(), handle_offer);
+        if cancel.is_cancelled() {
+            break;
         }
-    };
-    let name = name.to_string();
-    let concurrency = s.concurrency;
-    // The two storages are different types with the same builder API: one monitor recipe.
-    macro_rules! monitor {
-        ($storage:expr) => {{
-            let storage = $storage;
-            Monitor::new()
-                .register(move |_| {
-                    WorkerBuilder::new(name.clone())
-                        .backend(storage.clone())
-                        .data(ctx.clone())
-                        .concurrency(concurrency)
-                        .build(handle)
-                })
-                .shutdown_timeout(s.drain)
-                .run_with_signal(signal)
-                .await
-        }};
-    }
-    macro_rules! queue_config {
-        ($config:ty) => {
-            <$config>::default()
-                .queue(SNAPSHOT_QUEUE)
-                .batch_size(concurrency.max(1) * 2)
-                .heartbeat_interval(s.heartbeat)
-                .missed_heartbeats(2)
-        };
-    }
-    let result = match db {
-        Db::Pg(pool) => {
-            // One strategy, either source wakes the worker: LISTEN/NOTIFY on inserts (ms
-            // pickup) or the interval (retries whose delay has passed, missed notifies).
-            // Two nested `poll_with_*` wrappers would need both at once.
-            let wake = Strategy::new()
-                .stream(apalis_postgres::Pubsub::new(pool.clone(), SNAPSHOT_QUEUE.to_string()))
-                .interval(s.poll);
-            monitor!(
-                apalis_postgres::PostgresStorage::<SnapshotBatch>::new(pool)
-                    .with_config(queue_config!(apalis_postgres::Config))
-                    .poll_with_strategy(wake)
-            )
+        tracing::warn!(result = ?result, "offer deadline consumer stopped; restarting in 1 s");
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
-        Db::Sqlite(pool) => monitor!(
-            apalis_sqlite::SqliteStorage::<SnapshotBatch>::new(pool)
-                .with_config(queue_config!(apalis_sqlite::Config))
-                .poll_with_strategy(Strategy::new().interval(s.poll))
-        ),
-    };
-    result.map_err(|e| anyhow::anyhow!("worker stopped: {e}"))
+        generation += 1;
+    }
+    let _ = nudge.await;
+}
+
+/// Wakes the offer queue's listeners when a delayed deadline is due (see
+/// [`nudge_due_retries`]: the interval poll alone was seen to stall).
+async fn nudge_due_offers(db: Db, every: Duration, cancel: CancellationToken) {
+    let Db::Pg(p) = db else { return };
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let r = sqlx::query(
+                    "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, \
+                     'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 \
+                     AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) \
+                     AND run_at <= now() LIMIT 1",
+                )
+                .bind(OFFER_QUEUE)
+                .execute(&p)
+                .await;
+                if let Err(e) = r {
+                    tracing::debug!(error = %e, "offer nudge failed");
+                }
+            }
+        }
+    }
 }

@@ -105,10 +105,22 @@ impl Access {
         if who.role != Role::Driver {
             return Err(Error::Forbidden);
         }
-        let m = self.trip(&who.tenant, trip).await?;
+        let mut m = self.trip(&who.tenant, trip).await?;
         if m.driver.as_ref() != Some(&who.user) {
-            return Err(Error::Forbidden);
+            // The cache may predate the driver's acceptance on another node: a denial is
+            // confirmed against the database (rare, so it costs nothing on the hot path).
+            m = self.fresh(&who.tenant, trip).await?;
+            if m.driver.as_ref() != Some(&who.user) {
+                return Err(Error::Forbidden);
+            }
         }
+        Ok(m)
+    }
+
+    /// Reads the trip from the database, refreshing the cache.
+    async fn fresh(&self, tenant: &Tenant, trip: &TripId) -> Result<TripMembership> {
+        let m = self.db.trip_membership(tenant, trip).await?.ok_or(Error::NotFound)?;
+        self.store((tenant.0.clone(), trip.0.clone()), m.clone());
         Ok(m)
     }
 
@@ -122,7 +134,10 @@ impl Access {
         let m = self.trip(&who.tenant, trip).await?;
         let allowed = match who.role {
             Role::Admin | Role::Business => true,
-            Role::Driver => m.driver.as_ref() == Some(&who.user),
+            Role::Driver => {
+                m.driver.as_ref() == Some(&who.user)
+                    || self.fresh(&who.tenant, trip).await?.driver.as_ref() == Some(&who.user)
+            }
             Role::Conductor => who.grants(&format!("trip:{}", trip.0)),
             Role::Passenger => self.db.has_active_booking(&who.tenant, trip, &who.user).await?,
             Role::Service => false,

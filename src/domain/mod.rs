@@ -6,6 +6,7 @@ use std::fmt;
 use std::str::FromStr;
 
 pub mod access;
+pub mod rides;
 
 /// Tenant id. Every key, room and query carries one.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]

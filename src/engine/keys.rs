@@ -96,6 +96,18 @@ impl Keys {
         format!("{}:sse:{}:{}", self.prefix, esc(&tenant.0), room.0)
     }
 
+    /// A driver's offer subscriptions, one slot per subscribed socket (HASH, TTL 24 h
+    /// refreshed on claim; entries of dead nodes do not count).
+    pub fn offer_slots(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:offers:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
+    }
+
+    /// Offer filters of the tenant's drivers (HASH driver → filters JSON; no TTL, one
+    /// field per driver who ever subscribed).
+    pub fn offer_filters(&self, tenant: &Tenant) -> String {
+        format!("{}:offerf:{}", self.prefix, esc(&tenant.0))
+    }
+
     /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a
     /// TTL of three heartbeat intervals.
     pub fn node_prefix(&self) -> String {

@@ -8,8 +8,8 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use super::{
-    Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind,
-    frame, with_event_id,
+    Candidate, Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite,
+    RoomKey, SlotKind, frame, with_event_id,
 };
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::Result;
@@ -28,6 +28,8 @@ struct State {
     slots: HashMap<(SlotKind, String, String), HashMap<String, HashSet<String>>>,
     /// Recoverable events per room (local room name), bounded by count and age.
     history: HashMap<String, RoomHistory>,
+    /// Offer filters of drivers: (tenant, driver) → JSON.
+    offer_filters: HashMap<Key, String>,
 }
 
 #[derive(Default)]
@@ -50,6 +52,8 @@ pub struct MemoryEngine {
     state: Mutex<State>,
     deliver: Deliver,
     limits: HistoryLimits,
+    /// The location TTL of the last update (entries store their expiry; age = TTL − left).
+    location_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 fn key(t: &Tenant, id: &str) -> Key {
@@ -59,7 +63,7 @@ fn key(t: &Tenant, id: &str) -> Key {
 impl MemoryEngine {
     /// An empty engine delivering frames to `deliver`.
     pub fn new(deliver: Deliver, limits: HistoryLimits) -> Self {
-        Self { state: Mutex::new(State::default()), deliver, limits }
+        Self { state: Mutex::new(State::default()), deliver, limits, location_ttl_ms: Default::default() }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -71,7 +75,13 @@ impl MemoryEngine {
         Ok(())
     }
 
-    pub(super) async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
+    pub(super) async fn publish_recoverable(
+        &self,
+        room: &RoomKey,
+        event: &str,
+        tail: &str,
+        except: Option<&RoomKey>,
+    ) -> Result<EventId> {
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
         let mut s = self.lock();
@@ -96,7 +106,8 @@ impl MemoryEngine {
         h.events.push_back((id, event.to_string(), payload.clone()));
         // Delivered under the lock: ids and delivery order agree even with concurrent
         // publishers to one room.
-        (self.deliver)(room, &frame::encode(event, 0, None, &payload));
+        let flags = if except.is_some() { frame::EXCEPT_ROOM } else { 0 };
+        (self.deliver)(room, &frame::encode(event, flags, except.map(RoomKey::as_str), &payload));
         Ok(id)
     }
 
@@ -119,6 +130,7 @@ impl MemoryEngine {
 
     pub(super) async fn write_location(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
         let now = Instant::now();
+        self.location_ttl_ms.store(l.ttl_ms, std::sync::atomic::Ordering::Relaxed);
         let sampled;
         {
             let mut s = self.lock();
@@ -221,6 +233,49 @@ impl MemoryEngine {
             }
         }
         Ok(())
+    }
+
+    pub(super) async fn set_offer_filters(&self, tenant: &Tenant, driver: &UserId, filters: &str) -> Result<()> {
+        self.lock().offer_filters.insert(key(tenant, &driver.0), filters.to_string());
+        Ok(())
+    }
+
+    pub(super) async fn offer_candidates(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<Candidate>> {
+        let now = Instant::now();
+        let s = self.lock();
+        let Some(drivers) = s.geo.get(&tenant.0) else { return Ok(Vec::new()) };
+        let mut found: Vec<(f64, Candidate)> = drivers
+            .iter()
+            .filter(|(_, (_, _, expiry))| *expiry > now)
+            // The entry expires `ttl` after its update: fresh when updated within `fresh_ms`.
+            .filter(|(_, (_, _, expiry))| fresh_ms >= self.ttl_left_to_age(*expiry, now))
+            .filter_map(|(driver, (dlat, dlng, _))| {
+                let filters = s.offer_filters.get(&key(tenant, driver))?;
+                let d = crate::domain::rides::haversine_km((lat, lng), (*dlat, *dlng));
+                (d <= radius_km).then(|| {
+                    (d, Candidate { driver: driver.clone(), lat: *dlat, lng: *dlng, filters: filters.clone() })
+                })
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.driver.cmp(&b.1.driver)));
+        Ok(found.into_iter().map(|(_, c)| c).collect())
+    }
+
+    /// Age of a position whose entry expires at `expiry` (entries live one location TTL).
+    fn ttl_left_to_age(&self, expiry: Instant, now: Instant) -> u64 {
+        let left = expiry.saturating_duration_since(now).as_millis() as u64;
+        self.location_ttl_ms().saturating_sub(left)
+    }
+
+    fn location_ttl_ms(&self) -> u64 {
+        self.location_ttl_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub(super) async fn heartbeat(&self, _stats: &str) -> Result<()> {

@@ -159,6 +159,21 @@ pub enum SlotKind {
     /// Open SSE streams of a room, counted across the cluster (slot = stream id; the
     /// "user" is the room's local name).
     SseStreams,
+    /// A driver's sockets subscribed to trip offers (slot = socket id).
+    Offers,
+}
+
+/// A driver near a point who subscribed to offers, with a fresh position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Candidate {
+    /// The driver.
+    pub driver: String,
+    /// Latitude of the live position.
+    pub lat: f64,
+    /// Longitude of the live position.
+    pub lng: f64,
+    /// The driver's offer filters (JSON as stored by `driver:subscribe`).
+    pub filters: String,
 }
 
 /// Answer to a slot claim.
@@ -195,8 +210,16 @@ impl Engine {
 
     /// Publishes a recoverable event: appended to the room's bounded history and published
     /// in one step; returns its id. `tail` is the stamped payload JSON without its `{`.
-    pub async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
-        dispatch!(self, e => e.publish_recoverable(room, event, tail).await)
+    /// With `except`, members of that room do not receive it through this one (they get
+    /// the same emission through `except` itself).
+    pub async fn publish_recoverable(
+        &self,
+        room: &RoomKey,
+        event: &str,
+        tail: &str,
+        except: Option<&RoomKey>,
+    ) -> Result<EventId> {
+        dispatch!(self, e => e.publish_recoverable(room, event, tail, except).await)
     }
 
     /// The room's events after `since`, oldest first, and whether that is all of them.
@@ -260,6 +283,24 @@ impl Engine {
         dispatch!(self, e => e.release(kind, tenant, user, sid, slots).await)
     }
 
+    /// Stores a driver's offer filters (JSON).
+    pub async fn set_offer_filters(&self, tenant: &Tenant, driver: &UserId, filters: &str) -> Result<()> {
+        dispatch!(self, e => e.set_offer_filters(tenant, driver, filters).await)
+    }
+
+    /// Drivers with offer filters and a position fresher than `fresh_ms` within `radius_km`
+    /// of `(lat, lng)`, nearest first (the GEO index: Redis GEO or the embedded map).
+    pub async fn offer_candidates(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<Candidate>> {
+        dispatch!(self, e => e.offer_candidates(tenant, lat, lng, radius_km, fresh_ms).await)
+    }
+
     /// Refreshes this node's presence with its stats; also expires stale memory entries.
     pub async fn heartbeat(&self, stats_json: &str) -> Result<()> {
         dispatch!(self, e => e.heartbeat(stats_json).await)
@@ -281,6 +322,10 @@ impl Engine {
 pub mod frame {
     /// Flag: deliver as volatile (may be dropped for a slow socket, never queued).
     pub const VOLATILE: u8 = 1;
+    /// Flag: the except field names a local room whose members are skipped (not a socket).
+    pub const EXCEPT_ROOM: u8 = 2;
+    /// Flag: a node-to-node command for the room's local sockets, never sent to clients.
+    pub const CONTROL: u8 = 4;
 
     /// Encodes a frame.
     pub fn encode(event: &str, flags: u8, except: Option<&str>, json: &str) -> String {

@@ -18,7 +18,8 @@ use tokio_util::task::TaskTracker;
 
 use super::keys::Keys;
 use super::{
-    Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind,
+    Candidate, Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite,
+    RoomKey, SlotKind, frame,
 };
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::{Error, Result};
@@ -58,6 +59,7 @@ pub struct RedisEngine {
     claim_script: Script,
     publish_script: Script,
     history_script: Script,
+    nearby_script: Script,
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
@@ -120,6 +122,7 @@ impl RedisEngine {
             claim_script: Script::from_lua(include_str!("../../redis/claim.lua")),
             publish_script: Script::from_lua(include_str!("../../redis/publish.lua")),
             history_script: Script::from_lua(include_str!("../../redis/history.lua")),
+            nearby_script: Script::from_lua(include_str!("../../redis/nearby.lua")),
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
@@ -227,15 +230,22 @@ impl RedisEngine {
         Ok(())
     }
 
-    pub(super) async fn publish_recoverable(&self, room: &RoomKey, event: &str, tail: &str) -> Result<EventId> {
+    pub(super) async fn publish_recoverable(
+        &self,
+        room: &RoomKey,
+        event: &str,
+        tail: &str,
+        except: Option<&RoomKey>,
+    ) -> Result<EventId> {
         let started = std::time::Instant::now();
         let args: Vec<String> = vec![
             self.history.max_events.to_string(),
             self.history.window_ms.to_string(),
             self.keys.room_channel(room),
             event.to_string(),
-            "0".to_string(),
+            if except.is_some() { frame::EXCEPT_ROOM } else { 0 }.to_string(),
             tail.to_string(),
+            except.map(|r| r.as_str().to_string()).unwrap_or_default(),
         ];
         let id: String = self
             .publish_script
@@ -376,6 +386,7 @@ impl RedisEngine {
             SlotKind::Subscriptions => self.keys.subscriptions(tenant, user),
             SlotKind::Connections => self.keys.connections(tenant, user),
             SlotKind::SseStreams => self.keys.sse_streams(tenant, user),
+            SlotKind::Offers => self.keys.offer_slots(tenant, user),
         }
     }
 
@@ -439,6 +450,42 @@ impl RedisEngine {
         let fields: Vec<String> = slots.iter().map(|s| format!("{s}\u{1e}{}\u{1f}{sid}", self.node_id)).collect();
         let _: i64 = self.client.hdel(self.slot_key(kind, tenant, user), fields).await.map_err(unavailable)?;
         Ok(())
+    }
+
+    pub(super) async fn set_offer_filters(&self, tenant: &Tenant, driver: &UserId, filters: &str) -> Result<()> {
+        let _: i64 = self
+            .client
+            .hset(self.keys.offer_filters(tenant), (driver.0.as_str(), filters))
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(super) async fn offer_candidates(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<Candidate>> {
+        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant), self.keys.offer_filters(tenant)];
+        let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
+        let started = std::time::Instant::now();
+        let flat: Vec<String> =
+            self.nearby_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
+        Ok(flat
+            .chunks_exact(4)
+            .filter_map(|c| {
+                Some(Candidate {
+                    driver: c[0].clone(),
+                    lng: c[1].parse().ok()?,
+                    lat: c[2].parse().ok()?,
+                    filters: c[3].clone(),
+                })
+            })
+            .collect())
     }
 
     pub(super) async fn heartbeat(&self, stats_json: &str) -> Result<()> {

@@ -14,7 +14,9 @@ impl IntoResponse for Error {
             Error::Forbidden => StatusCode::FORBIDDEN,
             Error::NotFound => StatusCode::NOT_FOUND,
             Error::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            Error::SubscriptionLimit | Error::Conflict(_) => StatusCode::CONFLICT,
+            Error::SubscriptionLimit | Error::Conflict(_) | Error::NoSeats | Error::InvalidTransition(_) => {
+                StatusCode::CONFLICT
+            }
             Error::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Error::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         };

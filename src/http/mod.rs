@@ -15,8 +15,12 @@ use crate::App;
 
 pub mod auth;
 mod error;
+mod openapi;
 mod publish;
+mod rides;
 mod track;
+
+pub use rides::ErrorBody;
 
 /// Every HTTP route of the node.
 pub fn routes() -> Router<Arc<App>> {
@@ -29,6 +33,15 @@ pub fn routes() -> Router<Arc<App>> {
         .merge(sse_routes())
         .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
         .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
+        .route("/api/trips", axum::routing::post(rides::create_trip))
+        .route("/api/trips/{id}", get(rides::get_trip))
+        .route("/api/trips/{id}/broadcast-offer", axum::routing::post(rides::broadcast_offer))
+        .route("/api/drivers/trips/accept/{trip_id}", axum::routing::post(rides::accept))
+        .route("/api/drivers/trips/{trip_id}/status", axum::routing::put(rides::change_status))
+        .route("/api/bookings", axum::routing::post(rides::book))
+        .route("/api/bookings/{id}", axum::routing::patch(rides::patch_booking))
+        .route("/api/passengers/bookings/{id}/cancel", axum::routing::post(rides::cancel_booking))
+        .route("/api/openapi.json", get(openapi::document))
 }
 
 /// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http
@@ -48,10 +61,13 @@ fn sse_routes() -> Router<Arc<App>> {
         )
 }
 
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
 async fn healthz(State(app): State<Arc<App>>) -> Response {
     axum::Json(json!({ "status": "ok", "node": app.node_id })).into_response()
 }
 
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Redis and the database answer"), (status = 503, description = "not ready")))]
 async fn readyz(State(app): State<Arc<App>>) -> Response {
     let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
     let ready = engine && db && !app.shutting_down();
@@ -65,6 +81,8 @@ async fn readyz(State(app): State<Arc<App>>) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text, `node` label")))]
 async fn metrics(State(app): State<Arc<App>>) -> Response {
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }

@@ -24,29 +24,32 @@ use crate::socket::payload::{check_limits, room_name};
 /// Most rooms plus users one publish call may target.
 const MAX_TARGETS: usize = 1_000;
 
-#[derive(Deserialize)]
-struct EmitIn {
+/// `POST /api/v1/emit` body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct EmitIn {
     event: String,
     payload: Value,
     rooms: Option<Vec<String>>,
     users: Option<Vec<String>>,
 }
 
-#[derive(Deserialize)]
-struct DataIn {
+/// Body of the order and run shortcuts.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct DataIn {
     data: Value,
 }
 
 /// `EmissionResult`.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 pub struct EmissionResult {
     success: bool,
     sse: TransportResult,
     socketio: TransportResult,
 }
 
-#[derive(Serialize)]
-struct TransportResult {
+/// What one transport did with the event.
+#[derive(Serialize, utoipa::ToSchema)]
+pub struct TransportResult {
     sent: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     connections: Option<u64>,
@@ -61,7 +64,8 @@ fn publisher(who: &Caller) -> Result<()> {
     }
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
+/// Parses a JSON body within the payload limits; errors name the field.
+pub(super) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("body is not JSON: {e}")))?;
     check_limits(&v, 1)?;
     serde_path_to_error::deserialize(v).map_err(|e| Error::invalid(e.to_string()))
@@ -97,6 +101,9 @@ async fn emit_to(
 }
 
 /// `POST /api/v1/emit {event, payload, rooms?, users?}`.
+#[utoipa::path(post, path = "/api/v1/emit", tag = "publish", request_body = EmitIn,
+    responses((status = 202, body = EmissionResult), (status = 400, body = super::rides::ErrorBody),
+        (status = 403, body = super::rides::ErrorBody)), security(("bearer" = [])))]
 pub async fn emit(
     State(app): State<Arc<App>>,
     who: Caller,
@@ -148,6 +155,9 @@ async fn entity_update(
 }
 
 /// `POST /api/v1/realtime/orders/{id} {data}` → `order_update {orderId, data}` to `order:{id}`.
+#[utoipa::path(post, path = "/api/v1/realtime/orders/{id}", tag = "publish", params(("id" = String, Path)),
+    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::rides::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn order(
     State(app): State<Arc<App>>,
     who: Caller,
@@ -158,6 +168,9 @@ pub async fn order(
 }
 
 /// `POST /api/v1/realtime/runs/{id} {data}` → `run_update {runId, data}` to `run:{id}`.
+#[utoipa::path(post, path = "/api/v1/realtime/runs/{id}", tag = "publish", params(("id" = String, Path)),
+    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::rides::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn run(
     State(app): State<Arc<App>>,
     who: Caller,

@@ -23,9 +23,10 @@ pub struct TrackQuery {
     to: Option<String>,
 }
 
-#[derive(Serialize)]
+/// One snapshot.
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
-struct Point {
+pub struct Point {
     driver_id: String,
     lat: f64,
     lng: f64,
@@ -39,7 +40,7 @@ struct Point {
 }
 
 /// The answer: the trip id and its snapshots, oldest first.
-#[derive(Serialize)]
+#[derive(Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Track {
     trip_id: String,
@@ -61,6 +62,11 @@ fn bound(name: &str, v: Option<String>) -> Result<Option<String>> {
 }
 
 /// Handler of the track call.
+#[utoipa::path(get, path = "/api/v1/trips/{id}/track", tag = "trips",
+    params(("id" = String, Path), ("from" = Option<String>, Query, description = "ISO-8601, inclusive"),
+        ("to" = Option<String>, Query, description = "ISO-8601, inclusive")),
+    responses((status = 200, body = Track), (status = 403, body = super::rides::ErrorBody),
+        (status = 404, body = super::rides::ErrorBody)), security(("bearer" = [])))]
 pub async fn track(
     State(app): State<Arc<App>>,
     Caller(who): Caller,

@@ -52,6 +52,11 @@ pub(super) fn register(s: &SocketRef) {
     on!("room:leave", room_leave);
     on!("chat:typing", chat_typing);
     on!("chat:read", chat_read);
+    on!("driver:subscribe", driver_subscribe);
+    on!("driver:unsubscribe", driver_unsubscribe);
+    on!("trip:offer:accept", offer_accept);
+    on!("trip:offer:decline", offer_decline);
+    on!("conductor:scan", conductor_scan);
 }
 
 fn ok() -> Result<Map<String, Value>> {
@@ -164,19 +169,6 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
     }
 }
 
-/// A stored `Location`, read back for the final snapshot of a trip.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredLocation {
-    trip_id: Option<String>,
-    lat: f64,
-    lng: f64,
-    speed: Option<f64>,
-    heading: Option<f64>,
-    accuracy: Option<f64>,
-    updated_at: String,
-}
-
 fn snapshot_row(tenant: &crate::domain::Tenant, fix: &LocationFix) -> crate::jobs::SnapshotRow {
     crate::jobs::SnapshotRow {
         tenant: tenant.0.clone(),
@@ -238,21 +230,10 @@ async fn driver_status(app: &App, _s: &SocketRef, session: &Session, p: Option<V
     // The trip's final position is stored whatever the sampling interval says; the natural
     // key makes it a no-op when that update was already sampled.
     {
-        if let Some(json) = final_position {
-            match serde_json::from_str::<StoredLocation>(&json) {
-                Ok(l) => app.sampler.offer(crate::jobs::SnapshotRow {
-                    tenant: c.tenant.0.clone(),
-                    driver_id: c.user.0.clone(),
-                    trip_id: l.trip_id.or_else(|| Some(trip.0.clone())),
-                    lat: l.lat,
-                    lng: l.lng,
-                    speed: l.speed,
-                    heading: l.heading,
-                    accuracy: l.accuracy,
-                    recorded_at: crate::jobs::snapshot_time(&l.updated_at),
-                }),
-                Err(e) => tracing::error!(error = %e, "stored location unreadable"),
-            }
+        if let Some(row) =
+            final_position.and_then(|j| crate::snapshots::row_from_location(&c.tenant, &c.user.0, &trip.0, &j))
+        {
+            app.sampler.offer(row);
         }
     }
     if status == DriverStatus::Emergency {
@@ -482,4 +463,63 @@ async fn chat_read(app: &App, _s: &SocketRef, session: &Session, p: Option<Value
         ReadOut { chat_id: &p.chat_id, message_id: &p.message_id, user_id: &session.claims.user.0, read_at: &now };
     fanout::publish_recoverable(&app.engine, &room, "message.read", &out).await?;
     ok()
+}
+
+#[derive(serde::Deserialize, Default)]
+struct DriverSubscribeIn {
+    #[serde(default)]
+    filters: Option<crate::rides::offers::Filters>,
+}
+
+async fn driver_subscribe(app: &App, s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let input: DriverSubscribeIn = match p {
+        None | Some(Value::Null) => DriverSubscribeIn::default(),
+        p => payload::parse(p)?,
+    };
+    let filters = input.filters.unwrap_or_default();
+    crate::rides::offers::subscribe(app, &session.claims, &s.id.to_string(), &filters).await?;
+    session.offers.store(true, std::sync::atomic::Ordering::SeqCst);
+    ok()
+}
+
+async fn driver_unsubscribe(
+    app: &App,
+    s: &SocketRef,
+    session: &Session,
+    p: Option<Value>,
+) -> Result<Map<String, Value>> {
+    payload::parse_empty(p)?;
+    if session.claims.role != Role::Driver {
+        return Err(Error::Forbidden);
+    }
+    if session.offers.swap(false, std::sync::atomic::Ordering::SeqCst) {
+        crate::rides::offers::unsubscribe(app, &session.claims, &s.id.to_string()).await?;
+    }
+    ok()
+}
+
+async fn offer_accept(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: TripRef = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    crate::rides::accept(app, &session.claims, &trip.0).await?;
+    let mut m = Map::new();
+    m.insert("tripId".into(), trip.0.into());
+    Ok(m)
+}
+
+async fn offer_decline(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: TripRef = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    crate::rides::offers::decline(app, &session.claims, &trip.0).await?;
+    ok()
+}
+
+#[derive(serde::Deserialize)]
+struct ScanIn {
+    token: String,
+}
+
+async fn conductor_scan(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
+    let p: ScanIn = payload::parse(p)?;
+    crate::rides::scan(app, &session.claims, &p.token).await
 }

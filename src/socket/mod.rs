@@ -32,6 +32,10 @@ const ACK_DEADLINE: Duration = Duration::from_millis(4_500);
 pub struct Session {
     /// Who is connected.
     pub claims: Claims,
+    /// The node (weak: the node owns its sockets), for commands arriving from other nodes.
+    app: std::sync::Weak<App>,
+    /// This socket made its driver eligible for offers (`driver:subscribe`).
+    offers: std::sync::atomic::AtomicBool,
     /// Flood cut-off for this socket's events (checked before any work).
     limiter: DefaultDirectRateLimiter,
     /// Rooms this socket holds through the engine. The lock is never held across `.await`.
@@ -153,6 +157,8 @@ async fn authenticate(
     });
     s.extensions.insert(Arc::new(Session {
         claims,
+        app: Arc::downgrade(&app),
+        offers: std::sync::atomic::AtomicBool::new(false),
         limiter: RateLimiter::direct(Quota::per_second(events).allow_burst(burst)),
         rooms: Mutex::new(HashSet::new()),
         trips: Mutex::new(HashSet::new()),
@@ -181,12 +187,54 @@ async fn on_disconnect(s: SocketRef, State(app): State<Arc<App>>, Extension(sess
     if let Err(e) = app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &slots).await {
         tracing::warn!(error = %e, "subscription slots not released; they expire with the node");
     }
+    if session.offers.swap(false, std::sync::atomic::Ordering::SeqCst)
+        && let Err(e) = crate::rides::offers::unsubscribe(&app, c, &sid).await
+    {
+        tracing::warn!(error = %e, "offer slot not released; it expires with the node");
+    }
     if let Err(e) = app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid]).await {
         tracing::warn!(error = %e, "connection slot not released; it expires with the node");
     }
 }
 
 /// Joins `room` locally and makes sure the node receives its frames.
+/// Node-to-node command `leave-trip`: the passenger's sockets on every node leave a trip
+/// room and free its subscription slot (CONTRACT §6: cancelling a booking removes that
+/// passenger's sockets from the trip room).
+const LEAVE_TRIP: &str = "leave-trip";
+
+/// Removes every socket of `user`, on every node, from the trip's room.
+pub async fn remove_from_trip(app: &App, tenant: &crate::domain::Tenant, user: &crate::domain::UserId, trip: &str) {
+    let room = RoomKey::new(tenant, &format!("user:{}", user.0));
+    let f = crate::engine::frame::encode(LEAVE_TRIP, crate::engine::frame::CONTROL, None, trip);
+    if let Err(e) = app.engine.publish(&room, &f).await {
+        tracing::warn!(error = %e, "leave-trip not published; the sockets stay subscribed");
+    }
+}
+
+/// Runs a node-to-node command for one local socket (called on the delivery task: the work
+/// is spawned).
+pub(crate) fn control(s: &SocketRef, command: &str, arg: &str) {
+    let Some(session) = s.extensions.get::<Arc<Session>>() else { return };
+    let Some(app) = session.app.upgrade() else { return };
+    if command != LEAVE_TRIP {
+        tracing::warn!(command, "unknown control command");
+        return;
+    }
+    let trip = TripId(arg.to_string());
+    let s = s.clone();
+    tokio::spawn(async move {
+        if session.trips().remove(&trip) {
+            let c = &session.claims;
+            leave(&app, &s, &session, &RoomKey::new(&c.tenant, &format!("trip:{}:subscribers", trip.0))).await;
+            let sid = s.id.to_string();
+            if let Err(e) = app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &[&trip.0]).await {
+                tracing::warn!(error = %e, "subscription slot not released; it expires with the node");
+            }
+        }
+    });
+}
+
 async fn join(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) -> Result<()> {
     if session.rooms().contains(room) {
         return Ok(());

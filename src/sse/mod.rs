@@ -156,6 +156,12 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>> {
 }
 
 /// `GET /api/realtime/trip-status/{tripId}`.
+#[utoipa::path(get, path = "/api/realtime/trip-status/{tripId}", tag = "sse", params(("tripId" = String, Path)),
+    description = "connected, status_update, heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn trip_status(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -204,6 +210,12 @@ async fn entity_stream(
 }
 
 /// `GET /api/v1/realtime/orders/{id}/stream`.
+#[utoipa::path(get, path = "/api/v1/realtime/orders/{id}/stream", tag = "sse", params(("id" = String, Path)),
+    description = "connected, order_update, heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn order(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -214,6 +226,12 @@ pub async fn order(
 }
 
 /// `GET /api/v1/realtime/runs/{id}/stream`.
+#[utoipa::path(get, path = "/api/v1/realtime/runs/{id}/stream", tag = "sse", params(("id" = String, Path)),
+    description = "connected, run_update, heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn run(
     State(app): State<Arc<App>>,
     Caller(who): Caller,
@@ -226,6 +244,12 @@ pub async fn run(
 /// `GET /api/v1/realtime/drivers/{id}/location`: the driver itself, ADMIN/BUSINESS/SERVICE
 /// of the tenant, or a `driver:{id}` grant. Locations are volatile: `connected` carries the
 /// latest live one, and a `Last-Event-ID` replays nothing.
+#[utoipa::path(get, path = "/api/v1/realtime/drivers/{id}/location", tag = "sse", params(("id" = String, Path)),
+    description = "connected, driver_location, heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
+        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+    security(("bearer" = [])))]
 pub async fn driver_location(
     State(app): State<Arc<App>>,
     Caller(who): Caller,

@@ -12,6 +12,8 @@ use sqlx::{PgPool, SqlitePool};
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::Result;
 
+pub mod rides;
+
 /// A trip as far as authorization needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TripMembership {

@@ -117,7 +117,14 @@ async fn asymmetric_algorithms_use_the_configured_public_key(alg: &str) {
     let private = std::fs::read(dir.join(format!("{lower}-private.pem"))).expect("fixture key");
     let h = Harness::start(
         Mode::Embedded,
-        &["--jwt-algorithm", alg, "--jwt-public-key-file", public.to_str().expect("utf-8 path")],
+        &[
+            "--jwt-algorithm",
+            alg,
+            "--jwt-public-key-file",
+            public.to_str().expect("utf-8 path"),
+            "--ticket-secret",
+            "ticket-secret-of-the-test",
+        ],
     )
     .await;
     let (algorithm, key) = if alg == "RS256" {
