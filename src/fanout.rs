@@ -264,16 +264,16 @@ pub fn deliverer(
             tracing::warn!("malformed frame dropped");
             return;
         };
-        let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else {
-            tracing::warn!(event = f.event, "frame with malformed JSON dropped");
-            return;
-        };
         if f.flags & frame::CONTROL != 0 {
             for s in io.to(room.as_str().to_string()).sockets() {
                 crate::socket::control(&s, f.event, f.json);
             }
             return;
         }
+        let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else {
+            tracing::warn!(event = f.event, "frame with malformed JSON dropped");
+            return;
+        };
         match event_id_of(f.json) {
             Some(id) => sse.deliver(room, f.event, id, f.json),
             None if f.event == DRIVER_LOCATION => sse.deliver_volatile(room, f.event, f.json),

@@ -92,6 +92,10 @@ pub struct OfferDeadline {
     pub trip_id: String,
     /// The round it ends.
     pub round: u32,
+    /// The deadline, ms since the epoch (job storages schedule by the second: a job may
+    /// come up to a second early and then waits for it).
+    #[serde(default)]
+    pub due_ms: i64,
 }
 
 /// `driver:subscribe`: the socket's driver becomes eligible for offers while connected.
@@ -181,7 +185,12 @@ pub async fn offer_round(app: &App, tenant: &Tenant, trip_id: &str, round: u32) 
     }
     metrics::counter!("fleetcast_offers_sent_total").increment(chosen.len() as u64);
     if !chosen.is_empty() || round < app.cfg.offer_rounds {
-        let job = OfferDeadline { tenant: tenant.0.clone(), trip_id: trip_id.to_string(), round };
+        let job = OfferDeadline {
+            tenant: tenant.0.clone(),
+            trip_id: trip_id.to_string(),
+            round,
+            due_ms: deadline_at.timestamp_millis(),
+        };
         let delay = std::time::Duration::from_millis(app.cfg.offer_deadline_ms);
         if let Err(e) = app.offer_jobs.push_offer_deadline(&job, delay).await {
             // Offers stay open until accepted or a later broadcast supersedes them.
@@ -212,6 +221,10 @@ pub async fn broadcast(app: &App, who: &Claims, trip_id: &str) -> Result<OfferRe
 /// rounds remain, the trip is offered again in a wider radius. Does nothing when the trip
 /// was taken, cancelled, or moved to a later round meanwhile.
 pub async fn on_deadline(app: &App, job: &OfferDeadline) -> Result<()> {
+    let early = job.due_ms - chrono::Utc::now().timestamp_millis();
+    if early > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(early.min(2_000) as u64)).await;
+    }
     let tenant = Tenant(job.tenant.clone());
     let Some(expired) = app.db.expire_round(&tenant, &job.trip_id, job.round).await? else {
         return Ok(());

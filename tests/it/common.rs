@@ -147,7 +147,8 @@ impl Harness {
     }
 
     pub async fn insert_trip(&self, tenant: &str, trip: &str, driver: Option<&str>) {
-        const SQL: &str = "INSERT INTO trips (tenant, id, driver_id, title) VALUES ($1, $2, $3, 'test trip')";
+        const SQL: &str = "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
+                           VALUES ($1, $2, $3, 'test trip', 10, 10)";
         match &self.db {
             Db::Pg(p) => sqlx::query(SQL).bind(tenant).bind(trip).bind(driver).execute(p).await.map(|_| ()),
             Db::Sqlite(p) => sqlx::query(SQL).bind(tenant).bind(trip).bind(driver).execute(p).await.map(|_| ()),

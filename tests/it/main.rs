@@ -13,6 +13,7 @@ mod ops;
 mod outage;
 mod publish;
 mod recovery;
+mod rides;
 mod snapshots;
 mod sse;
 mod validation;
