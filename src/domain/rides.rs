@@ -139,7 +139,7 @@ pub mod offer {
 }
 
 /// Mean Earth radius (IUGG), km.
-const EARTH_RADIUS_KM: f64 = 6_371.0088;
+const EARTH_RADIUS_KM: f64 = 6_371.008_8;
 
 /// Great-circle distance in km between two `(lat, lng)` points (haversine).
 pub fn haversine_km(a: (f64, f64), b: (f64, f64)) -> f64 {

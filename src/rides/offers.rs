@@ -67,7 +67,7 @@ impl Filters {
     fn admits(&self, trip: &TripRow, distance_km: f64, round_radius: f64, earnings: f64) -> bool {
         distance_km <= self.max_distance.unwrap_or(round_radius)
             && self.min_earnings.is_none_or(|m| earnings >= m)
-            && self.trip_types.as_ref().is_none_or(|t| t.iter().any(|x| *x == trip.trip_type))
+            && self.trip_types.as_ref().is_none_or(|t| t.contains(&trip.trip_type))
     }
 }
 
