@@ -47,17 +47,17 @@ pub async fn publish_recoverable<T: Serialize>(
     event: &str,
     payload: &T,
 ) -> Result<EventId> {
-    publish_recoverable_except(engine, room, event, payload, None).await
+    publish_recoverable_except(engine, room, event, payload, &[]).await
 }
 
 /// [`publish_recoverable`], skipping the members of `except` (who receive the same event
 /// through that room).
-async fn publish_recoverable_except<T: Serialize>(
+pub async fn publish_recoverable_except<T: Serialize>(
     engine: &Engine,
     room: &RoomKey,
     event: &str,
     payload: &T,
-    except: Option<&RoomKey>,
+    except: &[&RoomKey],
 ) -> Result<EventId> {
     let json = stamp(payload)?;
     let tail = json.strip_prefix('{').ok_or_else(|| {
@@ -92,7 +92,8 @@ pub async fn publish_to_room_and_users<T: Serialize>(
             continue;
         }
         let user_room = RoomKey::new(tenant, &format!("user:{user}"));
-        failed |= publish_recoverable_except(engine, &user_room, event, payload, room).await.is_err();
+        let except: Vec<&RoomKey> = room.into_iter().collect();
+        failed |= publish_recoverable_except(engine, &user_room, event, payload, &except).await.is_err();
     }
     if failed {
         metrics::counter!("fleetcast_publish_failures_total").increment(1);
@@ -283,7 +284,7 @@ pub fn deliverer(
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
         replays.keep_then(room, f.event, f.json, || {
             if f.flags & frame::EXCEPT_ROOM != 0 {
-                let except = f.except.unwrap_or_default().to_string();
+                let except: Vec<String> = f.except.unwrap_or_default().split('\u{1e}').map(str::to_string).collect();
                 let op = io.to(room.as_str().to_string()).except(except);
                 if let Some(Err(e)) = op.emit(f.event, raw).now_or_never() {
                     tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets");

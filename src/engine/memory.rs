@@ -80,7 +80,7 @@ impl MemoryEngine {
         room: &RoomKey,
         event: &str,
         tail: &str,
-        except: Option<&RoomKey>,
+        except: &[&RoomKey],
     ) -> Result<EventId> {
         let now_ms =
             std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
@@ -106,8 +106,11 @@ impl MemoryEngine {
         h.events.push_back((id, event.to_string(), payload.clone()));
         // Delivered under the lock: ids and delivery order agree even with concurrent
         // publishers to one room.
-        let flags = if except.is_some() { frame::EXCEPT_ROOM } else { 0 };
-        (self.deliver)(room, &frame::encode(event, flags, except.map(RoomKey::as_str), &payload));
+        let (flags, except) = match except {
+            [] => (0, None),
+            rooms => (frame::EXCEPT_ROOM, Some(frame::except_rooms(rooms))),
+        };
+        (self.deliver)(room, &frame::encode(event, flags, except.as_deref(), &payload));
         Ok(id)
     }
 

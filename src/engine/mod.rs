@@ -210,14 +210,14 @@ impl Engine {
 
     /// Publishes a recoverable event: appended to the room's bounded history and published
     /// in one step; returns its id. `tail` is the stamped payload JSON without its `{`.
-    /// With `except`, members of that room do not receive it through this one (they get
-    /// the same emission through `except` itself).
+    /// Members of the `except` rooms do not receive it through this one (they get the same
+    /// emission through those rooms).
     pub async fn publish_recoverable(
         &self,
         room: &RoomKey,
         event: &str,
         tail: &str,
-        except: Option<&RoomKey>,
+        except: &[&RoomKey],
     ) -> Result<EventId> {
         dispatch!(self, e => e.publish_recoverable(room, event, tail, except).await)
     }
@@ -322,8 +322,14 @@ impl Engine {
 pub mod frame {
     /// Flag: deliver as volatile (may be dropped for a slow socket, never queued).
     pub const VOLATILE: u8 = 1;
-    /// Flag: the except field names a local room whose members are skipped (not a socket).
+    /// Flag: the except field names local rooms (separated by `\x1e`) whose members are
+    /// skipped (instead of one socket id).
     pub const EXCEPT_ROOM: u8 = 2;
+
+    /// The except field for `rooms`.
+    pub fn except_rooms(rooms: &[&super::RoomKey]) -> String {
+        rooms.iter().map(|r| r.as_str()).collect::<Vec<_>>().join("\u{1e}")
+    }
     /// Flag: a node-to-node command for the room's local sockets, never sent to clients.
     pub const CONTROL: u8 = 4;
 

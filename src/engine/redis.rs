@@ -235,7 +235,7 @@ impl RedisEngine {
         room: &RoomKey,
         event: &str,
         tail: &str,
-        except: Option<&RoomKey>,
+        except: &[&RoomKey],
     ) -> Result<EventId> {
         let started = std::time::Instant::now();
         let args: Vec<String> = vec![
@@ -243,9 +243,9 @@ impl RedisEngine {
             self.history.window_ms.to_string(),
             self.keys.room_channel(room),
             event.to_string(),
-            if except.is_some() { frame::EXCEPT_ROOM } else { 0 }.to_string(),
+            if except.is_empty() { 0 } else { frame::EXCEPT_ROOM }.to_string(),
             tail.to_string(),
-            except.map(|r| r.as_str().to_string()).unwrap_or_default(),
+            frame::except_rooms(except),
         ];
         let id: String = self
             .publish_script

@@ -24,6 +24,9 @@ use crate::socket::payload::{check_limits, room_name};
 /// Most rooms plus users one publish call may target.
 const MAX_TARGETS: usize = 1_000;
 
+/// Up to this many targets, a socket in several of them receives the event once.
+const DEDUP_ROOMS: usize = 64;
+
 /// `POST /api/v1/emit` body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct EmitIn {
@@ -80,8 +83,12 @@ async fn emit_to(
 ) -> (StatusCode, Json<EmissionResult>) {
     let mut sent = true;
     let mut error = None;
-    for name in rooms {
-        if let Err(e) = fanout::publish_recoverable(&app.engine, &RoomKey::new(tenant, name), event, payload).await {
+    let keys: Vec<RoomKey> = rooms.iter().map(|name| RoomKey::new(tenant, name)).collect();
+    for (i, room) in keys.iter().enumerate() {
+        // A socket in several targeted rooms receives the event once: each room's frame
+        // skips the members of the rooms before it (bounded, as the frame carries them).
+        let before: Vec<&RoomKey> = if keys.len() <= DEDUP_ROOMS { keys[..i].iter().collect() } else { Vec::new() };
+        if let Err(e) = fanout::publish_recoverable_except(&app.engine, room, event, payload, &before).await {
             // A failed emission never fails the request: it is reported and counted.
             metrics::counter!("fleetcast_publish_failures_total").increment(1);
             sent = false;

@@ -142,7 +142,33 @@ async fn typing_goes_to_the_others_and_read_receipts_to_everyone(mode: Mode) {
     h.stop().await;
 }
 
+/// One emission to several rooms a socket is in (and to its user) reaches it once.
+async fn one_emission_reaches_a_socket_once_whatever_rooms_it_is_in(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let grants = json!({"sub": "u7", "role": "PASSENGER", "channels": ["chat:a", "chat:b"]});
+    let mut both = Client::connect(&h.b(), &sign(grants)).await;
+    assert_ok(&both.ack("room:join", json!({ "room": "chat:a" })).await);
+    assert_ok(&both.ack("room:join", json!({ "room": "chat:b" })).await);
+    let mut only_b =
+        Client::connect(&h.a(), &sign(json!({"sub": "u8", "role": "PASSENGER", "channels": ["chat:b"]}))).await;
+    assert_ok(&only_b.ack("room:join", json!({ "room": "chat:b" })).await);
+    let (status, _) = post(
+        format!("{}/api/v1/emit", h.a()),
+        Some(token("backend", "SERVICE")),
+        json!({ "event": "notification", "payload": { "id": "n1", "title": "Hi", "body": "x", "level": "info" },
+                "rooms": ["chat:a", "chat:b"], "users": ["u7"] }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let got = both.expect("notification", "member of both rooms").await;
+    assert_eq!(got["id"], json!("n1"));
+    assert!(both.next("notification", Duration::from_millis(500)).await.is_none(), "received once");
+    only_b.expect("notification", "member of one room").await;
+    h.stop().await;
+}
+
 both_modes!(
+    one_emission_reaches_a_socket_once_whatever_rooms_it_is_in,
     published_events_reach_users_and_room_members_on_every_node,
     publishing_is_for_backends_and_bad_calls_say_why,
     rooms_need_a_grant_or_a_room_token,
