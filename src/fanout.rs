@@ -128,27 +128,36 @@ pub async fn publish_to_users<T: Serialize>(
 type Kept = Vec<(EventId, String, String)>;
 /// Local room name → replaying sockets and their kept frames.
 type Pending = HashMap<String, Vec<(String, Kept)>>;
+/// Local room name → sockets that just finished a replay: (socket id, last id sent to it,
+/// when). A frame published before the history read can still be on its way from Redis
+/// when the socket joins; the socket skips live frames up to that id.
+type Fresh = HashMap<String, Vec<(String, EventId, std::time::Instant)>>;
+
+/// How long a joined socket's replay watermark is kept at most (a frame older than this
+/// cannot still be in flight).
+const WATERMARK_TTL: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[derive(Default)]
 pub struct Replays {
     /// Local room name → (socket id, frames that arrived during its replay). Bounded by the
     /// room's publish rate over one history read; the lock is never held across `.await`.
-    pending: std::sync::Mutex<Pending>,
+    pending: std::sync::Mutex<(Pending, Fresh)>,
 }
 
 impl Replays {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Pending> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, (Pending, Fresh)> {
         self.pending.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Starts keeping `room`'s recoverable frames for socket `sid`.
     pub fn begin(&self, room: &RoomKey, sid: &str) {
-        self.lock().entry(room.as_str().to_string()).or_default().push((sid.to_string(), Vec::new()));
+        self.lock().0.entry(room.as_str().to_string()).or_default().push((sid.to_string(), Vec::new()));
     }
 
     /// Stops keeping frames for `sid` without joining (the replay failed).
     pub fn abandon(&self, room: &RoomKey, sid: &str) {
-        let mut p = self.lock();
+        let mut guard = self.lock();
+        let p = &mut guard.0;
         if let Some(list) = p.get_mut(room.as_str()) {
             list.retain(|(s, _)| s != sid);
             if list.is_empty() {
@@ -161,7 +170,8 @@ impl Replays {
     /// than `replayed` (the last id the replay sent).
     pub fn finish(&self, room: &RoomKey, s: &SocketRef, replayed: Option<EventId>) {
         let sid = s.id.to_string();
-        let mut p = self.lock();
+        let mut guard = self.lock();
+        let (p, fresh) = &mut *guard;
         let mut kept = Vec::new();
         if let Some(list) = p.get_mut(room.as_str()) {
             if let Some(i) = list.iter().position(|(x, _)| *x == sid) {
@@ -172,25 +182,54 @@ impl Replays {
             }
         }
         s.join(room.as_str().to_string());
+        let mut last = replayed;
         for (id, event, json) in kept {
-            if replayed.is_none_or(|r| id > r) {
+            if last.is_none_or(|r| id > r) {
                 send_to_socket(s, &event, &json);
+                last = Some(id);
             }
+        }
+        // Marks of rooms that went quiet are dropped here (joins with `since` are rare).
+        fresh.retain(|_, marks| {
+            marks.retain(|(_, _, at)| at.elapsed() < WATERMARK_TTL);
+            !marks.is_empty()
+        });
+        if let Some(mark) = last {
+            fresh.entry(room.as_str().to_string()).or_default().push((sid, mark, std::time::Instant::now()));
         }
     }
 
     /// Keeps a recoverable frame for the sockets replaying `room`, then runs `emit` (the
     /// live delivery to the room's members) under the same lock.
-    fn keep_then(&self, room: &RoomKey, event: &str, json: &str, emit: impl FnOnce()) {
-        let mut p = self.lock();
+    /// `emit` gets the sockets that already have this frame (from their replay).
+    fn keep_then(&self, room: &RoomKey, event: &str, json: &str, emit: impl FnOnce(&[String])) {
+        let mut guard = self.lock();
+        let (p, fresh) = &mut *guard;
+        let id = event_id_of(json);
         if let Some(list) = p.get_mut(room.as_str())
-            && let Some(id) = event_id_of(json)
+            && let Some(id) = id
         {
             for (_, frames) in list.iter_mut() {
                 frames.push((id, event.to_string(), json.to_string()));
             }
         }
-        emit();
+        let mut skip = Vec::new();
+        if let Some(id) = id
+            && let Some(marks) = fresh.get_mut(room.as_str())
+        {
+            // Frames of a room arrive in id order: once one is past a socket's mark, the
+            // socket is past the seam.
+            marks.retain(|(sid, mark, at)| {
+                if *mark >= id {
+                    skip.push(sid.clone());
+                }
+                *mark > id && at.elapsed() < WATERMARK_TTL
+            });
+            if marks.is_empty() {
+                fresh.remove(room.as_str());
+            }
+        }
+        emit(&skip);
     }
 }
 
@@ -282,7 +321,7 @@ pub fn deliverer(
         }
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
-        replays.keep_then(room, f.event, f.json, || {
+        replays.keep_then(room, f.event, f.json, |skip| {
             if f.flags & frame::EXCEPT_ROOM != 0 {
                 let except: Vec<String> = f.except.unwrap_or_default().split('\u{1e}').map(str::to_string).collect();
                 let op = io.to(room.as_str().to_string()).except(except);
@@ -297,6 +336,16 @@ pub fn deliverer(
                 for s in io.to(room.as_str().to_string()).sockets() {
                     if s.id.to_string() != except {
                         let _ = s.volatile().emit(f.event, raw);
+                    }
+                }
+                return;
+            }
+            if !skip.is_empty() {
+                // Sockets that got this frame from their replay a moment ago (rare: only
+                // around a join with `since`).
+                for s in io.to(room.as_str().to_string()).sockets() {
+                    if !skip.contains(&s.id.to_string()) {
+                        let _ = s.emit(f.event, raw);
                     }
                 }
                 return;
