@@ -73,6 +73,8 @@ pub struct App {
     pub sse: Arc<sse::SseHub>,
     /// Signs and checks booking ticket tokens.
     pub tickets: auth::Tickets,
+    /// The Socket.IO server (set before the listener binds).
+    pub io: Arc<std::sync::OnceLock<SocketIo>>,
     /// Queue of offer-round deadlines.
     pub offer_jobs: jobs::JobQueue,
     /// Fired at the start of graceful shutdown (ends SSE streams).
@@ -245,6 +247,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         replays,
         sse: sse_hub,
         tickets,
+        io: io_cell.clone(),
         offer_jobs,
         shutdown: CancellationToken::new(),
         shutting_down: AtomicBool::new(false),
@@ -336,12 +339,29 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     Ok(Node { addr, app, io, cancel, tasks })
 }
 
+/// Most trip ids one node reports per tenant in its stats.
+const STATS_MAX_TRIPS: usize = 1_000;
+
+/// This node's stats, per tenant: what `GET /api/v1/admin/stats` shows of the node, and
+/// what its heartbeat publishes for the other nodes' answers.
+pub fn node_stats(app: &App, uptime_secs: u64) -> serde_json::Value {
+    let mut tenants = serde_json::Map::new();
+    let sockets = app.io.get().map(socket::tenant_stats).unwrap_or_default();
+    let sse = app.sse.counts_by_tenant();
+    let names: std::collections::BTreeSet<&String> = sockets.keys().chain(sse.keys()).collect();
+    for t in names {
+        let (conns, trips) = sockets.get(t).cloned().unwrap_or_default();
+        let trips: Vec<String> = trips.into_iter().take(STATS_MAX_TRIPS).collect();
+        tenants.insert(
+            t.clone(),
+            serde_json::json!({ "connections": conns, "sseStreams": sse.get(t).copied().unwrap_or(0), "activeTrips": trips }),
+        );
+    }
+    serde_json::json!({ "node": app.node_id, "uptimeSecs": uptime_secs, "tenants": tenants })
+}
+
 fn stats_json(app: &App, started: Instant) -> String {
-    serde_json::json!({
-        "node": app.node_id,
-        "uptimeSecs": started.elapsed().as_secs(),
-    })
-    .to_string()
+    node_stats(app, started.elapsed().as_secs()).to_string()
 }
 
 /// Applies our migrations and the job queue's.

@@ -114,6 +114,12 @@ impl Keys {
         format!("{}:node:", self.prefix)
     }
 
+    /// Registry of nodes (ZSET node id → last beat in ms; entries older than the heartbeat
+    /// TTL are dropped when read; TTL 24 h refreshed by every beat).
+    pub fn nodes(&self) -> String {
+        format!("{}:nodes", self.prefix)
+    }
+
     /// Heartbeat key of a node.
     pub fn node(&self, node: &str) -> String {
         format!("{}{}", self.node_prefix(), node)

@@ -30,6 +30,8 @@ struct State {
     history: HashMap<String, RoomHistory>,
     /// Offer filters of drivers: (tenant, driver) → JSON.
     offer_filters: HashMap<Key, String>,
+    /// This node's last stats JSON (the one node of the embedded "cluster").
+    stats: String,
 }
 
 #[derive(Default)]
@@ -281,9 +283,25 @@ impl MemoryEngine {
         self.location_ttl_ms.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    pub(super) async fn heartbeat(&self, _stats: &str) -> Result<()> {
+    pub(super) async fn cluster_nodes(&self) -> Result<Vec<String>> {
+        let s = self.lock();
+        Ok(if s.stats.is_empty() { Vec::new() } else { vec![s.stats.clone()] })
+    }
+
+    pub(super) async fn live_drivers(&self, tenant: &Tenant, _fresh_ms: u64) -> Result<u64> {
+        let now = Instant::now();
+        let s = self.lock();
+        Ok(s.geo.get(&tenant.0).map_or(0, |d| d.values().filter(|(_, _, exp)| *exp > now).count() as u64))
+    }
+
+    pub(super) async fn server_info(&self) -> Result<Option<String>> {
+        Ok(None)
+    }
+
+    pub(super) async fn heartbeat(&self, stats: &str) -> Result<()> {
         let now = Instant::now();
         let mut s = self.lock();
+        s.stats = stats.to_string();
         s.driver_loc.retain(|_, (exp, _)| *exp > now);
         s.trip_loc.retain(|_, (exp, _)| *exp > now);
         s.windows.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)));

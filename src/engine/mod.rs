@@ -306,6 +306,21 @@ impl Engine {
         dispatch!(self, e => e.heartbeat(stats_json).await)
     }
 
+    /// The stats JSON of every live node (this one included).
+    pub async fn cluster_nodes(&self) -> Result<Vec<String>> {
+        dispatch!(self, e => e.cluster_nodes().await)
+    }
+
+    /// Drivers of the tenant with a position fresher than `fresh_ms`.
+    pub async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
+        dispatch!(self, e => e.live_drivers(tenant, fresh_ms).await)
+    }
+
+    /// The shared store's `INFO` text (Redis), or `None` embedded.
+    pub async fn server_info(&self) -> Result<Option<String>> {
+        dispatch!(self, e => e.server_info().await)
+    }
+
     /// True when shared state answers and every held room is subscribed.
     pub async fn ready(&self) -> bool {
         dispatch!(self, e => e.ready().await)

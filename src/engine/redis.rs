@@ -60,6 +60,7 @@ pub struct RedisEngine {
     publish_script: Script,
     history_script: Script,
     nearby_script: Script,
+    nodes_script: Script,
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
@@ -123,6 +124,7 @@ impl RedisEngine {
             publish_script: Script::from_lua(include_str!("../../redis/publish.lua")),
             history_script: Script::from_lua(include_str!("../../redis/history.lua")),
             nearby_script: Script::from_lua(include_str!("../../redis/nearby.lua")),
+            nodes_script: Script::from_lua(include_str!("../../redis/nodes.lua")),
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
@@ -489,18 +491,37 @@ impl RedisEngine {
     }
 
     pub(super) async fn heartbeat(&self, stats_json: &str) -> Result<()> {
-        let _: () = self
-            .client
-            .set(
-                self.keys.node(&self.node_id),
-                stats_json,
-                Some(Expiration::PX(self.heartbeat_ttl_ms as i64)),
-                None,
-                false,
-            )
+        let args = vec![
+            "beat".to_string(),
+            self.keys.node_prefix(),
+            self.heartbeat_ttl_ms.to_string(),
+            self.node_id.clone(),
+            stats_json.to_string(),
+        ];
+        let _: i64 = self
+            .nodes_script
+            .evalsha_with_reload(&self.client, vec![self.keys.nodes()], args)
             .await
             .map_err(unavailable)?;
         Ok(())
+    }
+
+    pub(super) async fn cluster_nodes(&self) -> Result<Vec<String>> {
+        let args = vec!["list".to_string(), self.keys.node_prefix(), self.heartbeat_ttl_ms.to_string()];
+        self.nodes_script.evalsha_with_reload(&self.client, vec![self.keys.nodes()], args).await.map_err(unavailable)
+    }
+
+    pub(super) async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
+        let now =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let min = now.saturating_sub(fresh_ms) as f64;
+        let n: u64 = self.client.zcount(self.keys.geo_fresh(tenant), min, f64::INFINITY).await.map_err(unavailable)?;
+        Ok(n)
+    }
+
+    pub(super) async fn server_info(&self) -> Result<Option<String>> {
+        let info: String = self.client.info(None).await.map_err(unavailable)?;
+        Ok(Some(info))
     }
 
     pub(super) async fn ready(&self) -> bool {

@@ -13,6 +13,7 @@ use serde_json::json;
 
 use crate::App;
 
+mod admin;
 pub mod auth;
 mod error;
 mod openapi;
@@ -42,6 +43,7 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/bookings/{id}", axum::routing::patch(rides::patch_booking))
         .route("/api/passengers/bookings/{id}/cancel", axum::routing::post(rides::cancel_booking))
         .route("/api/openapi.json", get(openapi::document))
+        .route("/api/v1/admin/stats", get(admin::stats))
 }
 
 /// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http

@@ -22,7 +22,7 @@ impl Modify for BearerAuth {
     info(title = "fleetcast", description = "Realtime gateway for mobility apps: HTTP API (the Socket.IO \
         events are in CONTRACT.md). Tokens: `Authorization: Bearer`, `?token=` or the `fleetcast_token` cookie."),
     paths(
-        super::healthz, super::readyz, super::metrics,
+        super::healthz, super::readyz, super::metrics, super::admin::stats,
         super::rides::create_trip, super::rides::get_trip, super::rides::broadcast_offer, super::rides::accept,
         super::rides::change_status, super::rides::book, super::rides::patch_booking, super::rides::cancel_booking,
         super::track::track, super::publish::emit, super::publish::order, super::publish::run,

@@ -198,6 +198,23 @@ async fn on_disconnect(s: SocketRef, State(app): State<Arc<App>>, Extension(sess
 }
 
 /// Joins `room` locally and makes sure the node receives its frames.
+/// Per tenant: this node's Socket.IO connections and the trips with a subscribed socket
+/// here (for the admin stats).
+pub fn tenant_stats(io: &SocketIo) -> std::collections::HashMap<String, (u64, std::collections::BTreeSet<String>)> {
+    let mut out: std::collections::HashMap<String, (u64, std::collections::BTreeSet<String>)> = Default::default();
+    for s in io.sockets() {
+        let Some(session) = s.extensions.get::<Arc<Session>>() else { continue };
+        let entry = out.entry(session.claims.tenant.0.clone()).or_default();
+        entry.0 += 1;
+        for room in session.rooms().iter() {
+            if let Some(trip) = room.name().strip_prefix("trip:").and_then(|r| r.strip_suffix(":subscribers")) {
+                entry.1.insert(trip.to_string());
+            }
+        }
+    }
+    out
+}
+
 /// Node-to-node command `leave-trip`: the passenger's sockets on every node leave a trip
 /// room and free its subscription slot (CONTRACT §6: cancelling a booking removes that
 /// passenger's sockets from the trip room).

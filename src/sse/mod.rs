@@ -114,6 +114,18 @@ impl SseHub {
     }
 
     /// Streams open on this node for a room.
+    /// Streams open on this node, by tenant (for the admin stats).
+    pub fn counts_by_tenant(&self) -> HashMap<String, u64> {
+        let mut out = HashMap::new();
+        for (room, streams) in self.lock().iter() {
+            if let Some(key) = RoomKey::parse(room) {
+                *out.entry(key.tenant().to_string()).or_insert(0) += streams.len() as u64;
+            }
+        }
+        out
+    }
+
+    /// Streams open on this node for `room`.
     pub fn local_count(&self, room: &RoomKey) -> usize {
         self.lock().get(room.as_str()).map_or(0, Vec::len)
     }
@@ -173,7 +185,9 @@ pub async fn trip_status(
     }
     let trip = TripId(id);
     app.access.require_watch(&who, &trip).await?;
-    let current = app.access.trip(&who.tenant, &trip).await?.status;
+    // Read fresh (one query per stream): the membership cache may predate a status change
+    // made on another node.
+    let current = app.db.trip_membership(&who.tenant, &trip).await?.ok_or(Error::NotFound)?.status;
     let room = RoomKey::new(&who.tenant, &format!("trip:{}:subscribers", trip.0));
     let connected = json!({ "type": "connected", "tripId": trip.0, "currentStatus": current });
     open(app, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await

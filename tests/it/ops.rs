@@ -59,4 +59,60 @@ async fn graceful_shutdown_closes_sockets_and_frees_their_slots(mode: Mode) {
     h.stop().await;
 }
 
-both_modes!(health_readiness_and_metrics_answer, graceful_shutdown_closes_sockets_and_frees_their_slots);
+/// `GET /api/v1/admin/stats`: this node and the cluster, for the caller's tenant only.
+async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
+    let h = Harness::start(mode, &["--node-heartbeat-ms", "300", "--location-min-interval-ms", "0"]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let p = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&p.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let d = Client::connect(&h.b(), &token("d1", "DRIVER")).await;
+    assert_ok(&d.ack("driver:location:update", json!({ "tripId": trip, "lat": 1.0, "lng": 2.0 })).await);
+    let admin = token("adm", "ADMIN");
+    let sse = reqwest::Client::new()
+        .get(format!("{}/api/realtime/trip-status/{trip}", h.a()))
+        .bearer_auth(&admin)
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(sse.status(), 200);
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    let get = |t: String| {
+        let url = format!("{}/api/v1/admin/stats", h.a());
+        async move {
+            let r = reqwest::Client::new().get(url).bearer_auth(t).send().await.expect("request");
+            (r.status().as_u16(), r.json::<Value>().await.unwrap_or(Value::Null))
+        }
+    };
+    let (status, stats) = get(admin.clone()).await;
+    assert_eq!(status, 200, "{stats}");
+    let cluster = &stats["cluster"];
+    let nodes = if mode == Mode::Cluster { 2 } else { 1 };
+    assert_eq!(cluster["nodeCount"], json!(nodes), "{stats}");
+    assert_eq!(cluster["connections"], json!(2), "{stats}");
+    assert_eq!(cluster["sseStreams"], json!(1), "{stats}");
+    assert_eq!(cluster["activeTrips"], json!([trip]), "{stats}");
+    assert_eq!(cluster["liveDrivers"], json!(1), "{stats}");
+    assert_eq!(stats["node"]["sseStreams"], json!(1), "the SSE stream is on the asked node");
+    assert!(stats["snapshotQueueDepth"].is_u64(), "{stats}");
+    match mode {
+        Mode::Cluster => assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}"),
+        Mode::Embedded => assert!(stats["redis"].is_null()),
+    }
+    // Another tenant's admin sees none of it.
+    let (status, other) = get(sign(json!({"sub": "adm", "role": "ADMIN", "tenant": "elsewhere"}))).await;
+    assert_eq!(status, 200);
+    assert_eq!(other["cluster"]["connections"], json!(0), "{other}");
+    assert_eq!(other["cluster"]["activeTrips"], json!([]));
+    assert_eq!(other["cluster"]["liveDrivers"], json!(0));
+    assert_eq!(get(token("p1", "PASSENGER")).await.0, 403);
+    drop(sse);
+    h.stop().await;
+}
+
+both_modes!(
+    health_readiness_and_metrics_answer,
+    graceful_shutdown_closes_sockets_and_frees_their_slots,
+    admin_stats_show_the_cluster_of_the_callers_tenant,
+);

@@ -184,9 +184,41 @@ async fn streams_check_access_before_they_start(mode: Mode) {
     h.stop().await;
 }
 
+/// The trip-status stream follows the status API: `status_update` from
+/// `trip.status.updated` with its id, and `connected.currentStatus` read fresh on any node.
+async fn trip_status_streams_follow_the_status_api(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    let admin = token("adm", "ADMIN");
+    let url = format!("{}/api/realtime/trip-status/{trip}", h.b());
+    let mut stream = SseClient::open(url.clone(), &admin, None).await.expect("stream");
+    let connected = stream.next_of("connected").await;
+    assert_eq!(connected.data.expect("data")["currentStatus"], json!("PUBLISHED"));
+    let r = reqwest::Client::new()
+        .put(format!("{}/api/drivers/trips/{trip}/status", h.a()))
+        .bearer_auth(&admin)
+        .json(&json!({ "status": "CANCELLED", "notes": "no driver today" }))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(r.status(), 200);
+    let update = stream.next_of("status_update").await;
+    assert!(update.id.is_some(), "status updates carry an id");
+    let data = update.data.expect("data");
+    assert_eq!((data["previousStatus"].as_str(), data["newStatus"].as_str()), (Some("PUBLISHED"), Some("CANCELLED")));
+    assert_eq!(data["notes"], json!("no driver today"));
+    assert_eq!(data["tripId"], json!(trip));
+    let mut again = SseClient::open(url, &admin, None).await.expect("stream");
+    let connected = again.next_of("connected").await;
+    assert_eq!(connected.data.expect("data")["currentStatus"], json!("CANCELLED"), "read fresh, not from a cache");
+    h.stop().await;
+}
+
 both_modes!(
     order_streams_carry_ids_replay_from_last_event_id_and_count_in_results,
-    streams_check_access_before_they_start
+    streams_check_access_before_they_start,
+    trip_status_streams_follow_the_status_api,
 );
 
 async fn driver_location_streams_follow_a_driver_across_nodes(mode: Mode) {

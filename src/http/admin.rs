@@ -1,0 +1,109 @@
+//! `GET /api/v1/admin/stats` (CONTRACT §4 operations, ADMIN): this node and the whole
+//! cluster — live nodes with their connection counts, SSE streams and active trip ids,
+//! live drivers, Redis memory, ops/s, clients and pub/sub channels, snapshot queue depth.
+//! Node figures are the caller's tenant's only (each node publishes per-tenant counts with
+//! its heartbeat); the Redis figures are the shared server's.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use serde_json::{Value, json};
+
+use super::auth::Caller;
+use crate::App;
+use crate::domain::Role;
+use crate::error::{Error, Result};
+
+/// A node's figures for one tenant.
+fn node_view(stats: &Value, tenant: &str) -> Value {
+    let t = &stats["tenants"][tenant];
+    json!({
+        "id": stats["node"],
+        "uptimeSecs": stats["uptimeSecs"],
+        "connections": t["connections"].as_u64().unwrap_or(0),
+        "sseStreams": t["sseStreams"].as_u64().unwrap_or(0),
+        "activeTrips": t["activeTrips"].as_array().cloned().unwrap_or_default(),
+    })
+}
+
+/// The fields of Redis `INFO` an operator watches.
+fn redis_view(info: &str) -> Value {
+    let field =
+        |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
+    let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+    json!({
+        "usedMemoryBytes": num("used_memory"),
+        "usedMemoryHuman": field("used_memory_human"),
+        "opsPerSec": num("instantaneous_ops_per_sec"),
+        "connectedClients": num("connected_clients"),
+        "pubsubChannels": num("pubsub_channels"),
+    })
+}
+
+/// `GET /api/v1/admin/stats`.
+#[utoipa::path(get, path = "/api/v1/admin/stats", tag = "operations",
+    responses((status = 200, description = "this node and the cluster, for the caller's tenant"),
+        (status = 401, body = super::rides::ErrorBody), (status = 403, body = super::rides::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn stats(State(app): State<Arc<App>>, who: Caller) -> Result<Json<Value>> {
+    if who.0.role != Role::Admin {
+        return Err(Error::Forbidden);
+    }
+    let tenant = who.0.tenant.0.as_str();
+    let me = node_view(&crate::node_stats(&app, 0), tenant);
+    let mut nodes: Vec<Value> = app
+        .engine
+        .cluster_nodes()
+        .await?
+        .iter()
+        .filter_map(|j| serde_json::from_str::<Value>(j).ok())
+        .filter(|v| v["node"] != json!(app.node_id))
+        .map(|v| node_view(&v, tenant))
+        .collect();
+    // This node's own figures are current, not its last heartbeat's.
+    let mut mine = me.clone();
+    mine["uptimeSecs"] = json!(null);
+    nodes.push(mine);
+    nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
+    let sum = |k: &str| nodes.iter().map(|n| n[k].as_u64().unwrap_or(0)).sum::<u64>();
+    let trips: BTreeSet<String> = nodes
+        .iter()
+        .flat_map(|n| n["activeTrips"].as_array().cloned().unwrap_or_default())
+        .filter_map(|t| t.as_str().map(str::to_string))
+        .collect();
+    let live_drivers = app.engine.live_drivers(&who.0.tenant, app.cfg.location_ttl_ms).await?;
+    let redis = app.engine.server_info().await?.map(|i| redis_view(&i));
+    let depth = crate::worker::queue_depth(&app.db).await.map_err(Error::from)?;
+    Ok(Json(json!({
+        "node": me,
+        "cluster": {
+            "nodeCount": nodes.len(),
+            "nodes": nodes,
+            "connections": sum("connections"),
+            "sseStreams": sum("sseStreams"),
+            "activeTrips": trips,
+            "liveDrivers": live_drivers,
+        },
+        "redis": redis,
+        "snapshotQueueDepth": depth,
+        "at": crate::domain::now_iso(),
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redis_info_fields_are_read() {
+        let info = "# Memory\r\nused_memory:1048576\r\nused_memory_human:1.00M\r\n# Stats\r\n\
+                    instantaneous_ops_per_sec:42\r\npubsub_channels:7\r\n# Clients\r\nconnected_clients:3\r\n";
+        let v = super::redis_view(info);
+        assert_eq!(v["usedMemoryBytes"], 1_048_576);
+        assert_eq!(v["usedMemoryHuman"], "1.00M");
+        assert_eq!(
+            (v["opsPerSec"].as_u64(), v["pubsubChannels"].as_u64(), v["connectedClients"].as_u64()),
+            (Some(42), Some(7), Some(3))
+        );
+    }
+}
