@@ -121,8 +121,12 @@ pub async fn emit(
     if !valid_id(&input.event) {
         return Err(Error::invalid("event must be 1–128 characters"));
     }
-    if !input.payload.is_object() {
+    let mut payload = input.payload;
+    let Some(fields) = payload.as_object_mut() else {
         return Err(Error::invalid("payload must be a JSON object"));
+    };
+    if input.event == "notification" {
+        notification(fields)?;
     }
     let mut rooms = input.rooms.unwrap_or_default();
     for r in &rooms {
@@ -139,7 +143,34 @@ pub async fn emit(
     if rooms.is_empty() || rooms.len() > MAX_TARGETS {
         return Err(Error::invalid(format!("give 1–{MAX_TARGETS} rooms or users")));
     }
-    Ok(emit_to(&app, &who.0.tenant, &rooms, &input.event, &input.payload).await)
+    Ok(emit_to(&app, &who.0.tenant, &rooms, &input.event, &payload).await)
+}
+
+/// A `notification` payload is `{id, title, body, level, data?}` (CONTRACT §2): `title` and
+/// `body` are required strings, `level` one of `info` (default), `success`, `warning`,
+/// `error`, and `id` is generated when absent.
+fn notification(p: &mut Map<String, Value>) -> Result<()> {
+    for field in ["title", "body"] {
+        match p.get(field) {
+            Some(Value::String(s)) if s.len() <= 1024 => {}
+            _ => return Err(Error::invalid(format!("notification {field} must be a string of at most 1 KiB"))),
+        }
+    }
+    match p.get("level") {
+        None | Some(Value::Null) => {
+            p.insert("level".into(), json!("info"));
+        }
+        Some(Value::String(l)) if ["info", "success", "warning", "error"].contains(&l.as_str()) => {}
+        _ => return Err(Error::invalid("notification level must be info, success, warning or error")),
+    }
+    match p.get("id") {
+        None | Some(Value::Null) => {
+            p.insert("id".into(), json!(uuid::Uuid::new_v4().to_string()));
+        }
+        Some(Value::String(id)) if valid_id(id) => {}
+        _ => return Err(Error::invalid("notification id must be 1–128 characters")),
+    }
+    Ok(())
 }
 
 async fn entity_update(

@@ -162,8 +162,23 @@ async fn one_emission_reaches_a_socket_once_whatever_rooms_it_is_in(mode: Mode) 
     assert_eq!(status, 202);
     let got = both.expect("notification", "member of both rooms").await;
     assert_eq!(got["id"], json!("n1"));
+    assert_eq!(got["level"], json!("info"));
     assert!(both.next("notification", Duration::from_millis(500)).await.is_none(), "received once");
     only_b.expect("notification", "member of one room").await;
+    // A notification without id gets one and defaults its level; a bad one says why.
+    let service = Some(token("backend", "SERVICE"));
+    let url = format!("{}/api/v1/emit", h.a());
+    let body = json!({ "event": "notification", "payload": { "title": "Trip soon", "body": "in 5 min", "data": { "k": 1 } }, "users": ["u8"] });
+    assert_eq!(post(url.clone(), service.clone(), body).await.0, 202);
+    let n = only_b.expect("notification", "user room").await;
+    assert!(n["id"].as_str().is_some_and(|id| !id.is_empty()), "{n}");
+    assert_eq!((n["level"].as_str(), n["data"]["k"].as_i64()), (Some("info"), Some(1)));
+    for bad in [json!({ "body": "no title" }), json!({ "title": "t", "body": "b", "level": "loud" })] {
+        let (status, err) =
+            post(url.clone(), service.clone(), json!({ "event": "notification", "payload": bad, "users": ["u8"] }))
+                .await;
+        assert_eq!((status, err["error"].as_str()), (400, Some("INVALID_PAYLOAD")), "{err}");
+    }
     h.stop().await;
 }
 

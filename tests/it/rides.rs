@@ -546,7 +546,38 @@ async fn offer_matching_ranks_a_thousand_drivers(mode: Mode) {
     h.stop().await;
 }
 
+/// The same trip id in two tenants: two trips that never mix (seats, status, events).
+async fn equal_ids_in_two_tenants_never_mix(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("same");
+    h.insert_trip("ta", &trip, Some("drv")).await;
+    h.insert_trip("tb", &trip, Some("drv")).await;
+    let pa = sign(json!({"sub": "pax", "role": "PASSENGER", "tenant": "ta"}));
+    let pb = sign(json!({"sub": "pax", "role": "PASSENGER", "tenant": "tb"}));
+    let (status, _) = post(format!("{}/api/bookings", h.a()), &pa, json!({ "tripId": trip, "seatsBooked": 4 })).await;
+    assert_eq!(status, 201);
+    let (status, _) = post(format!("{}/api/bookings", h.a()), &pb, json!({ "tripId": trip, "seatsBooked": 1 })).await;
+    assert_eq!(status, 201);
+    let mut watcher_b = Client::connect(&h.b(), &pb).await;
+    assert_ok(&watcher_b.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let admin_a = sign(json!({"sub": "adm", "role": "ADMIN", "tenant": "ta"}));
+    let (status, t) = call(
+        reqwest::Method::PUT,
+        format!("{}/api/drivers/trips/{trip}/status", h.a()),
+        Some(&admin_a),
+        Some(json!({ "status": "CANCELLED" })),
+    )
+    .await;
+    assert_eq!((status, t["availableSeats"].as_i64()), (200, Some(6)), "{t}");
+    assert!(watcher_b.next("trip.status.updated", Duration::from_millis(700)).await.is_none(), "tenant b saw nothing");
+    let admin_b = sign(json!({"sub": "adm", "role": "ADMIN", "tenant": "tb"}));
+    let (_, tb) = call(reqwest::Method::GET, format!("{}/api/trips/{trip}", h.b()), Some(&admin_b), None).await;
+    assert_eq!((tb["status"].as_str(), tb["availableSeats"].as_i64()), (Some("PUBLISHED"), Some(9)), "{tb}");
+    h.stop().await;
+}
+
 both_modes!(
+    equal_ids_in_two_tenants_never_mix,
     the_ride_flow_runs_end_to_end,
     concurrent_bookings_never_oversell,
     bookings_and_cancellations_reach_watchers_and_leave_the_room,
