@@ -20,7 +20,6 @@ local min_interval = tonumber(ARGV[1])
 local max_per_minute = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])
 
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
 if min_interval > 0 then
   local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
   if #last > 0 then
@@ -28,11 +27,16 @@ if min_interval > 0 then
     if wait > 0 then return {0, wait} end
   end
 end
+-- Entries older than the minute are pruned only when the window looks full: the set stays
+-- bounded by the cap (plus one), and most updates skip the range delete.
 if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
-  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-  local wait = tonumber(oldest[2]) + 60000 - now
-  if wait < 1 then wait = 1 end
-  return {0, wait}
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+  if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local wait = tonumber(oldest[2]) + 60000 - now
+    if wait < 1 then wait = 1 end
+    return {0, wait}
+  end
 end
 redis.call('ZADD', KEYS[1], now, ARGV[12])
 redis.call('PEXPIRE', KEYS[1], 60000)
@@ -41,20 +45,25 @@ redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
 if ARGV[9] == '1' then
   redis.call('SET', KEYS[3], ARGV[5], 'PX', ttl)
 end
-redis.call('GEOADD', KEYS[4], ARGV[6], ARGV[7], ARGV[8])
-redis.call('ZADD', KEYS[5], now, ARGV[8])
--- Drivers silent for longer than the TTL leave the index; the index itself expires with
--- the tenant's last update, so both stay bounded by the number of live drivers.
-local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl, 'LIMIT', 0, 100)
-if #stale > 0 then
-  redis.call('ZREM', KEYS[5], unpack(stale))
-  redis.call('ZREM', KEYS[4], unpack(stale))
-end
-redis.call('PEXPIRE', KEYS[4], ttl)
-redis.call('PEXPIRE', KEYS[5], ttl)
-
 local sampled = 0
 if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
+
+redis.call('GEOADD', KEYS[4], ARGV[6], ARGV[7], ARGV[8])
+redis.call('ZADD', KEYS[5], now, ARGV[8])
+-- Housekeeping of the tenant's index rides on sampled updates (one per driver per
+-- snapshot interval, so at least one per interval while any driver is live; every update
+-- when the interval is not shorter than the TTL): drivers silent for longer than the TTL
+-- leave the index, and the index expires with the tenant's last sampled update. Both stay
+-- bounded by the number of live drivers.
+if sampled == 1 or tonumber(ARGV[4]) >= ttl then
+  local stale = redis.call('ZRANGEBYSCORE', KEYS[5], '-inf', now - ttl, 'LIMIT', 0, 100)
+  if #stale > 0 then
+    redis.call('ZREM', KEYS[5], unpack(stale))
+    redis.call('ZREM', KEYS[4], unpack(stale))
+  end
+  redis.call('PEXPIRE', KEYS[4], ttl + tonumber(ARGV[4]))
+  redis.call('PEXPIRE', KEYS[5], ttl + tonumber(ARGV[4]))
+end
 
 if ARGV[10] ~= '' then
   redis.call('PUBLISH', ARGV[10], ARGV[11])

@@ -267,17 +267,31 @@ pub const DRIVER_LOCATION: &str = "driver_location";
 /// Builds the frame for a driver's location room: `driver_location {driverId, location:
 /// {latitude, longitude, heading?, speed?}, timestamp}` (volatile: latest value only).
 pub fn driver_location_frame(driver: &str, fix: &crate::domain::LocationFix) -> Result<String> {
-    let mut location = serde_json::Map::new();
-    location.insert("latitude".into(), fix.lat.into());
-    location.insert("longitude".into(), fix.lng.into());
-    if let Some(h) = fix.heading {
-        location.insert("heading".into(), h.into());
+    #[derive(Serialize)]
+    struct Position {
+        latitude: f64,
+        longitude: f64,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        heading: Option<f64>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        speed: Option<f64>,
     }
-    if let Some(s) = fix.speed {
-        location.insert("speed".into(), s.into());
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    struct DriverLocation<'a> {
+        driver_id: &'a str,
+        location: Position,
+        timestamp: &'a str,
+        emitted_at: &'a str,
     }
-    let payload = serde_json::json!({ "driverId": driver, "location": location, "timestamp": fix.updated_at });
-    Ok(frame::encode(DRIVER_LOCATION, frame::VOLATILE, None, &stamp(&payload)?))
+    let payload = DriverLocation {
+        driver_id: driver,
+        location: Position { latitude: fix.lat, longitude: fix.lng, heading: fix.heading, speed: fix.speed },
+        timestamp: &fix.updated_at,
+        emitted_at: &crate::domain::now_iso(),
+    };
+    let json = serde_json::to_string(&payload).map_err(|_| Error::Internal)?;
+    Ok(frame::encode(DRIVER_LOCATION, frame::VOLATILE, None, &json))
 }
 
 /// Sends an already-stamped event to one socket (a reply such as the current location

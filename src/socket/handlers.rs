@@ -92,6 +92,9 @@ struct LocationOut<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     accuracy: Option<f64>,
     updated_at: &'a str,
+    /// Set on the published copy only (the stored `Location` carries none).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    emitted_at: Option<&'a str>,
 }
 
 async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
@@ -129,6 +132,7 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
         heading: fix.heading,
         accuracy: fix.accuracy,
         updated_at: &fix.updated_at,
+        emitted_at: None,
     };
     let location_json = serde_json::to_string(&out).map_err(|_| Error::Internal)?;
     let room;
@@ -136,7 +140,10 @@ async fn driver_location(app: &App, _s: &SocketRef, session: &Session, p: Option
     let publish = match &fix.trip {
         Some(t) => {
             room = trip_room(session, t);
-            frame = fanout::location_frame(&fanout::stamp(&out)?);
+            // Serialized directly with `emittedAt` (the generic `stamp` goes through a map).
+            let now = domain::now_iso();
+            let stamped = LocationOut { emitted_at: Some(&now), ..out };
+            frame = fanout::location_frame(&serde_json::to_string(&stamped).map_err(|_| Error::Internal)?);
             Some((&room, frame.as_str()))
         }
         None => None,
