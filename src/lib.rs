@@ -315,7 +315,14 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
                 }
             })
         });
-        let (db, cancel, name) = (app.db.clone(), cancel.clone(), node_id.clone());
+        // Its own two connections in a cluster (one holds the LISTEN): a burst of requests
+        // must not starve the consumer, nor the consumer the requests (measured: sharing the
+        // request pool turned a 12,000-socket set-up burst into pool time-outs).
+        let db = match &app.db {
+            store::Db::Pg(_) => store::Db::connect(&cfg.database_url, 2).await.context("offer queue pool")?,
+            sqlite => sqlite.clone(),
+        };
+        let (cancel, name) = (cancel.clone(), node_id.clone());
         tasks.spawn(async move { worker::run_offer_deadlines(db, settings, &name, cancel, handler).await });
     }
     if !cfg.is_cluster() || cfg.in_process_worker {

@@ -468,23 +468,23 @@ pub async fn scan(app: &App, who: &Claims, token: &str) -> Result<Map<String, Va
         invalid(&mut out, "invalid ticket: no such booking");
         return Ok(out);
     };
-    let (valid, b, message) = if current.status == booking::CONFIRMED {
+    let (valid, b) = if current.status == booking::CONFIRMED {
         match app.db.board(&who.tenant, &ticket.bid).await? {
-            Some(b) => (true, b, None),
+            Some(b) => (true, b),
             // Boarded by a concurrent scan a moment ago.
-            None => (false, app.db.get_booking(&who.tenant, &ticket.bid).await?.unwrap_or(current), None),
+            None => (false, app.db.get_booking(&who.tenant, &ticket.bid).await?.unwrap_or(current)),
         }
     } else {
-        (false, current, None::<String>)
+        (false, current)
     };
-    let message = message.or_else(|| match b.status.as_str() {
+    let message = match b.status.as_str() {
         _ if valid => None,
         booking::BOARDED => Some("already boarded".to_string()),
         booking::PENDING => Some("booking not confirmed yet: the trip has no driver".to_string()),
         booking::CANCELLED => Some("booking cancelled".to_string()),
         booking::COMPLETED => Some("trip already completed".to_string()),
         other => Some(format!("booking is {other}")),
-    });
+    };
     metrics::counter!("fleetcast_ticket_scans_total", "result" => if valid { "boarded" } else { "refused" })
         .increment(1);
     out.insert("valid".into(), valid.into());
