@@ -7,6 +7,7 @@
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
+#   BENCH_RAMP=1000 loadtest/bench.sh       # fanout connection ramp (connections/s, default 3000)
 #
 # It builds the release binaries, starts a 3-node cluster on 127.0.0.1:3101-3103 (plus a
 # node on 3104 with the contract's default rate limits, for `burst`) on a unique Redis
@@ -217,7 +218,7 @@ if wants fanout; then
             PERF_PID=$!
         fi
         args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
-            --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL" --report "$OUT_DIR/fanout-$rate.html")
+            --ramp "${BENCH_RAMP:-3000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL" --report "$OUT_DIR/fanout-$rate.html")
         fanout_row "fanout-$rate" "fanout ${rate} updates/s × 3 subscribers, ${DRIVERS} drivers" "${args[@]}"
         if [[ -n "$PERF_PID" ]]; then
             kill -INT "$PERF_PID" 2>/dev/null || true
