@@ -296,9 +296,10 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
     }
     {
         // Offer deadlines need the engine, so every node consumes them (one node per job).
+        // A deadline job runs at most about a poll interval late; it waits when early.
         let settings = worker::WorkerSettings {
             concurrency: 4,
-            poll: Duration::from_millis(250),
+            poll: Duration::from_millis(1_000),
             retry_base: Duration::from_secs(1),
             purge_every: Duration::from_secs(60),
             purge_after: Duration::from_secs(600),
