@@ -17,7 +17,7 @@ use utoipa::ToSchema;
 use super::{Trip, events, status_updated};
 use crate::App;
 use crate::auth::Claims;
-use crate::domain::rides::{TripStatus, haversine_km, round_radius_km, urgency};
+use crate::domain::rides::{TripStatus, haversine_km, offer, round_radius_km, urgency};
 use crate::domain::{Role, Tenant, TripId, UserId, valid_id};
 use crate::engine::SlotKind;
 use crate::error::{Error, Result};
@@ -265,8 +265,8 @@ pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<Trip> {
     }
     app.db.get_trip(&who.tenant, trip_id).await?.ok_or(Error::NotFound)?;
     match app.db.offer_state(&who.tenant, trip_id, &who.user.0).await?.as_deref() {
-        None | Some(crate::store::rides::DECLINED) => return Err(Error::Forbidden),
-        Some(crate::store::rides::EXPIRED) => return Err(Error::Conflict("the offer expired".into())),
+        None | Some(offer::DECLINED) => return Err(Error::Forbidden),
+        Some(offer::EXPIRED) => return Err(Error::Conflict("the offer expired".into())),
         Some(_) => {}
     }
     let (row, others) = match app.db.accept_trip(&who.tenant, trip_id, &who.user.0, who.name.as_deref()).await? {

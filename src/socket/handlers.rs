@@ -11,7 +11,7 @@ use socketioxide::extract::{AckSender, Extension, SocketRef, State, TryData};
 use super::payload::{
     self, AdminSubscribeIn, LocationIn, ReadIn, RoomIn, StatusIn, SubscribeIn, SubscribeTarget, TripRef, TypingIn,
 };
-use super::{Session, join, join_with_replay, leave, run_event};
+use super::{Session, drop_trip, join, join_with_replay, leave, run_event};
 use crate::App;
 use crate::domain::{self, DriverStatus, LocationFix, Role, TripId};
 use crate::engine::{Claim, LocationLimits, LocationOutcome, LocationWrite, RoomKey, SlotKind};
@@ -351,16 +351,7 @@ async fn passenger_unsubscribe(
 ) -> Result<Map<String, Value>> {
     let p: TripRef = payload::parse(p)?;
     let trip = payload::trip_id("tripId", p.trip_id)?;
-    if session.trips().remove(&trip) {
-        // A driver who also did `driver:connect` on this trip keeps the room.
-        let keep = session.claims.role == Role::Driver
-            && session.rooms().contains(&RoomKey::new(&session.claims.tenant, &format!("driver:{}", trip.0)));
-        if !keep {
-            leave(app, s, session, &trip_room(session, &trip)).await;
-        }
-        let c = &session.claims;
-        app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &s.id.to_string(), &[&trip.0]).await?;
-    }
+    drop_trip(app, s, session, &trip).await?;
     ok()
 }
 

@@ -197,7 +197,6 @@ async fn on_disconnect(s: SocketRef, State(app): State<Arc<App>>, Extension(sess
     }
 }
 
-/// Joins `room` locally and makes sure the node receives its frames.
 /// Per tenant: this node's Socket.IO connections and the trips with a subscribed socket
 /// here (for the admin stats).
 pub fn tenant_stats(io: &SocketIo) -> std::collections::HashMap<String, (u64, std::collections::BTreeSet<String>)> {
@@ -241,17 +240,29 @@ pub(crate) fn control(s: &SocketRef, command: &str, arg: &str) {
     let trip = TripId(arg.to_string());
     let s = s.clone();
     tokio::spawn(async move {
-        if session.trips().remove(&trip) {
-            let c = &session.claims;
-            leave(&app, &s, &session, &RoomKey::new(&c.tenant, &format!("trip:{}:subscribers", trip.0))).await;
-            let sid = s.id.to_string();
-            if let Err(e) = app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &sid, &[&trip.0]).await {
-                tracing::warn!(error = %e, "subscription slot not released; it expires with the node");
-            }
+        if let Err(e) = drop_trip(&app, &s, &session, &trip).await {
+            tracing::warn!(error = %e, "subscription slot not released; it expires with the node");
         }
     });
 }
 
+/// Ends this socket's subscription to a trip: it leaves the trip room (unless it is the
+/// trip's connected driver) and frees the subscription slot.
+async fn drop_trip(app: &App, s: &SocketRef, session: &Session, trip: &TripId) -> Result<()> {
+    if !session.trips().remove(trip) {
+        return Ok(());
+    }
+    let c = &session.claims;
+    // A driver who also did `driver:connect` on this trip keeps the room.
+    let keep = c.role == crate::domain::Role::Driver
+        && session.rooms().contains(&RoomKey::new(&c.tenant, &format!("driver:{}", trip.0)));
+    if !keep {
+        leave(app, s, session, &RoomKey::new(&c.tenant, &format!("trip:{}:subscribers", trip.0))).await;
+    }
+    app.engine.release(SlotKind::Subscriptions, &c.tenant, &c.user, &s.id.to_string(), &[&trip.0]).await
+}
+
+/// Joins `room` locally and makes sure the node receives its frames.
 async fn join(app: &App, s: &SocketRef, session: &Session, room: &RoomKey) -> Result<()> {
     if session.rooms().contains(room) {
         return Ok(());

@@ -12,7 +12,7 @@ use sqlx::AssertSqlSafe;
 
 use super::Db;
 use crate::domain::Tenant;
-use crate::domain::rides::{TripStatus, booking, offer};
+use crate::domain::rides::{TripStatus, booking};
 use crate::error::Result;
 
 /// Runs `$body` with `$p` bound to the pool of either backend (same tokens, two types).
@@ -515,6 +515,3 @@ impl Db {
         })
     }
 }
-
-/// Offer state names, re-exported for callers matching on [`Db::offer_state`].
-pub use offer::{ACCEPTED, DECLINED, EXPIRED, OFFERED, TAKEN};
