@@ -110,13 +110,7 @@ pub async fn publish_to_users<T: Serialize>(
     event: &str,
     payload: &T,
 ) {
-    for user in users {
-        let room = RoomKey::new(tenant, &format!("user:{user}"));
-        if let Err(e) = publish_recoverable(engine, &room, event, payload).await {
-            metrics::counter!("fleetcast_publish_failures_total").increment(1);
-            tracing::warn!(event, error = %e, "an event was not published to a user");
-        }
-    }
+    publish_to_room_and_users(engine, tenant, None, users, event, payload).await;
 }
 
 /// Sockets that joined a room with `since` and are being sent its history. While a socket

@@ -86,18 +86,7 @@ impl JobQueue {
 
     /// Pushes one batch as one job; when this returns `Ok` the job is committed.
     pub async fn push(&self, batch: &SnapshotBatch) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(batch)?;
-        let task = TaskBuilder::new(bytes).max_attempts(self.max_attempts).build();
-        match &self.db {
-            Db::Pg(p) => {
-                let mut conn = p.acquire().await?;
-                apalis_postgres::queries::push_tasks(&mut *conn, SNAPSHOT_QUEUE, vec![task]).await?;
-            }
-            Db::Sqlite(p) => {
-                let mut conn = p.acquire().await?;
-                apalis_sqlite::queries::push_tasks(&mut *conn, SNAPSHOT_QUEUE, &[task]).await?;
-            }
-        }
+        self.push_to(SNAPSHOT_QUEUE, serde_json::to_vec(batch)?, None).await?;
         metrics::counter!("fleetcast_snapshot_jobs_queued_total").increment(1);
         Ok(())
     }
@@ -109,16 +98,24 @@ impl JobQueue {
         job: &crate::rides::offers::OfferDeadline,
         delay: std::time::Duration,
     ) -> anyhow::Result<()> {
-        let bytes = serde_json::to_vec(job)?;
-        let task = TaskBuilder::new(bytes).max_attempts(self.max_attempts).run_after(delay).build();
+        self.push_to(OFFER_QUEUE, serde_json::to_vec(job)?, Some(delay)).await
+    }
+
+    /// Commits one job of `queue`, due now or after `delay`.
+    async fn push_to(&self, queue: &str, bytes: Vec<u8>, delay: Option<std::time::Duration>) -> anyhow::Result<()> {
+        let mut task = TaskBuilder::new(bytes).max_attempts(self.max_attempts);
+        if let Some(d) = delay {
+            task = task.run_after(d);
+        }
+        let task = task.build();
         match &self.db {
             Db::Pg(p) => {
                 let mut conn = p.acquire().await?;
-                apalis_postgres::queries::push_tasks(&mut *conn, OFFER_QUEUE, vec![task]).await?;
+                apalis_postgres::queries::push_tasks(&mut *conn, queue, vec![task]).await?;
             }
             Db::Sqlite(p) => {
                 let mut conn = p.acquire().await?;
-                apalis_sqlite::queries::push_tasks(&mut *conn, OFFER_QUEUE, &[task]).await?;
+                apalis_sqlite::queries::push_tasks(&mut *conn, queue, &[task]).await?;
             }
         }
         Ok(())

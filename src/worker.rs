@@ -211,18 +211,20 @@ pub async fn purge_done(db: &Db, after: Duration) -> Result<u64, sqlx::Error> {
     Ok(r)
 }
 
-/// Wakes the queue's listeners when a delayed retry has come due. apalis' interval
-/// strategy combined with its LISTEN stream was seen to stop polling under load, leaving a
-/// due retry untouched until the next insert; a NOTIFY like the insert trigger's makes the
-/// retry independent of that.
-async fn nudge_due_retries(db: &Db) -> Result<(), sqlx::Error> {
+/// Wakes `queue`'s listeners when a delayed retry (or, with `delayed_jobs`, a job pushed
+/// with a delay) has come due. apalis' interval strategy combined with its LISTEN stream
+/// was seen to stop polling under load, leaving a due job untouched until the next insert;
+/// a NOTIFY like the insert trigger's makes it independent of that.
+async fn nudge_due(db: &Db, queue: &str, delayed_jobs: bool) -> Result<(), sqlx::Error> {
     if let Db::Pg(p) = db {
         sqlx::query(
             "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, \
-             'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 AND status = 'Failed' \
-             AND attempts < max_attempts AND run_at <= now() LIMIT 1",
+             'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 \
+             AND ((status = 'Failed' AND attempts < max_attempts) OR ($2 AND status = 'Pending')) \
+             AND run_at <= now() LIMIT 1",
         )
-        .bind(SNAPSHOT_QUEUE)
+        .bind(queue)
+        .bind(delayed_jobs)
         .execute(p)
         .await?;
     }
@@ -238,7 +240,7 @@ async fn housekeeping(db: Db, s: WorkerSettings, cancel: CancellationToken) {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = nudge.tick() => {
-                if let Err(e) = nudge_due_retries(&db).await {
+                if let Err(e) = nudge_due(&db, SNAPSHOT_QUEUE, false).await {
                     tracing::debug!(error = %e, "retry nudge failed");
                 }
             }
@@ -404,25 +406,14 @@ pub async fn run_offer_deadlines(
     let _ = nudge.await;
 }
 
-/// Wakes the offer queue's listeners when a delayed deadline is due (see
-/// [`nudge_due_retries`]: the interval poll alone was seen to stall).
+/// Nudges the offer queue once per `every` (see [`nudge_due`]); stops on `cancel`.
 async fn nudge_due_offers(db: Db, every: Duration, cancel: CancellationToken) {
-    let Db::Pg(p) = db else { return };
     let mut tick = tokio::time::interval(every);
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {
-                let r = sqlx::query(
-                    "SELECT pg_notify('apalis::job::insert', json_build_object('job_type', job_type, 'id', id, \
-                     'run_at', run_at)::text) FROM apalis.jobs WHERE job_type = $1 \
-                     AND (status = 'Pending' OR (status = 'Failed' AND attempts < max_attempts)) \
-                     AND run_at <= now() LIMIT 1",
-                )
-                .bind(OFFER_QUEUE)
-                .execute(&p)
-                .await;
-                if let Err(e) = r {
+                if let Err(e) = nudge_due(&db, OFFER_QUEUE, true).await {
                     tracing::debug!(error = %e, "offer nudge failed");
                 }
             }

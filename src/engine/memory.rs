@@ -22,8 +22,8 @@ struct State {
     trip_loc: HashMap<Key, (Instant, String)>,
     windows: HashMap<Key, VecDeque<Instant>>,
     snapshot_marks: HashMap<Key, Instant>,
-    /// Live driver positions by tenant: (lat, lng, expiry), the embedded GEO index.
-    geo: HashMap<String, HashMap<String, (f64, f64, Instant)>>,
+    /// Live driver positions by tenant, the embedded GEO index.
+    geo: HashMap<String, HashMap<String, GeoEntry>>,
     /// (kind, tenant, user) → slot → sockets holding it.
     slots: HashMap<(SlotKind, String, String), HashMap<String, HashSet<String>>>,
     /// Recoverable events per room (local room name), bounded by count and age.
@@ -32,6 +32,14 @@ struct State {
     offer_filters: HashMap<Key, String>,
     /// This node's last stats JSON (the one node of the embedded "cluster").
     stats: String,
+}
+
+/// A driver's live position in the embedded GEO index.
+struct GeoEntry {
+    lat: f64,
+    lng: f64,
+    updated: Instant,
+    expiry: Instant,
 }
 
 #[derive(Default)]
@@ -54,8 +62,6 @@ pub struct MemoryEngine {
     state: Mutex<State>,
     deliver: Deliver,
     limits: HistoryLimits,
-    /// The location TTL of the last update (entries store their expiry; age = TTL − left).
-    location_ttl_ms: std::sync::atomic::AtomicU64,
 }
 
 fn key(t: &Tenant, id: &str) -> Key {
@@ -65,7 +71,7 @@ fn key(t: &Tenant, id: &str) -> Key {
 impl MemoryEngine {
     /// An empty engine delivering frames to `deliver`.
     pub fn new(deliver: Deliver, limits: HistoryLimits) -> Self {
-        Self { state: Mutex::new(State::default()), deliver, limits, location_ttl_ms: Default::default() }
+        Self { state: Mutex::new(State::default()), deliver, limits }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -135,7 +141,6 @@ impl MemoryEngine {
 
     pub(super) async fn write_location(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
         let now = Instant::now();
-        self.location_ttl_ms.store(l.ttl_ms, std::sync::atomic::Ordering::Relaxed);
         let sampled;
         {
             let mut s = self.lock();
@@ -162,7 +167,10 @@ impl MemoryEngine {
             if let Some(trip) = &w.fix.trip {
                 s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.location_json.to_string()));
             }
-            s.geo.entry(w.tenant.0.clone()).or_default().insert(w.fix.driver.0.clone(), (w.fix.lat, w.fix.lng, expiry));
+            s.geo
+                .entry(w.tenant.0.clone())
+                .or_default()
+                .insert(w.fix.driver.0.clone(), GeoEntry { lat: w.fix.lat, lng: w.fix.lng, updated: now, expiry });
             sampled = match s.snapshot_marks.get(&dkey) {
                 Some(until) if *until > now => false,
                 _ => {
@@ -258,14 +266,12 @@ impl MemoryEngine {
         let Some(drivers) = s.geo.get(&tenant.0) else { return Ok(Vec::new()) };
         let mut found: Vec<(f64, Candidate)> = drivers
             .iter()
-            .filter(|(_, (_, _, expiry))| *expiry > now)
-            // The entry expires `ttl` after its update: fresh when updated within `fresh_ms`.
-            .filter(|(_, (_, _, expiry))| fresh_ms >= self.ttl_left_to_age(*expiry, now))
-            .filter_map(|(driver, (dlat, dlng, _))| {
+            .filter(|(_, g)| g.expiry > now && now.duration_since(g.updated).as_millis() as u64 <= fresh_ms)
+            .filter_map(|(driver, g)| {
                 let filters = s.offer_filters.get(&key(tenant, driver))?;
-                let d = crate::domain::rides::haversine_km((lat, lng), (*dlat, *dlng));
+                let d = crate::domain::rides::haversine_km((lat, lng), (g.lat, g.lng));
                 (d <= radius_km).then(|| {
-                    (d, Candidate { driver: driver.clone(), lat: *dlat, lng: *dlng, filters: filters.clone() })
+                    (d, Candidate { driver: driver.clone(), lat: g.lat, lng: g.lng, filters: filters.clone() })
                 })
             })
             .collect();
@@ -273,25 +279,16 @@ impl MemoryEngine {
         Ok(found.into_iter().map(|(_, c)| c).collect())
     }
 
-    /// Age of a position whose entry expires at `expiry` (entries live one location TTL).
-    fn ttl_left_to_age(&self, expiry: Instant, now: Instant) -> u64 {
-        let left = expiry.saturating_duration_since(now).as_millis() as u64;
-        self.location_ttl_ms().saturating_sub(left)
-    }
-
-    fn location_ttl_ms(&self) -> u64 {
-        self.location_ttl_ms.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
     pub(super) async fn cluster_nodes(&self) -> Result<Vec<String>> {
         let s = self.lock();
         Ok(if s.stats.is_empty() { Vec::new() } else { vec![s.stats.clone()] })
     }
 
-    pub(super) async fn live_drivers(&self, tenant: &Tenant, _fresh_ms: u64) -> Result<u64> {
+    pub(super) async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
         let now = Instant::now();
         let s = self.lock();
-        Ok(s.geo.get(&tenant.0).map_or(0, |d| d.values().filter(|(_, _, exp)| *exp > now).count() as u64))
+        let fresh = |g: &&GeoEntry| g.expiry > now && now.duration_since(g.updated).as_millis() as u64 <= fresh_ms;
+        Ok(s.geo.get(&tenant.0).map_or(0, |d| d.values().filter(fresh).count() as u64))
     }
 
     pub(super) async fn server_info(&self) -> Result<Option<String>> {
@@ -309,7 +306,7 @@ impl MemoryEngine {
         let window = Duration::from_millis(self.limits.window_ms);
         s.history.retain(|_, h| h.touched.is_some_and(|t| now.duration_since(t) < window));
         s.geo.retain(|_, drivers| {
-            drivers.retain(|_, (_, _, exp)| *exp > now);
+            drivers.retain(|_, g| g.expiry > now);
             !drivers.is_empty()
         });
         Ok(())

@@ -85,7 +85,7 @@ pub async fn broadcast_offer(
     responses((status = 200, body = Trip), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody),
         (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn accept(State(app): State<Arc<App>>, who: Caller, Path(trip): Path<String>) -> Result<Json<Trip>> {
-    Ok(Json(rides::accept(&app, &who.0, path_id(&trip)?).await?))
+    Ok(Json(rides::offers::accept(&app, &who.0, path_id(&trip)?).await?))
 }
 
 /// Move a trip along its status machine (its driver or an ADMIN).

@@ -501,8 +501,3 @@ pub async fn scan(app: &App, who: &Claims, token: &str) -> Result<Map<String, Va
     }
     Ok(out)
 }
-
-/// Drivers accept through the socket or HTTP: the checks and the one winner.
-pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<Trip> {
-    offers::accept(app, who, trip_id).await
-}

@@ -499,7 +499,7 @@ async fn driver_unsubscribe(
 async fn offer_accept(app: &App, _s: &SocketRef, session: &Session, p: Option<Value>) -> Result<Map<String, Value>> {
     let p: TripRef = payload::parse(p)?;
     let trip = payload::trip_id("tripId", p.trip_id)?;
-    crate::rides::accept(app, &session.claims, &trip.0).await?;
+    crate::rides::offers::accept(app, &session.claims, &trip.0).await?;
     let mut m = Map::new();
     m.insert("tripId".into(), trip.0.into());
     Ok(m)
