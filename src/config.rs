@@ -196,6 +196,11 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_WS_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub ws_max_message_bytes: usize,
 
+    /// Initial read buffer of each websocket, in bytes; it grows for a larger message. The
+    /// buffer lives as long as the socket, so it is a large share of an idle socket's memory.
+    #[arg(long, env = "FLEETCAST_WS_READ_BUFFER_BYTES", default_value_t = 1_024)]
+    pub ws_read_buffer_bytes: usize,
+
     /// Interval of this node's heartbeat in the cluster registry; entries owned by a node
     /// (subscription and connection slots) expire three intervals after its last beat.
     #[arg(long, env = "FLEETCAST_NODE_HEARTBEAT_MS", default_value_t = 1_500)]
@@ -360,6 +365,9 @@ impl Config {
         }
         if !(1_024..=16 * 1024 * 1024).contains(&self.ws_max_message_bytes) {
             return bad("ws-max-message-bytes", "must be 1 KiB..=16 MiB");
+        }
+        if !(256..=1024 * 1024).contains(&self.ws_read_buffer_bytes) {
+            return bad("ws-read-buffer-bytes", "must be 256 B..=1 MiB");
         }
         if self.node_heartbeat_ms < 100 {
             return bad("node-heartbeat-ms", "must be at least 100");

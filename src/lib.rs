@@ -263,6 +263,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         .ws_max_frame_size(cfg.ws_max_message_bytes)
         .max_payload(cfg.ws_max_message_bytes as u64)
         .max_buffer_size(256)
+        .ws_read_buffer_size(cfg.ws_read_buffer_bytes)
         .build_layer();
     socket::attach(&io);
     let _ = io_cell.set(io.clone());

@@ -4,7 +4,7 @@
 //! answer only changes when a trip is (re)assigned.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::auth::Claims;
@@ -35,16 +35,28 @@ pub struct Access {
     ttl: Duration,
     /// Only found trips are cached: a trip created a moment ago must be visible at once.
     /// The lock is never held across an `.await`.
-    cache: std::sync::Arc<Mutex<HashMap<(String, String), Entry>>>,
+    cache: Arc<Mutex<HashMap<Key, Entry>>>,
+    /// Entries waiting for the background refresh; a refresher is scheduled while it is
+    /// not empty.
+    pending: Arc<Mutex<Vec<Key>>>,
 }
 
 /// How long past its TTL an entry may still be served while it is refreshed.
 const STALE_FACTOR: u32 = 4;
 
+/// How long a background refresh waits to gather other expiring entries into its query.
+const REFRESH_GATHER: Duration = Duration::from_millis(20);
+
+/// Most trips read by one refresh query.
+const REFRESH_BATCH: usize = 500;
+
+/// Cache key: tenant and trip id.
+type Key = (String, String);
+
 impl Access {
     /// Checks against `db`, caching membership for `ttl`.
     pub fn new(db: Db, ttl: Duration) -> Self {
-        Self { db, ttl, cache: std::sync::Arc::new(Mutex::new(HashMap::new())) }
+        Self { db, ttl, cache: Arc::default(), pending: Arc::default() }
     }
 
     /// The trip, or `NOT_FOUND` when it does not exist in the tenant.
@@ -60,7 +72,7 @@ impl Access {
                 if age < self.ttl * STALE_FACTOR {
                     if !e.refreshing {
                         e.refreshing = true;
-                        self.refresh(key.clone(), tenant.clone(), trip.clone());
+                        self.refresh(key.clone());
                     }
                     return Ok(e.trip.clone());
                 }
@@ -75,20 +87,52 @@ impl Access {
         store(&self.cache, key, trip);
     }
 
-    /// Re-reads one trip in the background (owner: the runtime; one short query). A trip
-    /// that is gone is dropped from the cache; a failed read keeps the stale entry until
-    /// it is too old.
-    fn refresh(&self, key: (String, String), tenant: Tenant, trip: TripId) {
-        let (db, cache) = (self.db.clone(), self.cache.clone());
+    /// Re-reads a trip in the background (owner: the runtime). Entries expiring together
+    /// (thousands after a burst of connections) are gathered for a moment and read in a few
+    /// batched queries, not one query each (measured: one query per entry made a
+    /// few-hundred-millisecond stall every TTL at 5,000 updates/s; BENCHMARKS.md). A trip
+    /// that is gone is dropped from the cache; a failed read keeps the stale entry until it
+    /// is too old.
+    fn refresh(&self, key: Key) {
+        {
+            let mut pending = lock(&self.pending);
+            pending.push(key);
+            if pending.len() > 1 {
+                return; // the scheduled refresher takes it
+            }
+        }
+        let (db, cache, pending) = (self.db.clone(), self.cache.clone(), self.pending.clone());
         tokio::spawn(async move {
-            match db.trip_membership(&tenant, &trip).await {
-                Ok(Some(m)) => store(&cache, key, m),
-                Ok(None) => {
-                    lock(&cache).remove(&key);
-                }
-                Err(_) => {
-                    if let Some(e) = lock(&cache).get_mut(&key) {
-                        e.refreshing = false;
+            tokio::time::sleep(REFRESH_GATHER).await;
+            let keys = std::mem::take(&mut *lock(&pending));
+            let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
+            for (tenant, trip) in keys {
+                by_tenant.entry(tenant).or_default().push(trip);
+            }
+            for (tenant, trips) in by_tenant {
+                for chunk in trips.chunks(REFRESH_BATCH) {
+                    let read = db.trip_memberships(&Tenant(tenant.clone()), chunk).await;
+                    let mut c = lock(&cache);
+                    match read {
+                        Ok(found) => {
+                            let mut found: HashMap<String, TripMembership> = found.into_iter().collect();
+                            for trip in chunk {
+                                let key = (tenant.clone(), trip.clone());
+                                match found.remove(trip) {
+                                    Some(m) => insert(&mut c, key, m),
+                                    None => {
+                                        c.remove(&key);
+                                    }
+                                }
+                            }
+                        }
+                        Err(_) => {
+                            for trip in chunk {
+                                if let Some(e) = c.get_mut(&(tenant.clone(), trip.clone())) {
+                                    e.refreshing = false;
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -159,20 +203,21 @@ impl Access {
         if allowed { Ok(()) } else { Err(Error::Forbidden) }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Key, Entry>> {
         lock(&self.cache)
     }
 }
 
-fn lock(
-    cache: &Mutex<HashMap<(String, String), Entry>>,
-) -> std::sync::MutexGuard<'_, HashMap<(String, String), Entry>> {
-    // A poisoned cache only means a panic elsewhere mid-insert; the data is still usable.
-    cache.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    // A poisoned lock only means a panic elsewhere mid-insert; the data is still usable.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-fn store(cache: &Mutex<HashMap<(String, String), Entry>>, key: (String, String), trip: TripMembership) {
-    let mut c = lock(cache);
+fn store(cache: &Mutex<HashMap<Key, Entry>>, key: Key, trip: TripMembership) {
+    insert(&mut lock(cache), key, trip);
+}
+
+fn insert(c: &mut HashMap<Key, Entry>, key: Key, trip: TripMembership) {
     if c.len() >= CACHE_MAX_ENTRIES {
         c.clear();
     }

@@ -152,9 +152,6 @@ async fn authenticate(
     // would be dropped without an ack.
     s.on_disconnect(on_disconnect);
     handlers::register(&s);
-    s.on_fallback(async |ack: AckSender| {
-        send_ack(ack, Err(Error::invalid("unknown event")));
-    });
     s.extensions.insert(Arc::new(Session {
         claims,
         app: Arc::downgrade(&app),

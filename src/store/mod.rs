@@ -125,6 +125,40 @@ impl Db {
         }))
     }
 
+    /// [`Db::trip_membership`] of many trips of one tenant in one query (ids as a JSON
+    /// array): the trips that exist, by id.
+    pub async fn trip_memberships(&self, tenant: &Tenant, trips: &[String]) -> Result<Vec<(String, TripMembership)>> {
+        let ids = serde_json::to_string(trips).map_err(|_| crate::error::Error::Internal)?;
+        let rows: Vec<(String, Option<String>, String, String)> = match self {
+            Db::Pg(p) => {
+                sqlx::query_as(
+                    "SELECT id, driver_id, status, organizer_id FROM trips \
+                     WHERE tenant = $1 AND id IN (SELECT jsonb_array_elements_text($2::jsonb))",
+                )
+                .bind(&tenant.0)
+                .bind(&ids)
+                .fetch_all(p)
+                .await?
+            }
+            Db::Sqlite(p) => {
+                sqlx::query_as(
+                    "SELECT id, driver_id, status, organizer_id FROM trips \
+                     WHERE tenant = $1 AND id IN (SELECT value FROM json_each($2))",
+                )
+                .bind(&tenant.0)
+                .bind(&ids)
+                .fetch_all(p)
+                .await?
+            }
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(id, driver, status, organizer)| {
+                (id, TripMembership { driver: driver.map(UserId), status, organizer: UserId(organizer) })
+            })
+            .collect())
+    }
+
     /// The trip's snapshots in time order, within `[from, to]` (ISO-8601 in the stored
     /// form), at most [`TRACK_LIMIT`].
     pub async fn track(
