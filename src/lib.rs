@@ -63,6 +63,9 @@ pub struct App {
     pub verifier: auth::Verifier,
     /// Connection-attempt limiter per address (`None` = disabled).
     pub conn_limiter: Option<socket::ConnLimiter>,
+    /// The clock of every socket's event limiter, made once: making one reads the CPU's
+    /// features (CPUID, slow in a VM), which made it a visible share of a connection's cost.
+    pub limiter_clock: governor::clock::DefaultClock,
     /// Prometheus handle for `/metrics`.
     pub metrics: PrometheusHandle,
     /// Sampled snapshots on their way to the job queue.
@@ -242,6 +245,7 @@ pub async fn start(cfg: Config) -> anyhow::Result<Node> {
         access,
         verifier,
         conn_limiter,
+        limiter_clock: governor::clock::DefaultClock::default(),
         metrics,
         sampler,
         replays,

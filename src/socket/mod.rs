@@ -156,7 +156,10 @@ async fn authenticate(
         claims,
         app: Arc::downgrade(&app),
         offers: std::sync::atomic::AtomicBool::new(false),
-        limiter: RateLimiter::direct(Quota::per_second(events).allow_burst(burst)),
+        limiter: RateLimiter::direct_with_clock(
+            Quota::per_second(events).allow_burst(burst),
+            app.limiter_clock.clone(),
+        ),
         rooms: Mutex::new(HashSet::new()),
         trips: Mutex::new(HashSet::new()),
     }));
@@ -367,7 +370,7 @@ where
     metrics::counter!("fleetcast_events_in_total", "event" => name).increment(1);
     let result = match session.limiter.check() {
         Err(not_until) => {
-            let wait = not_until.wait_time_from(governor::clock::Clock::now(&governor::clock::DefaultClock::default()));
+            let wait = not_until.wait_time_from(governor::clock::Clock::now(session.limiter.clock()));
             Err(Error::RateLimited { retry_after_ms: (wait.as_millis() as u64).max(1) })
         }
         Ok(()) => match tokio::time::timeout(ACK_DEADLINE, fut).await {

@@ -146,12 +146,7 @@ async fn a_reassigned_trip_is_seen_once_the_membership_cache_refreshes(mode: Mod
     h.insert_trip("default", &trip, Some("d1")).await;
     let d1 = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
     assert_ok(&d1.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
-    const SQL: &str = "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1";
-    match &h.db {
-        fleetcast::store::Db::Pg(p) => sqlx::query(SQL).bind(&trip).execute(p).await.map(|_| ()),
-        fleetcast::store::Db::Sqlite(p) => sqlx::query(SQL).bind(&trip).execute(p).await.map(|_| ()),
-    }
-    .expect("reassign");
+    exec_on_trip(&h, "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", &trip).await;
     // Served from the (possibly stale) cache meanwhile, never an error; then the refresh lands.
     let started = std::time::Instant::now();
     let mut refused = None;
@@ -170,4 +165,54 @@ async fn a_reassigned_trip_is_seen_once_the_membership_cache_refreshes(mode: Mod
     h.stop().await;
 }
 
-both_modes!(a_reassigned_trip_is_seen_once_the_membership_cache_refreshes);
+/// Runs one statement with `trip` as `$1` on the harness database.
+async fn exec_on_trip(h: &Harness, sql: &'static str, trip: &str) {
+    match &h.db {
+        fleetcast::store::Db::Pg(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
+        fleetcast::store::Db::Sqlite(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
+    }
+    .expect("statement");
+}
+
+/// Cache entries that expire together are re-read together (one batched query): every one
+/// of them sees its change, a deleted trip included, and none is answered with an error
+/// while the refresh is under way.
+async fn trips_expiring_together_are_all_refreshed(mode: Mode) {
+    let h = Harness::start(mode, &["--membership-cache-ms", "300", "--location-min-interval-ms", "0"]).await;
+    let trips: Vec<String> = (0..12).map(|_| unique("t")).collect();
+    for t in &trips {
+        h.insert_trip("default", t, Some("d1")).await;
+    }
+    let d1 = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    for t in &trips {
+        assert_ok(&d1.ack("driver:location:update", json!({ "tripId": t, "lat": 1, "lng": 1 })).await);
+    }
+    for t in &trips[1..] {
+        exec_on_trip(&h, "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", t).await;
+    }
+    exec_on_trip(&h, "DELETE FROM trips WHERE tenant = 'default' AND id = $1", &trips[0]).await;
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // All entries are past their TTL now: each update is served stale or already refused.
+    let started = std::time::Instant::now();
+    let mut pending: Vec<&String> = trips.iter().collect();
+    while !pending.is_empty() && started.elapsed() < Duration::from_secs(3) {
+        let mut still = Vec::new();
+        for t in pending {
+            let ack = d1.ack("driver:location:update", json!({ "tripId": t, "lat": 1, "lng": 1 })).await;
+            if ack["ok"] == json!(true) {
+                still.push(t);
+            } else if t == &trips[0] {
+                assert_err(&ack, "NOT_FOUND");
+            } else {
+                assert_err(&ack, "FORBIDDEN");
+            }
+        }
+        pending = still;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(pending.is_empty(), "still accepted after 3 s: {pending:?}");
+    d1.close().await;
+    h.stop().await;
+}
+
+both_modes!(a_reassigned_trip_is_seen_once_the_membership_cache_refreshes, trips_expiring_together_are_all_refreshed,);
