@@ -138,7 +138,51 @@ async fn the_api_socket_path_serves_the_same_protocol(mode: Mode) {
     h.stop().await;
 }
 
+/// Every update a driver was told was accepted reaches every subscriber, also when a burst
+/// arrives faster than the subscriber's socket is written (location frames are queued per
+/// socket, not kept as "latest only").
+async fn every_accepted_update_of_a_burst_reaches_the_subscriber(mode: Mode) {
+    let h = Harness::start(
+        mode,
+        &[
+            "--location-min-interval-ms",
+            "0",
+            "--location-max-per-minute",
+            "100000",
+            "--socket-events-per-sec",
+            "1000",
+            "--socket-events-burst",
+            "1000",
+        ],
+    )
+    .await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    // 200 updates back to back (no waiting for acks; the limits above accept them all),
+    // then one acknowledged update, which is delivered after them.
+    for i in 0..200u32 {
+        driver
+            .emit("driver:location:update", json!({ "tripId": trip, "lat": 1.0 + f64::from(i) * 1e-4, "lng": 2.0 }))
+            .await;
+    }
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1.5, "lng": 2.0 })).await);
+    let accepted = 201;
+    let mut received = 0;
+    while passenger.next("server:location:update", Duration::from_secs(3)).await.is_some() {
+        received += 1;
+    }
+    assert_eq!(received, accepted, "every accepted update delivered once");
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+}
+
 both_modes!(
+    every_accepted_update_of_a_burst_reaches_the_subscriber,
     location_from_driver_on_node_a_reaches_passenger_on_node_b,
     status_reaches_subscribers_and_emergency_reaches_admins_on_the_other_node,
     polling_clients_send_and_receive_like_websocket_clients,
