@@ -74,20 +74,21 @@ impl PollClient {
             .and_then(|v| v.get("sid").and_then(Value::as_str).map(str::to_owned))
             .ok_or(ClientError::Protocol("open packet without sid"))?;
         let liveness = Duration::from_millis(info.ping_interval.saturating_add(info.ping_timeout));
-        let client = Self { url: format!("{base}&sid={sid}"), next_ack_id: 0, liveness, queued: VecDeque::new() };
+        let mut client = Self { url: format!("{base}&sid={sid}"), next_ack_id: 0, liveness, queued: VecDeque::new() };
         client.post(encode_connect(token)).await?;
         loop {
             let body = get(&client.url, client.liveness).await?;
-            for packet in split_payload(&body) {
-                match decode(packet) {
-                    Ok(Packet::Message(SioPacket::Connect { namespace })) if namespace == "/" => return Ok(client),
-                    Ok(Packet::Message(SioPacket::ConnectError { message })) => {
-                        return Err(ClientError::Refused(message));
-                    }
-                    Ok(Packet::Ping) => client.post("3".to_owned()).await?,
-                    Ok(Packet::Close) => return Err(ClientError::Closed),
-                    _ => {}
-                }
+            // The server pings at once: its ping may share a body with the connect answer,
+            // and an unanswered ping closes the session after the ping timeout.
+            let read = read_body(&body)?;
+            if read.ping {
+                client.post("3".to_owned()).await?;
+            }
+            client.queued.extend(read.incoming);
+            match read.connect {
+                Some(Ok(())) => return Ok(client),
+                Some(Err(message)) => return Err(ClientError::Refused(message)),
+                None => {}
             }
         }
     }
@@ -123,21 +124,11 @@ impl PollClient {
 
     async fn fetch(&mut self) -> Result<Vec<Incoming>, ClientError> {
         let body = get(&self.url, self.liveness).await?;
-        let mut out = Vec::new();
-        let mut ping = false;
-        for packet in split_payload(&body) {
-            match decode(packet) {
-                Ok(Packet::Ping) => ping = true,
-                Ok(Packet::Close | Packet::Message(SioPacket::Disconnect)) => return Err(ClientError::Closed),
-                Ok(Packet::Message(SioPacket::Event { name, data })) => out.push(Incoming::Event { name, data }),
-                Ok(Packet::Message(SioPacket::Ack { id, args })) => out.push(Incoming::Ack { id, args }),
-                Ok(_) | Err(_) => {}
-            }
-        }
-        if ping {
+        let read = read_body(&body)?;
+        if read.ping {
             self.post("3".to_owned()).await?;
         }
-        Ok(out)
+        Ok(read.incoming)
     }
 
     /// Sends the Engine.IO close packet, waiting at most one second.
@@ -160,6 +151,34 @@ impl PollClient {
         let _ = response.bytes().await;
         Ok(())
     }
+}
+
+/// What one polling body carried.
+#[derive(Debug, Default)]
+struct Read {
+    /// A ping to answer (once, after the whole body is read).
+    ping: bool,
+    /// The namespace connect answer: accepted, or refused with its message.
+    connect: Option<Result<(), String>>,
+    /// Events and acks, in order.
+    incoming: Vec<Incoming>,
+}
+
+/// Reads every packet of a polling body; a close or disconnect packet ends the session.
+fn read_body(body: &str) -> Result<Read, ClientError> {
+    let mut read = Read::default();
+    for packet in split_payload(body) {
+        match decode(packet) {
+            Ok(Packet::Ping) => read.ping = true,
+            Ok(Packet::Close | Packet::Message(SioPacket::Disconnect)) => return Err(ClientError::Closed),
+            Ok(Packet::Message(SioPacket::Connect { namespace })) if namespace == "/" => read.connect = Some(Ok(())),
+            Ok(Packet::Message(SioPacket::ConnectError { message })) => read.connect = Some(Err(message)),
+            Ok(Packet::Message(SioPacket::Event { name, data })) => read.incoming.push(Incoming::Event { name, data }),
+            Ok(Packet::Message(SioPacket::Ack { id, args })) => read.incoming.push(Incoming::Ack { id, args }),
+            Ok(_) | Err(_) => {}
+        }
+    }
+    Ok(read)
 }
 
 async fn get(url: &str, timeout: Duration) -> Result<String, ClientError> {
@@ -188,6 +207,17 @@ mod tests {
             polling_url("wss://h/api/socket/?EIO=4&transport=websocket"),
             "https://h/api/socket/?EIO=4&transport=polling"
         );
+    }
+
+    #[test]
+    fn a_ping_after_the_connect_answer_is_not_lost() {
+        let read = read_body("40{\"sid\":\"x\"}\u{1e}2\u{1e}42[\"server:location:update\",{\"a\":1}]").expect("read");
+        assert!(read.ping);
+        assert_eq!(read.connect, Some(Ok(())));
+        assert_eq!(read.incoming.len(), 1);
+        let refused = read_body("44{\"message\":\"INVALID_TOKEN\"}").expect("read");
+        assert_eq!(refused.connect, Some(Err("INVALID_TOKEN".to_owned())));
+        assert!(matches!(read_body("2\u{1e}1"), Err(ClientError::Closed)));
     }
 
     #[test]
