@@ -2,12 +2,13 @@
 # The fleetcast benchmark suite (issue 6), reproduced by one command:
 #
 #   loadtest/bench.sh            # everything, ~10 minutes on the 2-core reference machine
-#   BENCH_ONLY="fanout" loadtest/bench.sh   # a subset: idle19k idle50k fanout cache burst polling generate
+#   BENCH_ONLY="fanout" loadtest/bench.sh   # a subset: idle19k idle50k fanout burst polling generate
 #   BENCH_ONLY="sse" loadtest/bench.sh      # opt-in: 1,000 SSE streams + 1,000 sockets, one order
+#   BENCH_ONLY="cache" loadtest/bench.sh    # opt-in diagnostic: fanout with a 10-minute membership cache
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
-#   BENCH_RAMP=1000 loadtest/bench.sh       # fanout connection ramp (connections/s, default 3000)
+#   BENCH_RAMP=3000 loadtest/bench.sh       # fanout connection ramp (connections/s, default 1000)
 #
 # It builds the release binaries, starts a 3-node cluster on 127.0.0.1:3101-3103 (plus a
 # node on 3104 with the contract's default rate limits, for `burst`) on a unique Redis
@@ -24,8 +25,8 @@ ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
 OUT_DIR="$ROOT/loadtest/results"
 OUT="$OUT_DIR/suite.md"
-ONLY=${BENCH_ONLY:-"idle19k idle50k fanout cache burst polling generate"}
-RATES=${BENCH_RATES:-"2000 5000 10000 15000"}
+ONLY=${BENCH_ONLY:-"idle19k idle50k fanout burst polling generate"}
+RATES=${BENCH_RATES:-"2000 5000 7000 8000 10000 15000"}
 SECONDS_PER_RATE=${BENCH_SECONDS:-20}
 DRIVERS=${BENCH_DRIVERS:-3000}
 REDIS_URL=${REDIS_URL:-redis://127.0.0.1:6379}
@@ -218,7 +219,7 @@ if wants fanout; then
             PERF_PID=$!
         fi
         args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
-            --ramp "${BENCH_RAMP:-3000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL" --report "$OUT_DIR/fanout-$rate.html")
+            --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL" --report "$OUT_DIR/fanout-$rate.html")
         fanout_row "fanout-$rate" "fanout ${rate} updates/s × 3 subscribers, ${DRIVERS} drivers" "${args[@]}"
         if [[ -n "$PERF_PID" ]]; then
             kill -INT "$PERF_PID" 2>/dev/null || true
