@@ -207,7 +207,7 @@ fanout_row() {
         i=$((i + 1))
     done
     cpu+="/ load tool $(awk -v a="$tool_after" -v b="$tool_before" 'BEGIN{printf "%.0f", a-b}'); machine ${quiet}% idle before"
-    row "$label" "$(shown "$@")" "$(jq -r '"sent \(.achievedRate)/s, accepted \(.acceptedRate)/s over \(.sendWindowS) s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms** (max \(.e2eMs.maxMs)); ack p50 \(.ackMs.p50Ms) / p99 \(.ackMs.p99Ms) ms; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries), \(.deliveriesPerS)/s; subscribers complete \(.subscribers.complete)/\(.subscribers.count), lowest \(.subscribers.minRatio)); ack errors \(.ackErrors); setup failures \(.setupFailures); polling subscribers \(.pollingPassengers)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); CPU seconds over the ${wall} s run incl. setup (nodes 1-3, redis / load tool): ${cpu}"
+    row "$label" "$(shown "$@")" "$(jq -r '"sent \(.achievedRate)/s, accepted \(.acceptedRate)/s over \(.sendWindowS) s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms** (max \(.e2eMs.maxMs)); ack p50 \(.ackMs.p50Ms) / p99 \(.ackMs.p99Ms) ms; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries) received, \(.unexpectedDeliveries) of them of unacknowledged updates or repeated; \(.deliveriesPerS)/s; subscribers complete \(.subscribers.complete)/\(.subscribers.count), lowest \(.subscribers.minRatio)); ack errors \(.ackErrors); setup failures \(.setupFailures); polling subscribers \(.pollingPassengers)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); CPU seconds over the ${wall} s run incl. setup (nodes 1-3, redis / load tool): ${cpu}"
 }
 
 if wants fanout; then

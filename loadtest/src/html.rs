@@ -140,8 +140,8 @@ pub fn render(r: &TripReport) -> String {
         (
             "deliveries",
             format!(
-                "{} of {} expected, ratio {ratio}, {:.0}/s",
-                r.received_deliveries, r.expected_deliveries, r.deliveries_per_s
+                "{} received for {} expected, ratio {ratio} ({} of unacknowledged updates or repeated), {:.0}/s",
+                r.received_deliveries, r.expected_deliveries, r.unexpected_deliveries, r.deliveries_per_s
             ),
         ),
         (

@@ -90,6 +90,9 @@ fn short_fanout_against_an_embedded_node_delivers_everything() {
     assert!(accepted >= 30, "only {accepted} updates accepted: {report:#}");
     assert_eq!(report["expectedDeliveries"].as_u64(), Some(accepted * 3), "{report:#}");
     assert_eq!(report["deliveryRatio"], 1.0, "{report:#}");
+    // Every delivery is matched to an accepted update (its `updatedAt` echoes the timestamp sent).
+    assert_eq!(report["unexpectedDeliveries"], 0, "{report:#}");
+    assert_eq!(report["receivedDeliveries"], report["expectedDeliveries"], "{report:#}");
     assert_eq!(report["subscribers"]["complete"], 12, "{report:#}");
     assert_eq!(report["foreignTrip"], 0, "{report:#}");
     assert!(report["e2eMs"]["count"].as_u64() == Some(accepted * 3), "{report:#}");

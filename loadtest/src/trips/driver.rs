@@ -36,11 +36,16 @@ pub(super) struct DriverReport {
     pub(super) local: usize,
     pub(super) sent: u64,
     pub(super) accepted: u64,
+    /// The `timestamp` (µs) of each accepted update: its deliveries echo it in `updatedAt`.
+    pub(super) accepted_stamps: Vec<i64>,
     pub(super) errors: Tally,
     pub(super) disconnect: Option<String>,
     /// When it stopped sending (end of the run, Ctrl-C or a lost connection).
     pub(super) stopped_at: Option<Instant>,
 }
+
+/// An update waiting for its ack: ack id, when it was sent, its `timestamp` in µs.
+type Pending = (u64, Instant, i64);
 
 pub(super) struct DriverPlan {
     /// Index among this process's trips.
@@ -85,7 +90,7 @@ pub(super) async fn driver_task(
 
     // Keep the socket alive until the start signal. `wait_for` is cancel-safe; frames are
     // processed outside the select so a pong is never half-sent.
-    let mut pending: VecDeque<(u64, Instant)> = VecDeque::new();
+    let mut pending: VecDeque<Pending> = VecDeque::new();
     let mut schedule = loop {
         let frame = tokio::select! {
             biased;
@@ -126,7 +131,7 @@ pub(super) async fn driver_task(
             () = stop.cancelled() => break,
             () = sleep_until(at), if pending.len() < cap => {
                 let id = client.take_ack_id();
-                let frame = location_frame(id, &plan.trip_id, &fix);
+                let (frame, stamp) = location_frame(id, &plan.trip_id, &fix);
                 let sent_at = Instant::now();
                 if let Err(e) = client.send_raw(frame).await {
                     return lost(report, &pending, &e);
@@ -138,7 +143,7 @@ pub(super) async fn driver_task(
                     pending.pop_front();
                     report.errors.add("timeout:ack");
                 }
-                pending.push_back((id, sent_at));
+                pending.push_back((id, sent_at, stamp));
                 next = schedule.next(Instant::now());
                 continue;
             }
@@ -169,7 +174,7 @@ pub(super) async fn driver_task(
 }
 
 /// The connection died mid-run: updates in flight have an unknown fate.
-fn lost(mut report: DriverReport, pending: &VecDeque<(u64, Instant)>, e: &ClientError) -> DriverReport {
+fn lost(mut report: DriverReport, pending: &VecDeque<Pending>, e: &ClientError) -> DriverReport {
     report.disconnect = Some(e.code());
     report.stopped_at = Some(Instant::now());
     report.errors.add_n(&format!("lost:{}", e.code()), u64::try_from(pending.len()).unwrap_or(0));
@@ -180,7 +185,7 @@ fn lost(mut report: DriverReport, pending: &VecDeque<(u64, Instant)>, e: &Client
 async fn handle_frame(
     client: &mut SioClient,
     frame: Result<Message, ClientError>,
-    pending: &mut VecDeque<(u64, Instant)>,
+    pending: &mut VecDeque<Pending>,
     shared: &Shared,
     report: &mut DriverReport,
 ) -> Result<(), ClientError> {
@@ -193,14 +198,15 @@ async fn handle_frame(
         return Ok(());
     }
     if let Some(Incoming::Ack { id, args }) = client.process(frame).await?
-        && let Some(pos) = pending.iter().position(|(pending_id, _)| *pending_id == id)
-        && let Some((_, sent_at)) = pending.remove(pos)
+        && let Some(pos) = pending.iter().position(|(pending_id, _, _)| *pending_id == id)
+        && let Some((_, sent_at, stamp)) = pending.remove(pos)
     {
         shared.ack.record(sent_at.elapsed());
         let retry_after = args.first().and_then(|a| a.get("retryAfterMs")).and_then(serde_json::Value::as_u64);
         match AckOutcome::from_args(args) {
             AckOutcome::Ok(_) => {
                 report.accepted += 1;
+                report.accepted_stamps.push(stamp);
                 bump(&shared.progress.accepted);
                 shared.timeline.count(Count::Accepted, unix_ms());
             }
@@ -217,9 +223,10 @@ async fn handle_frame(
     Ok(())
 }
 
-/// `42<id>["driver:location:update",{..}]` with `timestamp` = the wall clock in µs:
-/// passengers compute the end-to-end latency from its echo in `updatedAt`.
-pub(super) fn location_frame(ack_id: u64, trip_id: &str, fix: &Fix) -> String {
+/// `42<id>["driver:location:update",{..}]` with `timestamp` = the wall clock in µs, and that
+/// instant in µs: passengers compute the end-to-end latency from its echo in `updatedAt`,
+/// and the run matches each delivery to the update it came from.
+pub(super) fn location_frame(ack_id: u64, trip_id: &str, fix: &Fix) -> (String, i64) {
     let mut s = String::with_capacity(200);
     let _ =
         write!(s, r#"42{ack_id}["driver:location:update",{{"tripId":"{trip_id}","lat":{},"lng":{}"#, fix.lat, fix.lng);
@@ -229,9 +236,9 @@ pub(super) fn location_frame(ack_id: u64, trip_id: &str, fix: &Fix) -> String {
     if let Some(heading) = fix.heading {
         let _ = write!(s, r#","heading":{heading}"#);
     }
-    let now = Utc::now().to_rfc3339_opts(SecondsFormat::Micros, true);
-    let _ = write!(s, r#","timestamp":"{now}"}}]"#);
-    s
+    let now = Utc::now();
+    let _ = write!(s, r#","timestamp":"{}"}}]"#, now.to_rfc3339_opts(SecondsFormat::Micros, true));
+    (s, now.timestamp_micros())
 }
 
 #[cfg(test)]
@@ -242,7 +249,7 @@ mod tests {
     #[test]
     fn location_frames_are_valid_socket_io_events() {
         let fix = Fix { lat: -1.2921, lng: 36.8219, speed: Some(12.5), heading: None };
-        let frame = location_frame(7, "lt-x-1", &fix);
+        let (frame, stamp) = location_frame(7, "lt-x-1", &fix);
         assert!(frame.starts_with(
             r#"427["driver:location:update",{"tripId":"lt-x-1","lat":-1.2921,"lng":36.8219,"speed":12.5,"timestamp":""#
         ));
@@ -250,6 +257,7 @@ mod tests {
             panic!("undecodable: {frame}");
         };
         assert_eq!(name, "driver:location:update");
-        assert!(data["timestamp"].as_str().is_some_and(|t| t.ends_with('Z')));
+        let echoed = data["timestamp"].as_str().and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok());
+        assert_eq!(echoed.map(|t| t.timestamp_micros()), Some(stamp), "the stamp is the timestamp sent");
     }
 }

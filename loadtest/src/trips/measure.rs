@@ -7,6 +7,7 @@
 //! record, atomics), so memory does not grow with traffic. Trips are numbered run-wide; this
 //! process drives trips `n ≡ slot.index (mod slot.count)`.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -208,7 +209,11 @@ pub(super) async fn run_local(
     stop_passengers.cancel();
     drop(start_tx);
     let mut accepted_per_trip = vec![0u64; drivers];
-    for r in &driver_reports {
+    let mut accepted_stamps: Vec<HashSet<i64>> = vec![HashSet::new(); drivers];
+    for r in &mut driver_reports {
+        if let Some(set) = accepted_stamps.get_mut(r.local) {
+            set.extend(r.accepted_stamps.drain(..));
+        }
         p.sent += r.sent;
         p.accepted += r.accepted;
         p.ack_errors.merge(&r.errors);
@@ -221,6 +226,7 @@ pub(super) async fn run_local(
     }
     let mut disconnects = Tally::default();
     let subscribers = &mut p.subscribers;
+    let (matched_total, unexpected_total) = (&mut p.matched, &mut p.unexpected);
     let _ = tokio::time::timeout(Duration::from_secs(5), async {
         while let Some(joined) = passenger_tasks.join_next().await {
             let Ok(r) = joined else { continue };
@@ -228,7 +234,15 @@ pub(super) async fn run_local(
                 disconnects.add(&format!("passenger:{code}"));
             }
             if let Some(received) = r.received {
-                subscribers.add(accepted_per_trip.get(r.trip).copied().unwrap_or(0), received);
+                // Deliveries count when they match an accepted update of the trip, once each;
+                // the rest (updates refused or unacknowledged yet written, duplicates) apart.
+                let accepted = accepted_stamps.get(r.trip);
+                let matched: HashSet<i64> =
+                    r.delivered.iter().copied().filter(|t| accepted.is_some_and(|a| a.contains(t))).collect();
+                let matched = u64::try_from(matched.len()).unwrap_or(u64::MAX);
+                *matched_total += matched;
+                *unexpected_total += received.saturating_sub(matched);
+                subscribers.add(accepted_per_trip.get(r.trip).copied().unwrap_or(0), matched);
             }
         }
         while driver_tasks.join_next().await.is_some() {}

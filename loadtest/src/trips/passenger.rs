@@ -29,6 +29,8 @@ pub(super) struct PassengerReport {
     pub(super) trip: usize,
     /// `None` when setup failed (the passenger expected nothing).
     pub(super) received: Option<u64>,
+    /// The `updatedAt` (µs) of each delivery of its trip, to match against accepted updates.
+    pub(super) delivered: Vec<i64>,
     pub(super) disconnect: Option<String>,
 }
 
@@ -50,7 +52,7 @@ pub(super) async fn passenger_task(
     shared: Arc<Shared>,
     stop: CancellationToken,
 ) -> PassengerReport {
-    let mut report = PassengerReport { trip: plan.trip, received: None, disconnect: None };
+    let mut report = PassengerReport { trip: plan.trip, received: None, delivered: Vec::new(), disconnect: None };
     if plan.polling {
         if let Some(client) = setup_polling(&plan, &ready, &stop).await {
             listen_polling(client, &plan, &shared, &stop, &mut report).await;
@@ -75,7 +77,7 @@ pub(super) async fn passenger_task(
     }
     drop(ready);
 
-    let mut seen = Seen { received: 0, last_us: i64::MIN };
+    let mut seen = Seen { received: 0, last_us: i64::MIN, delivered: Vec::new() };
     let listen = async {
         loop {
             let frame = client.recv_frame().await?;
@@ -98,6 +100,7 @@ pub(super) async fn passenger_task(
         Some(Ok(())) => {}
     }
     report.received = Some(seen.received);
+    report.delivered = seen.delivered;
     report
 }
 
@@ -138,7 +141,7 @@ async fn listen_polling(
     stop: &CancellationToken,
     report: &mut PassengerReport,
 ) {
-    let mut seen = Seen { received: 0, last_us: i64::MIN };
+    let mut seen = Seen { received: 0, last_us: i64::MIN, delivered: Vec::new() };
     let listen = async {
         loop {
             for incoming in client.poll().await? {
@@ -155,12 +158,14 @@ async fn listen_polling(
         Some(Ok(())) => {}
     }
     report.received = Some(seen.received);
+    report.delivered = seen.delivered;
 }
 
 /// What one passenger has seen so far.
 struct Seen {
     received: u64,
     last_us: i64,
+    delivered: Vec<i64>,
 }
 
 impl Seen {
@@ -195,6 +200,7 @@ impl Seen {
         bump(&shared.progress.received);
         self.received += 1;
         let at_us = at.timestamp_micros();
+        self.delivered.push(at_us);
         if at_us <= self.last_us {
             shared.out_of_order.fetch_add(1, Ordering::Relaxed);
         }

@@ -66,6 +66,11 @@ pub struct Partial {
     pub ack_errors: Tally,
     pub expected: u64,
     pub received: u64,
+    /// Deliveries matched to an accepted update of their trip (each update once per subscriber).
+    pub matched: u64,
+    /// Deliveries of updates not acknowledged as accepted (refused, or written although their
+    /// ack timed out) and duplicates.
+    pub unexpected: u64,
     pub out_of_order: u64,
     pub foreign: u64,
     pub unparsable: u64,
@@ -95,6 +100,8 @@ impl Partial {
             ack_errors: Tally::default(),
             expected: 0,
             received: 0,
+            matched: 0,
+            unexpected: 0,
             out_of_order: 0,
             foreign: 0,
             unparsable: 0,
@@ -122,6 +129,8 @@ impl Partial {
         self.ack_errors.merge(&o.ack_errors);
         self.expected += o.expected;
         self.received += o.received;
+        self.matched += o.matched;
+        self.unexpected += o.unexpected;
         self.out_of_order += o.out_of_order;
         self.foreign += o.foreign;
         self.unparsable += o.unparsable;
@@ -162,7 +171,10 @@ pub struct TripReport {
     pub ack_errors: Tally,
     pub expected_deliveries: u64,
     pub received_deliveries: u64,
+    /// Distinct deliveries of accepted updates ÷ expected (accepted updates × subscribers).
     pub delivery_ratio: Option<f64>,
+    /// Received deliveries that match no accepted update (see [`Partial::unexpected`]).
+    pub unexpected_deliveries: u64,
     pub deliveries_per_s: f64,
     pub subscribers: Subscribers,
     pub out_of_order: u64,
@@ -211,7 +223,8 @@ impl TripReport {
             ack_errors: p.ack_errors,
             expected_deliveries: p.expected,
             received_deliveries: p.received,
-            delivery_ratio: stats::delivery_ratio(p.expected, p.received),
+            delivery_ratio: stats::delivery_ratio(p.expected, p.matched),
+            unexpected_deliveries: p.unexpected,
             deliveries_per_s: stats::per_second(p.received, window),
             subscribers: p.subscribers,
             out_of_order: p.out_of_order,
@@ -254,10 +267,11 @@ impl TripReport {
         }
         let ratio = r.delivery_ratio.map_or_else(|| "n/a".to_owned(), |v| format!("{v:.6}"));
         println!(
-            "deliveries      expected {}  received {}  ratio {ratio}  ({:.0}/s; out of order {}, other trips {}, unparsable {})",
+            "deliveries      expected {}  received {}  ratio {ratio}  ({:.0}/s; of unacknowledged updates or repeated {}, out of order {}, other trips {}, unparsable {})",
             r.expected_deliveries,
             r.received_deliveries,
             r.deliveries_per_s,
+            r.unexpected_deliveries,
             r.out_of_order,
             r.foreign_trip,
             r.unparsable
@@ -307,7 +321,10 @@ mod tests {
         a.sent = 100;
         a.accepted = 90;
         a.expected = 270;
-        a.received = 270;
+        // 270 deliveries of accepted updates plus 2 of updates whose ack was an error.
+        a.received = 272;
+        a.matched = 270;
+        a.unexpected = 2;
         a.window_s = 10.0;
         a.e2e.0.record(2_000).expect("in range");
         let mut b = a.clone();
@@ -327,8 +344,9 @@ mod tests {
         let r = TripReport::new(labels, a);
         assert_eq!(r.achieved_rate, 20.0);
         assert_eq!(r.accepted_rate, 18.0);
-        assert_eq!(r.delivery_ratio, Some(1.0));
-        assert_eq!(r.deliveries_per_s, 54.0);
+        assert_eq!(r.delivery_ratio, Some(1.0), "extra deliveries do not raise the ratio");
+        assert_eq!(r.unexpected_deliveries, 4);
+        assert_eq!(r.deliveries_per_s, 54.4);
         assert_eq!(r.e2e_ms.count, 2);
         assert_eq!(r.ack_errors.total(), 1);
     }
