@@ -171,6 +171,27 @@ impl Harness {
         .expect("insert booking");
     }
 
+    /// Runs one statement with `trip` as `$1` on the test database.
+    pub async fn exec_on_trip(&self, sql: &'static str, trip: &str) {
+        match &self.db {
+            Db::Pg(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
+            Db::Sqlite(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
+        }
+        .expect("statement");
+    }
+
+    /// A trip driven by `d1`, a driver socket on node A and a subscribed passenger `p1` on
+    /// node B.
+    pub async fn watched_trip(&self) -> (String, Client, Client) {
+        let trip = unique("t");
+        self.insert_trip("default", &trip, Some("d1")).await;
+        self.insert_booking("default", &trip, "p1").await;
+        let driver = Client::connect(&self.a(), &token("d1", "DRIVER")).await;
+        let passenger = Client::connect(&self.b(), &token("p1", "PASSENGER")).await;
+        assert_ok(&passenger.ack("passenger:subscribe", serde_json::json!({ "tripId": trip })).await);
+        (trip, driver, passenger)
+    }
+
     /// Stops every node and removes the test database.
     pub async fn stop(mut self) {
         for n in self.nodes.drain(..) {

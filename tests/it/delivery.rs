@@ -156,12 +156,7 @@ async fn every_accepted_update_of_a_burst_reaches_the_subscriber(mode: Mode) {
         ],
     )
     .await;
-    let trip = unique("t");
-    h.insert_trip("default", &trip, Some("d1")).await;
-    h.insert_booking("default", &trip, "p1").await;
-    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
-    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
-    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let (trip, driver, mut passenger) = h.watched_trip().await;
     // 200 updates back to back (no waiting for acks; the limits above accept them all),
     // then one acknowledged update, which is delivered after them.
     for i in 0..200u32 {

@@ -59,12 +59,7 @@ async fn redis_outage_degrades_then_recovers_without_restart() {
     let mut redis = PrivateRedis::start(port, &dir);
     let url = format!("redis://127.0.0.1:{port}");
     let h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
-    let trip = unique("t");
-    h.insert_trip("default", &trip, Some("d1")).await;
-    h.insert_booking("default", &trip, "p1").await;
-    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
-    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
-    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let (trip, driver, mut passenger) = h.watched_trip().await;
     assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
     passenger.expect("server:location:update", "before the outage").await;
 

@@ -146,7 +146,7 @@ async fn a_reassigned_trip_is_seen_once_the_membership_cache_refreshes(mode: Mod
     h.insert_trip("default", &trip, Some("d1")).await;
     let d1 = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
     assert_ok(&d1.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
-    exec_on_trip(&h, "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", &trip).await;
+    h.exec_on_trip("UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", &trip).await;
     // Served from the (possibly stale) cache meanwhile, never an error; then the refresh lands.
     let started = std::time::Instant::now();
     let mut refused = None;
@@ -165,15 +165,6 @@ async fn a_reassigned_trip_is_seen_once_the_membership_cache_refreshes(mode: Mod
     h.stop().await;
 }
 
-/// Runs one statement with `trip` as `$1` on the harness database.
-async fn exec_on_trip(h: &Harness, sql: &'static str, trip: &str) {
-    match &h.db {
-        fleetcast::store::Db::Pg(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
-        fleetcast::store::Db::Sqlite(p) => sqlx::query(sql).bind(trip).execute(p).await.map(|_| ()),
-    }
-    .expect("statement");
-}
-
 /// Cache entries that expire together are re-read together (one batched query): every one
 /// of them sees its change, a deleted trip included, and none is answered with an error
 /// while the refresh is under way.
@@ -188,9 +179,9 @@ async fn trips_expiring_together_are_all_refreshed(mode: Mode) {
         assert_ok(&d1.ack("driver:location:update", json!({ "tripId": t, "lat": 1, "lng": 1 })).await);
     }
     for t in &trips[1..] {
-        exec_on_trip(&h, "UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", t).await;
+        h.exec_on_trip("UPDATE trips SET driver_id = 'd2' WHERE tenant = 'default' AND id = $1", t).await;
     }
-    exec_on_trip(&h, "DELETE FROM trips WHERE tenant = 'default' AND id = $1", &trips[0]).await;
+    h.exec_on_trip("DELETE FROM trips WHERE tenant = 'default' AND id = $1", &trips[0]).await;
     tokio::time::sleep(Duration::from_millis(350)).await;
     // All entries are past their TTL now: each update is served stale or already refused.
     let started = std::time::Instant::now();
