@@ -8,7 +8,7 @@ use std::sync::Arc;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
-use crate::config::{Config, JwtAlgorithm};
+use crate::config::{Config, ConfigError, JwtAlgorithm};
 use crate::domain::{Role, Tenant, UserId, valid_id};
 
 /// Why a token was refused; the variant names the contract code.
@@ -64,6 +64,10 @@ struct RawRoomClaims {
     tenant: Option<String>,
 }
 
+fn key_error(reason: impl Into<String>) -> ConfigError {
+    ConfigError { field: "jwt-public-key-file", reason: reason.into() }
+}
+
 /// Verifies user and room tokens with the configured key. Cheap to clone.
 #[derive(Clone)]
 pub struct Verifier {
@@ -77,24 +81,22 @@ struct VerifierInner {
 
 impl Verifier {
     /// Builds the verifier from the config; reads the public key file for RS256/ES256.
-    pub fn from_config(cfg: &Config) -> anyhow::Result<Self> {
+    pub fn from_config(cfg: &Config) -> Result<Self, ConfigError> {
         let (alg, key) = match cfg.jwt_algorithm {
             JwtAlgorithm::Hs256 => (Algorithm::HS256, DecodingKey::from_secret(cfg.hs256_secret().as_bytes())),
             JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
                 let path = cfg
                     .jwt_public_key_file
                     .as_ref()
-                    .ok_or_else(|| anyhow::anyhow!("invalid configuration: jwt-public-key-file: required"))?;
-                let pem = std::fs::read(path).map_err(|e| {
-                    anyhow::anyhow!("invalid configuration: jwt-public-key-file: {}: {e}", path.display())
-                })?;
+                    .ok_or_else(|| key_error("required"))?;
+                let pem = std::fs::read(path).map_err(|e| key_error(format!("{}: {e}", path.display())))?;
                 if cfg.jwt_algorithm == JwtAlgorithm::Rs256 {
                     let key = DecodingKey::from_rsa_pem(&pem)
-                        .map_err(|e| anyhow::anyhow!("invalid configuration: jwt-public-key-file: {e}"))?;
+                        .map_err(|e| key_error(e.to_string()))?;
                     (Algorithm::RS256, key)
                 } else {
                     let key = DecodingKey::from_ec_pem(&pem)
-                        .map_err(|e| anyhow::anyhow!("invalid configuration: jwt-public-key-file: {e}"))?;
+                        .map_err(|e| key_error(e.to_string()))?;
                     (Algorithm::ES256, key)
                 }
             }
@@ -312,7 +314,7 @@ impl Tickets {
     }
 
     /// The ticket token of a booking.
-    pub fn sign(&self, tenant: &Tenant, booking: &str, trip: &str) -> anyhow::Result<String> {
+    pub fn sign(&self, tenant: &Tenant, booking: &str, trip: &str) -> Result<String, jsonwebtoken::errors::Error> {
         let t = Ticket {
             typ: "ticket".into(),
             bid: booking.into(),
@@ -320,7 +322,7 @@ impl Tickets {
             tenant: tenant.0.clone(),
             iat: chrono::Utc::now().timestamp(),
         };
-        Ok(jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &t, &self.inner.0)?)
+        jsonwebtoken::encode(&jsonwebtoken::Header::new(Algorithm::HS256), &t, &self.inner.0)
     }
 
     /// The ticket, if `token` is one signed with the ticket secret.

@@ -149,6 +149,40 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_IN_PROCESS_WORKER")]
     pub in_process_worker: bool,
 
+    /// Snapshot batches the in-process worker writes at once.
+    #[arg(long, env = "FLEETCAST_WORKER_CONCURRENCY", default_value_t = 2)]
+    pub worker_concurrency: usize,
+
+    /// Safety-net poll interval of the in-process worker (LISTEN/NOTIFY wakes it sooner).
+    #[arg(long, env = "FLEETCAST_WORKER_POLL_MS", default_value_t = 200)]
+    pub worker_poll_ms: u64,
+
+    /// Offer deadlines this node handles at once (every node consumes the deadline queue).
+    #[arg(long, env = "FLEETCAST_OFFER_DEADLINE_CONCURRENCY", default_value_t = 4)]
+    pub offer_deadline_concurrency: usize,
+
+    /// Poll interval of the offer-deadline queue: a deadline runs at most about this late.
+    #[arg(long, env = "FLEETCAST_OFFER_DEADLINE_POLL_MS", default_value_t = 1_000)]
+    pub offer_deadline_poll_ms: u64,
+
+    /// First retry delay of a failed job of this node's queues; doubles with each attempt
+    /// up to 5 minutes.
+    #[arg(long, env = "FLEETCAST_JOB_RETRY_BASE_MS", default_value_t = 1_000)]
+    pub job_retry_base_ms: u64,
+
+    /// How often done jobs of this node's queues are purged.
+    #[arg(long, env = "FLEETCAST_JOB_PURGE_EVERY_SECS", default_value_t = 60)]
+    pub job_purge_every_secs: u64,
+
+    /// Age after which done jobs are purged.
+    #[arg(long, env = "FLEETCAST_JOB_PURGE_AFTER_SECS", default_value_t = 600)]
+    pub job_purge_after_secs: u64,
+
+    /// Heartbeat of this node's job consumers; jobs held by a consumer silent for two
+    /// heartbeats (a crashed node) go back to the queue.
+    #[arg(long, env = "FLEETCAST_JOB_HEARTBEAT_MS", default_value_t = 5_000)]
+    pub job_heartbeat_ms: u64,
+
     /// Recoverable events kept per room for replay after a reconnect.
     #[arg(long, env = "FLEETCAST_HISTORY_MAX_EVENTS", default_value_t = 100)]
     pub history_max_events: usize,
@@ -417,9 +451,6 @@ impl Config {
     }
 
     /// History bounds of the engine.
-    pub fn history_limits(&self) -> crate::engine::HistoryLimits {
-        crate::engine::HistoryLimits { max_events: self.history_max_events, window_ms: self.history_window_ms }
-    }
 
     /// Heartbeat interval as a `Duration`.
     pub fn node_heartbeat(&self) -> Duration {

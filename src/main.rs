@@ -29,5 +29,6 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown signal received");
         trigger.cancel();
     });
-    fleetcast::run(cfg, shutdown).await
+    fleetcast::run(cfg, shutdown).await?;
+    Ok(())
 }

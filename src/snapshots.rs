@@ -1,13 +1,11 @@
-//! The durable path of sampled locations (CONTRACT §5), node side and write side.
-//!
-//! Node side: [`Sampler`] gathers sampled rows in a bounded buffer and hands them to the job
+//! The node side of the durable path of sampled locations (CONTRACT §5): [`Sampler`]
+//! gathers sampled rows in a bounded buffer and hands them to the job
 //! queue as one job per batch (at most every flush interval, or sooner when a batch is
 //! full). While the database is unreachable the buffer keeps the rows and the flusher
 //! retries with a growing delay; past the buffer bound the oldest rows are dropped, counted
 //! in `fleetcast_snapshot_rows_dropped_total` and logged. Graceful shutdown flushes.
 //!
-//! Write side: [`write_batch`] inserts a batch in one statement, idempotent on
-//! `(tenant, driver_id, recorded_at)`, so a replayed job writes nothing twice.
+//! The write side is `store::snapshots`, run by the worker.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -16,47 +14,14 @@ use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::jobs::{JobQueue, SnapshotBatch, SnapshotRow};
-use crate::store::Db;
+use crate::domain::{Location, Tenant, TripId};
+use crate::jobs::{JobError, JobQueue, SnapshotBatch};
+use crate::store::snapshots::SnapshotRow;
 
 /// Longest wait between two flush attempts while the database is away.
 const MAX_RETRY_DELAY: Duration = Duration::from_secs(10);
 
 /// Gathers sampled snapshots and pushes them as batch jobs.
-/// A stored live `Location`, read back for the final snapshot of a trip.
-#[derive(serde::Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct StoredLocation {
-    trip_id: Option<String>,
-    lat: f64,
-    lng: f64,
-    speed: Option<f64>,
-    heading: Option<f64>,
-    accuracy: Option<f64>,
-    updated_at: String,
-}
-
-/// The snapshot row of a stored live `Location` JSON of `driver` at the end of `trip`.
-pub fn row_from_location(tenant: &crate::domain::Tenant, driver: &str, trip: &str, json: &str) -> Option<SnapshotRow> {
-    match serde_json::from_str::<StoredLocation>(json) {
-        Ok(l) => Some(SnapshotRow {
-            tenant: tenant.0.clone(),
-            driver_id: driver.to_string(),
-            trip_id: l.trip_id.or_else(|| Some(trip.to_string())),
-            lat: l.lat,
-            lng: l.lng,
-            speed: l.speed,
-            heading: l.heading,
-            accuracy: l.accuracy,
-            recorded_at: crate::jobs::snapshot_time(&l.updated_at),
-        }),
-        Err(e) => {
-            tracing::error!(error = %e, "stored location unreadable");
-            None
-        }
-    }
-}
-
 pub struct Sampler {
     queue: JobQueue,
     /// Rows waiting for a job. Bounded by `capacity`; the lock is never held across
@@ -86,6 +51,16 @@ impl Sampler {
         self.buffer.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// Queues a sampled position for the next batch; never blocks.
+    pub fn offer_location(&self, tenant: &Tenant, location: &Location) {
+        self.offer(SnapshotRow::from_location(tenant, location));
+    }
+
+    /// Queues a trip's last position as its final snapshot (CONTRACT §5 "one at trip end").
+    pub fn offer_final(&self, tenant: &Tenant, driver: &str, trip: &TripId, location: &Location) {
+        self.offer(SnapshotRow::final_of_trip(tenant, driver, trip, location));
+    }
+
     /// Queues a row for the next batch; never blocks.
     pub fn offer(&self, row: SnapshotRow) {
         let len = {
@@ -110,7 +85,7 @@ impl Sampler {
     }
 
     /// Pushes one batch; on failure the rows go back to the front of the buffer.
-    async fn flush_once(&self) -> anyhow::Result<usize> {
+    async fn flush_once(&self) -> Result<usize, JobError> {
         let rows: Vec<SnapshotRow> = {
             let mut b = self.lock();
             let n = b.len().min(self.batch_rows);
@@ -179,67 +154,6 @@ impl Sampler {
     }
 }
 
-/// Writes a batch in one statement; returns the rows actually inserted (replays insert 0).
-pub async fn write_batch(db: &Db, batch: &SnapshotBatch) -> Result<u64, sqlx::Error> {
-    if batch.rows.is_empty() {
-        return Ok(0);
-    }
-    match db {
-        Db::Pg(p) => {
-            let r = &batch.rows;
-            let col = |f: fn(&SnapshotRow) -> String| r.iter().map(f).collect::<Vec<String>>();
-            let opt = |f: fn(&SnapshotRow) -> Option<f64>| r.iter().map(f).collect::<Vec<Option<f64>>>();
-            let res = sqlx::query(
-                "INSERT INTO location_snapshots \
-                   (tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at) \
-                 SELECT t, d, tr, la, ln, sp, hd, ac, ra::timestamptz FROM UNNEST( \
-                   $1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
-                   $6::float8[], $7::float8[], $8::float8[], $9::text[]) \
-                   AS u(t, d, tr, la, ln, sp, hd, ac, ra) \
-                 ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING",
-            )
-            .bind(col(|x| x.tenant.clone()))
-            .bind(col(|x| x.driver_id.clone()))
-            .bind(r.iter().map(|x| x.trip_id.clone()).collect::<Vec<Option<String>>>())
-            .bind(r.iter().map(|x| x.lat).collect::<Vec<f64>>())
-            .bind(r.iter().map(|x| x.lng).collect::<Vec<f64>>())
-            .bind(opt(|x| x.speed))
-            .bind(opt(|x| x.heading))
-            .bind(opt(|x| x.accuracy))
-            .bind(col(|x| x.recorded_at.clone()))
-            .execute(p)
-            .await?;
-            Ok(res.rows_affected())
-        }
-        Db::Sqlite(p) => {
-            let mut tx = p.begin().await?;
-            let mut inserted = 0;
-            // 9 parameters a row; 500 rows stay far below SQLite's variable limit.
-            for chunk in batch.rows.chunks(500) {
-                let mut qb = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-                    "INSERT INTO location_snapshots \
-                     (tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at) ",
-                );
-                qb.push_values(chunk, |mut b, x| {
-                    b.push_bind(&x.tenant)
-                        .push_bind(&x.driver_id)
-                        .push_bind(&x.trip_id)
-                        .push_bind(x.lat)
-                        .push_bind(x.lng)
-                        .push_bind(x.speed)
-                        .push_bind(x.heading)
-                        .push_bind(x.accuracy)
-                        .push_bind(&x.recorded_at);
-                });
-                qb.push(" ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING");
-                inserted += qb.build().execute(&mut *tx).await?.rows_affected();
-            }
-            tx.commit().await?;
-            Ok(inserted)
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -261,7 +175,7 @@ mod tests {
     #[tokio::test]
     async fn an_unreachable_database_keeps_rows_bounded_and_newest_first_out_last() {
         // Nothing listens on port 1: every push fails at once.
-        let db = Db::connect("postgres://postgres@127.0.0.1:1/none", 1).await.expect("lazy pool");
+        let db = crate::store::Db::connect("postgres://postgres@127.0.0.1:1/none", 1).await.expect("lazy pool");
         let sampler = Sampler::new(JobQueue::new(db, 3), 2, 4, Duration::from_millis(10));
         for i in 0..6 {
             sampler.offer(row(i));

@@ -5,24 +5,55 @@
 use std::fmt;
 use std::str::FromStr;
 
-pub mod access;
+use serde::{Deserialize, Serialize};
+
 pub mod rides;
+pub mod rooms;
+
+pub use rooms::RoomKey;
 
 /// Tenant id. Every key, room and query carries one.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct Tenant(pub String);
 
 /// User id (`sub`); a driver's id is its user id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct UserId(pub String);
 
 /// Trip id.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
 pub struct TripId(pub String);
 
 impl fmt::Display for TripId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+/// An event id: `"<milliseconds>-<sequence>"` (a Redis stream id; the memory engine makes
+/// the same form), strictly increasing within a room. Ordered by (ms, seq).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    /// Milliseconds since the epoch.
+    pub ms: u64,
+    /// Sequence within the millisecond.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// Parses `"<ms>-<seq>"`.
+    pub fn parse(s: &str) -> Option<Self> {
+        let (ms, seq) = s.split_once('-')?;
+        Some(Self { ms: ms.parse().ok()?, seq: seq.parse().ok()? })
+    }
+}
+
+impl std::fmt::Display for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
     }
 }
 
@@ -116,22 +147,32 @@ impl FromStr for DriverStatus {
     }
 }
 
-/// A validated position report of one driver.
-#[derive(Debug, Clone, PartialEq)]
-pub struct LocationFix {
+/// A driver's validated position: the contract's `Location` (CONTRACT §2). The one shape of
+/// a position: what the engine stores as the latest value and returns, what
+/// `server:location:update` carries (stamped), and what a snapshot row is made from. Its
+/// serde form is the stored and published JSON (`tripId`, `driverId`, `lat`, `lng`,
+/// `speed`, `heading`, `accuracy`, `updatedAt`; absent options left out).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Location {
     /// Trip the driver reports for, already checked to be the driver's trip.
+    #[serde(rename = "tripId", default, skip_serializing_if = "Option::is_none")]
     pub trip: Option<TripId>,
     /// The driver.
+    #[serde(rename = "driverId")]
     pub driver: UserId,
     /// Latitude in [-90, 90].
     pub lat: f64,
     /// Longitude in [-180, 180].
     pub lng: f64,
     /// Speed ≥ 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub speed: Option<f64>,
     /// Heading in [0, 360).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub heading: Option<f64>,
     /// Accuracy ≥ 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accuracy: Option<f64>,
     /// When the position was taken (the driver's timestamp, or receipt time), ISO-8601.
     pub updated_at: String,

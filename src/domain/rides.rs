@@ -1,6 +1,7 @@
 //! Rules of the ride domain (CONTRACT §4 "Trips and bookings", §2 offers): trip and
 //! booking statuses, the trip status machine, who may create which trip, offer urgency and
-//! distance. Pure functions; the database and the events are in `rides`.
+//! distance. Pure types and functions; the database is in `store`, the flows and their events in
+//! `flows`.
 
 use std::str::FromStr;
 
@@ -105,6 +106,105 @@ impl FromStr for TripType {
             "SHARED" => Ok(TripType::Shared),
             _ => Err(()),
         }
+    }
+}
+
+/// A place: name and position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Place {
+    /// Display name.
+    pub name: String,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lng: f64,
+}
+
+/// A validated trip to create (the edge checked every field; the flow checks who may).
+#[derive(Debug, Clone)]
+pub struct TripPlan {
+    /// Title.
+    pub title: String,
+    /// `PRIVATE` or `SHARED`.
+    pub trip_type: TripType,
+    /// `DRAFT` or `PUBLISHED`.
+    pub status: TripStatus,
+    /// Start.
+    pub origin: Place,
+    /// End.
+    pub dest: Place,
+    /// ISO-8601 UTC, milliseconds.
+    pub departure_time: String,
+    /// Seats for sale.
+    pub total_seats: i32,
+    /// Price of one seat.
+    pub price_per_seat: f64,
+    /// Currency code.
+    pub currency: String,
+    /// Driver earnings shown in offers.
+    pub estimated_earnings: f64,
+}
+
+/// A validated booking request.
+#[derive(Debug, Clone)]
+pub struct BookingRequest {
+    /// The trip.
+    pub trip_id: String,
+    /// Seats.
+    pub seats: i32,
+    /// Where to pick the passenger up.
+    pub pickup_point: Option<String>,
+    /// Where to drop the passenger.
+    pub drop_point: Option<String>,
+}
+
+/// Largest `maxDistance` a driver may set, km; also the least radius searched, so that a
+/// driver whose own distance exceeds the round's radius is still found.
+pub const MAX_FILTER_KM: f64 = 200.0;
+
+/// A driver's offer filters (`driver:subscribe {filters}`); its serde form is also how the
+/// engine stores them.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Filters {
+    /// Farthest trip origin accepted, km.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_distance: Option<f64>,
+    /// Least earnings accepted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_earnings: Option<f64>,
+    /// Trip types accepted (`PRIVATE`, `SHARED`); absent = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trip_types: Option<Vec<String>>,
+}
+
+impl Filters {
+    /// Checks ranges and names.
+    pub fn validate(&self) -> Result<(), crate::domain::Invalid> {
+        use crate::domain::Invalid;
+        if let Some(d) = self.max_distance
+            && !(d.is_finite() && d > 0.0 && d <= MAX_FILTER_KM)
+        {
+            return Err(Invalid(format!("filters.maxDistance must be in (0, {MAX_FILTER_KM}] km")));
+        }
+        if let Some(e) = self.min_earnings
+            && !(e.is_finite() && e >= 0.0)
+        {
+            return Err(Invalid("filters.minEarnings must be a number ≥ 0".into()));
+        }
+        if let Some(types) = &self.trip_types
+            && (types.len() > 2 || types.iter().any(|t| t != "PRIVATE" && t != "SHARED"))
+        {
+            return Err(Invalid("filters.tripTypes must list PRIVATE and/or SHARED".into()));
+        }
+        Ok(())
+    }
+
+    /// Whether a trip of `trip_type` at `distance_km` paying `earnings` passes.
+    pub fn admits(&self, trip_type: &str, distance_km: f64, round_radius: f64, earnings: f64) -> bool {
+        distance_km <= self.max_distance.unwrap_or(round_radius)
+            && self.min_earnings.is_none_or(|m| earnings >= m)
+            && self.trip_types.as_ref().is_none_or(|t| t.iter().any(|x| x == trip_type))
     }
 }
 
@@ -232,6 +332,21 @@ mod tests {
         assert!(a.starts_with("FC-"));
         let many: std::collections::HashSet<String> = (0..1_000).map(|_| reference_code()).collect();
         assert_eq!(many.len(), 1_000);
+    }
+
+    #[test]
+    fn filters_are_checked() {
+        assert!(Filters::default().validate().is_ok());
+        let f = |d: Option<f64>, e: Option<f64>, t: Option<Vec<&str>>| Filters {
+            max_distance: d,
+            min_earnings: e,
+            trip_types: t.map(|v| v.into_iter().map(String::from).collect()),
+        };
+        assert!(f(Some(5.0), Some(10.0), Some(vec!["PRIVATE"])).validate().is_ok());
+        assert!(f(Some(0.0), None, None).validate().is_err());
+        assert!(f(Some(f64::NAN), None, None).validate().is_err());
+        assert!(f(None, Some(-1.0), None).validate().is_err());
+        assert!(f(None, None, Some(vec!["BUS"])).validate().is_err());
     }
 
     #[test]

@@ -6,7 +6,7 @@
 //! `a` + `b:c` can never name the same key.
 
 use crate::domain::{Tenant, TripId, UserId};
-use crate::engine::RoomKey;
+use crate::domain::RoomKey;
 
 /// Key and channel builder for one prefix.
 #[derive(Clone, Debug)]
@@ -42,7 +42,7 @@ impl Keys {
     pub fn room_from_channel(&self, channel: &str) -> Option<RoomKey> {
         let rest = channel.strip_prefix(&self.room_channel_prefix())?;
         let (tenant, name) = rest.split_once(':')?;
-        Some(RoomKey::new(&Tenant(unesc(tenant)), name))
+        Some(RoomKey::named(&Tenant(unesc(tenant)), name))
     }
 
     /// Bounded history of a room's recoverable events (stream; count-bounded, TTL = the

@@ -7,19 +7,20 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{
-    Candidate, Claim, Deliver, EventId, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite,
-    RoomKey, SlotKind, frame, with_event_id,
+use super::frame;
+use super::types::{
+    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, SlotKind,
+    with_event_id,
 };
-use crate::domain::{Tenant, TripId, UserId};
+use crate::domain::{EventId, Location, RoomKey, Tenant, TripId, UserId};
 use crate::error::Result;
 
 type Key = (String, String);
 
 #[derive(Default)]
 struct State {
-    driver_loc: HashMap<Key, (Instant, String)>,
-    trip_loc: HashMap<Key, (Instant, String)>,
+    driver_loc: HashMap<Key, (Instant, Location)>,
+    trip_loc: HashMap<Key, (Instant, Location)>,
     windows: HashMap<Key, VecDeque<Instant>>,
     snapshot_marks: HashMap<Key, Instant>,
     /// Live driver positions by tenant, the embedded GEO index.
@@ -163,9 +164,9 @@ impl MemoryEngine {
             }
             window.push_back(now);
             let expiry = now + Duration::from_millis(l.ttl_ms);
-            s.driver_loc.insert(dkey.clone(), (expiry, w.location_json.to_string()));
+            s.driver_loc.insert(dkey.clone(), (expiry, w.fix.clone()));
             if let Some(trip) = &w.fix.trip {
-                s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.location_json.to_string()));
+                s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.fix.clone()));
             }
             s.geo
                 .entry(w.tenant.0.clone())
@@ -186,12 +187,12 @@ impl MemoryEngine {
         Ok(LocationOutcome::Accepted { sampled })
     }
 
-    pub(super) async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<String>> {
+    pub(super) async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<Location>> {
         let s = self.lock();
         Ok(s.trip_loc.get(&key(tenant, &trip.0)).filter(|(exp, _)| *exp > Instant::now()).map(|(_, j)| j.clone()))
     }
 
-    pub(super) async fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> Result<Option<String>> {
+    pub(super) async fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> Result<Option<Location>> {
         let s = self.lock();
         Ok(s.driver_loc.get(&key(tenant, &driver.0)).filter(|(exp, _)| *exp > Instant::now()).map(|(_, j)| j.clone()))
     }

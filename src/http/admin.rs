@@ -12,19 +12,21 @@ use axum::extract::State;
 use serde_json::{Value, json};
 
 use super::auth::Caller;
-use crate::App;
+use crate::app::App;
 use crate::domain::Role;
 use crate::error::{Error, Result};
+use crate::flows::stats::{NodeStats, node_stats};
+use crate::jobs::SNAPSHOT_QUEUE;
 
 /// A node's figures for one tenant.
-fn node_view(stats: &Value, tenant: &str) -> Value {
-    let t = &stats["tenants"][tenant];
+fn node_view(stats: &NodeStats, tenant: &str) -> Value {
+    let t = stats.tenants.get(tenant).cloned().unwrap_or_default();
     json!({
-        "id": stats["node"],
-        "uptimeSecs": stats["uptimeSecs"],
-        "connections": t["connections"].as_u64().unwrap_or(0),
-        "sseStreams": t["sseStreams"].as_u64().unwrap_or(0),
-        "activeTrips": t["activeTrips"].as_array().cloned().unwrap_or_default(),
+        "id": stats.node,
+        "uptimeSecs": stats.uptime_secs,
+        "connections": t.connections,
+        "sseStreams": t.sse_streams,
+        "activeTrips": t.active_trips,
     })
 }
 
@@ -45,27 +47,25 @@ fn redis_view(info: &str) -> Value {
 /// `GET /api/v1/admin/stats`.
 #[utoipa::path(get, path = "/api/v1/admin/stats", tag = "operations",
     responses((status = 200, description = "this node and the cluster, for the caller's tenant"),
-        (status = 401, body = super::rides::ErrorBody), (status = 403, body = super::rides::ErrorBody)),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn stats(State(app): State<Arc<App>>, who: Caller) -> Result<Json<Value>> {
     if who.0.role != Role::Admin {
         return Err(Error::Forbidden);
     }
     let tenant = who.0.tenant.0.as_str();
-    let me = node_view(&crate::node_stats(&app, 0), tenant);
+    let me = node_view(&node_stats(&app), tenant);
     let mut nodes: Vec<Value> = app
         .engine
         .cluster_nodes()
         .await?
         .iter()
-        .filter_map(|j| serde_json::from_str::<Value>(j).ok())
-        .filter(|v| v["node"] != json!(app.node_id))
-        .map(|v| node_view(&v, tenant))
+        .filter_map(|j| serde_json::from_str::<NodeStats>(j).ok())
+        .filter(|n| n.node != app.node_id)
+        .map(|n| node_view(&n, tenant))
         .collect();
     // This node's own figures are current, not its last heartbeat's.
-    let mut mine = me.clone();
-    mine["uptimeSecs"] = json!(null);
-    nodes.push(mine);
+    nodes.push(me.clone());
     nodes.sort_by(|a, b| a["id"].as_str().cmp(&b["id"].as_str()));
     let sum = |k: &str| nodes.iter().map(|n| n[k].as_u64().unwrap_or(0)).sum::<u64>();
     let trips: BTreeSet<String> = nodes
@@ -75,7 +75,7 @@ pub async fn stats(State(app): State<Arc<App>>, who: Caller) -> Result<Json<Valu
         .collect();
     let live_drivers = app.engine.live_drivers(&who.0.tenant, app.cfg.location_ttl_ms).await?;
     let redis = app.engine.server_info().await?.map(|i| redis_view(&i));
-    let depth = crate::worker::queue_depth(&app.db).await.map_err(Error::from)?;
+    let depth = app.db.queue_depth(SNAPSHOT_QUEUE).await.map_err(Error::from)?;
     Ok(Json(json!({
         "node": me,
         "cluster": {

@@ -10,7 +10,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use crate::App;
+use crate::app::App;
 use crate::auth::{AuthError, Claims};
 
 /// The verified caller of an HTTP request.

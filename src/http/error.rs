@@ -7,6 +7,17 @@ use serde_json::json;
 
 use crate::error::Error;
 
+/// The contract's error body (for the OpenAPI document; responses are built below).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct ErrorBody {
+    /// `INVALID_PAYLOAD`, `NO_TOKEN`, `INVALID_TOKEN`, `FORBIDDEN`, `NOT_FOUND`, `CONFLICT`,
+    /// `NO_SEATS`, `INVALID_TRANSITION`, `RATE_LIMITED`, `UNAVAILABLE` or `INTERNAL`.
+    error: String,
+    /// What went wrong.
+    message: String,
+}
+
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let status = match &self {

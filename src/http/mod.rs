@@ -11,19 +11,17 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use serde_json::json;
 
-use crate::App;
+use crate::app::App;
 
 mod admin;
 pub mod auth;
-mod error;
+pub mod error;
 mod openapi;
 mod publish;
 mod rides;
 mod track;
 
-pub use rides::ErrorBody;
-
-/// Every HTTP route of the node.
+/// Every HTTP route of the node (the SSE streams are the `sse` edge's, merged by the node).
 pub fn routes() -> Router<Arc<App>> {
     Router::new()
         .route("/healthz", get(healthz))
@@ -31,7 +29,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/metrics", get(metrics))
         .route("/api/v1/trips/{id}/track", get(track::track))
         .route("/api/v1/emit", axum::routing::post(publish::emit))
-        .merge(sse_routes())
         .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
         .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
         .route("/api/trips", axum::routing::post(rides::create_trip))
@@ -44,23 +41,6 @@ pub fn routes() -> Router<Arc<App>> {
         .route("/api/passengers/bookings/{id}/cancel", axum::routing::post(rides::cancel_booking))
         .route("/api/openapi.json", get(openapi::document))
         .route("/api/v1/admin/stats", get(admin::stats))
-}
-
-/// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http
-/// skips `text/event-stream` by default for fear of buffering; its encoder flushes when
-/// the stream has nothing more to give, so events still leave at once (checked by a test
-/// that waits for 200 ms heartbeats through gzip).
-fn sse_routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/api/realtime/trip-status/{trip_id}", get(crate::sse::trip_status))
-        .route("/api/v1/realtime/orders/{id}/stream", get(crate::sse::order))
-        .route("/api/v1/realtime/runs/{id}/stream", get(crate::sse::run))
-        .route("/api/v1/realtime/drivers/{id}/location", get(crate::sse::driver_location))
-        .layer(
-            tower_http::compression::CompressionLayer::new()
-                .gzip(true)
-                .compress_when(tower_http::compression::predicate::SizeAbove::new(0)),
-        )
 }
 
 #[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]

@@ -14,18 +14,16 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use super::auth::Caller;
-use crate::App;
-use crate::domain::{Role, valid_id};
-use crate::engine::RoomKey;
+use crate::app::App;
+use crate::domain::rooms::Entity;
+use crate::domain::{RoomKey, UserId, valid_id};
 use crate::error::{Error, Result};
-use crate::fanout;
-use crate::socket::payload::{check_limits, room_name};
+use crate::events::{self, EntityUpdate, Published};
+use crate::flows::publish::{self, Emission, may_publish};
+use crate::limits::{check_json, room_name};
 
 /// Most rooms plus users one publish call may target.
 const MAX_TARGETS: usize = 1_000;
-
-/// Up to this many targets, a socket in several of them receives the event once.
-const DEDUP_ROOMS: usize = 64;
 
 /// `POST /api/v1/emit` body.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -60,90 +58,62 @@ pub struct TransportResult {
     error: Option<&'static str>,
 }
 
-fn publisher(who: &Caller) -> Result<()> {
-    match who.0.role {
-        Role::Service | Role::Admin => Ok(()),
-        _ => Err(Error::Forbidden),
-    }
-}
-
 /// Parses a JSON body within the payload limits; errors name the field.
 pub(super) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
     let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("body is not JSON: {e}")))?;
-    check_limits(&v, 1)?;
+    check_json(&v, 1)?;
     serde_path_to_error::deserialize(v).map_err(|e| Error::invalid(e.to_string()))
 }
 
-async fn emit_to(
-    app: &App,
-    tenant: &crate::domain::Tenant,
-    rooms: &[String],
-    event: &str,
-    payload: &Value,
-) -> (StatusCode, Json<EmissionResult>) {
-    let mut sent = true;
-    let mut error = None;
-    let keys: Vec<RoomKey> = rooms.iter().map(|name| RoomKey::new(tenant, name)).collect();
-    for (i, room) in keys.iter().enumerate() {
-        // A socket in several targeted rooms receives the event once: each room's frame
-        // skips the members of the rooms before it (bounded, as the frame carries them).
-        let before: Vec<&RoomKey> = if keys.len() <= DEDUP_ROOMS { keys[..i].iter().collect() } else { Vec::new() };
-        if let Err(e) = fanout::publish_recoverable_except(&app.engine, room, event, payload, &before).await {
-            // A failed emission never fails the request: it is reported and counted.
-            metrics::counter!("fleetcast_publish_failures_total").increment(1);
-            sent = false;
-            error = Some(e.code());
-        }
-    }
-    let mut connections = 0;
-    for name in rooms {
-        connections += crate::sse::cluster_count(app, &RoomKey::new(tenant, name)).await;
-    }
+/// The `EmissionResult` of an emission.
+fn result(e: Emission) -> (StatusCode, Json<EmissionResult>) {
     let result = EmissionResult {
-        success: sent,
-        sse: TransportResult { sent: sent && connections > 0, connections: Some(connections), error },
-        socketio: TransportResult { sent, connections: None, error },
+        success: e.sent,
+        sse: TransportResult { sent: e.sent && e.sse_connections > 0, connections: Some(e.sse_connections), error: e.error },
+        socketio: TransportResult { sent: e.sent, connections: None, error: e.error },
     };
     (StatusCode::ACCEPTED, Json(result))
 }
 
 /// `POST /api/v1/emit {event, payload, rooms?, users?}`.
 #[utoipa::path(post, path = "/api/v1/emit", tag = "publish", request_body = EmitIn,
-    responses((status = 202, body = EmissionResult), (status = 400, body = super::rides::ErrorBody),
-        (status = 403, body = super::rides::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 202, body = EmissionResult), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn emit(
     State(app): State<Arc<App>>,
     who: Caller,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    publisher(&who)?;
+    may_publish(&who.0)?;
     let input: EmitIn = body(&bytes)?;
     if !valid_id(&input.event) {
         return Err(Error::invalid("event must be 1–128 characters"));
     }
-    let mut payload = input.payload;
-    let Some(fields) = payload.as_object_mut() else {
+    let Value::Object(mut fields) = input.payload else {
         return Err(Error::invalid("payload must be a JSON object"));
     };
-    if input.event == "notification" {
-        notification(fields)?;
+    if input.event == events::NOTIFICATION {
+        notification(&mut fields)?;
     }
-    let mut rooms = input.rooms.unwrap_or_default();
-    for r in &rooms {
-        room_name(r)?;
+    let tenant = &who.0.tenant;
+    let mut rooms = Vec::new();
+    for r in input.rooms.unwrap_or_default() {
+        room_name(&r)?;
+        rooms.push(RoomKey::named(tenant, &r));
     }
     for u in input.users.unwrap_or_default() {
         if !valid_id(&u) {
             return Err(Error::invalid("users must be ids of 1–128 characters"));
         }
-        rooms.push(format!("user:{u}"));
+        rooms.push(RoomKey::user(tenant, &UserId(u)));
     }
-    rooms.sort();
+    rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     rooms.dedup();
     if rooms.is_empty() || rooms.len() > MAX_TARGETS {
         return Err(Error::invalid(format!("give 1–{MAX_TARGETS} rooms or users")));
     }
-    Ok(emit_to(&app, &who.0.tenant, &rooms, &input.event, &payload).await)
+    let event = Published { name: input.event, payload: fields };
+    Ok(result(publish::emit(&app, &rooms, &event).await))
 }
 
 /// A `notification` payload is `{id, title, body, level, data?}` (CONTRACT §2): `title` and
@@ -176,25 +146,23 @@ fn notification(p: &mut Map<String, Value>) -> Result<()> {
 async fn entity_update(
     app: &App,
     who: &Caller,
-    kind: &str,
+    entity: Entity,
     id: &str,
     bytes: &Bytes,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    publisher(who)?;
+    may_publish(&who.0)?;
     if !valid_id(id) {
         return Err(Error::NotFound);
     }
     let input: DataIn = body(bytes)?;
-    let mut payload = Map::new();
-    payload.insert(format!("{kind}Id"), json!(id));
-    payload.insert("data".into(), input.data);
-    let room = format!("{kind}:{id}");
-    Ok(emit_to(app, &who.0.tenant, &[room], &format!("{kind}_update"), &Value::Object(payload)).await)
+    let event = EntityUpdate { entity, id, data: input.data };
+    let room = RoomKey::entity(&who.0.tenant, entity, id);
+    Ok(result(publish::emit(app, &[room], &event).await))
 }
 
 /// `POST /api/v1/realtime/orders/{id} {data}` → `order_update {orderId, data}` to `order:{id}`.
 #[utoipa::path(post, path = "/api/v1/realtime/orders/{id}", tag = "publish", params(("id" = String, Path)),
-    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::rides::ErrorBody)),
+    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn order(
     State(app): State<Arc<App>>,
@@ -202,12 +170,12 @@ pub async fn order(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    entity_update(&app, &who, "order", &id, &bytes).await
+    entity_update(&app, &who, Entity::Order, &id, &bytes).await
 }
 
 /// `POST /api/v1/realtime/runs/{id} {data}` → `run_update {runId, data}` to `run:{id}`.
 #[utoipa::path(post, path = "/api/v1/realtime/runs/{id}", tag = "publish", params(("id" = String, Path)),
-    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::rides::ErrorBody)),
+    request_body = DataIn, responses((status = 202, body = EmissionResult), (status = 403, body = super::error::ErrorBody)),
     security(("bearer" = [])))]
 pub async fn run(
     State(app): State<Arc<App>>,
@@ -215,5 +183,5 @@ pub async fn run(
     Path(id): Path<String>,
     bytes: Bytes,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    entity_update(&app, &who, "run", &id, &bytes).await
+    entity_update(&app, &who, Entity::Run, &id, &bytes).await
 }

@@ -8,10 +8,10 @@ use axum::extract::{Path, Query, State};
 use serde::{Deserialize, Serialize};
 
 use super::auth::Caller;
-use crate::App;
+use crate::app::App;
 use crate::domain::{TripId, valid_id};
 use crate::error::{Error, Result};
-use crate::jobs::snapshot_time;
+use crate::store::snapshots::snapshot_time;
 use crate::store::{TRACK_LIMIT, TrackPoint};
 
 /// Query of the track call.
@@ -65,8 +65,8 @@ fn bound(name: &str, v: Option<String>) -> Result<Option<String>> {
 #[utoipa::path(get, path = "/api/v1/trips/{id}/track", tag = "trips",
     params(("id" = String, Path), ("from" = Option<String>, Query, description = "ISO-8601, inclusive"),
         ("to" = Option<String>, Query, description = "ISO-8601, inclusive")),
-    responses((status = 200, body = Track), (status = 403, body = super::rides::ErrorBody),
-        (status = 404, body = super::rides::ErrorBody)), security(("bearer" = [])))]
+    responses((status = 200, body = Track), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)), security(("bearer" = [])))]
 pub async fn track(
     State(app): State<Arc<App>>,
     Caller(who): Caller,

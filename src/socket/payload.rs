@@ -7,37 +7,18 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::domain::{TripId, valid_id};
-use crate::engine::EventId;
+use crate::domain::{EventId, TripId, valid_id};
 use crate::error::{Error, Result};
+use crate::limits::check_json;
 
-/// Deepest JSON nesting accepted.
-pub const MAX_DEPTH: usize = 32;
-/// Longest string accepted anywhere in a payload, in bytes.
-pub const MAX_STRING: usize = 1024;
 /// Most trips one `passenger:subscribe` may name.
 pub const MAX_TRIP_IDS: usize = 100;
-
-/// Checks nesting depth and string sizes of any JSON value (CONTRACT §6 payload limits).
-pub fn check_limits(v: &Value, depth: usize) -> Result<()> {
-    if depth > MAX_DEPTH {
-        return Err(Error::invalid(format!("JSON nested deeper than {MAX_DEPTH} levels")));
-    }
-    match v {
-        Value::String(s) if s.len() > MAX_STRING => {
-            Err(Error::invalid(format!("string longer than {MAX_STRING} bytes")))
-        }
-        Value::Array(items) => items.iter().try_for_each(|i| check_limits(i, depth + 1)),
-        Value::Object(map) => map.values().try_for_each(|i| check_limits(i, depth + 1)),
-        _ => Ok(()),
-    }
-}
 
 /// Decodes an event payload into `T` after the limit checks. `None` (no payload) is
 /// treated as `null`.
 pub fn parse<T: DeserializeOwned>(v: Option<Value>) -> Result<T> {
     let v = v.unwrap_or(Value::Null);
-    check_limits(&v, 1)?;
+    check_json(&v, 1)?;
     if !v.is_object() {
         return Err(Error::invalid("payload must be a JSON object"));
     }
@@ -52,7 +33,7 @@ pub fn parse<T: DeserializeOwned>(v: Option<Value>) -> Result<T> {
 pub fn parse_empty(v: Option<Value>) -> Result<()> {
     match v {
         None | Some(Value::Null) => Ok(()),
-        Some(v @ Value::Object(_)) => check_limits(&v, 1),
+        Some(v @ Value::Object(_)) => check_json(&v, 1),
         Some(_) => Err(Error::invalid("payload must be a JSON object")),
     }
 }
@@ -123,14 +104,6 @@ pub struct RoomIn {
     pub token: Option<String>,
     /// Last event id seen in the room.
     pub since: Option<Value>,
-}
-
-/// Validates a client-visible room name.
-pub fn room_name(s: &str) -> Result<()> {
-    if s.is_empty() || s.chars().count() > 200 || s.chars().any(char::is_control) {
-        return Err(Error::invalid("room must be 1–200 characters"));
-    }
-    Ok(())
 }
 
 /// `chat:typing`.

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -25,11 +25,16 @@ use futures_util::Stream;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 
-use crate::App;
-use crate::domain::{Role, TripId, UserId, valid_id};
-use crate::engine::{EventId, RoomKey, SlotKind};
+use crate::app::App;
+use crate::domain::rooms::Entity;
+use crate::domain::{EventId, Role, RoomKey, TripId, UserId, valid_id};
+use crate::engine::frame::Frame;
+use crate::engine::{Claim, SlotKind};
 use crate::error::{Error, Result};
+use crate::events::{self, sse as sse_events};
+use crate::fanout::{Control, LocalCounts, Sink};
 use crate::http::auth::Caller;
+use crate::http::error::ErrorBody;
 
 /// Frames buffered per stream before the client counts as too slow.
 const STREAM_BUFFER: usize = 256;
@@ -113,21 +118,32 @@ impl SseHub {
         m.clear();
     }
 
-    /// Streams open on this node for a room.
-    /// Streams open on this node, by tenant (for the admin stats).
-    pub fn counts_by_tenant(&self) -> HashMap<String, u64> {
-        let mut out = HashMap::new();
-        for (room, streams) in self.lock().iter() {
-            if let Some(key) = RoomKey::parse(room) {
-                *out.entry(key.tenant().to_string()).or_insert(0) += streams.len() as u64;
-            }
-        }
-        out
-    }
 
     /// Streams open on this node for `room`.
     pub fn local_count(&self, room: &RoomKey) -> usize {
         self.lock().get(room.as_str()).map_or(0, Vec::len)
+    }
+}
+
+impl Sink for SseHub {
+    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, id: Option<EventId>) {
+        match id {
+            Some(id) => SseHub::deliver(self, room, frame.event, id, frame.json),
+            None if frame.event == events::DRIVER_LOCATION => self.deliver_volatile(room, frame.event, frame.json),
+            None => {}
+        }
+    }
+
+    fn control(&self, _room: &RoomKey, _command: &Control) {}
+
+    fn counts(&self) -> HashMap<String, LocalCounts> {
+        let mut out: HashMap<String, LocalCounts> = HashMap::new();
+        for (room, streams) in self.lock().iter() {
+            if let Some(key) = RoomKey::parse(room) {
+                out.entry(key.tenant().to_string()).or_default().sse_streams += streams.len() as u64;
+            }
+        }
+        out
     }
 }
 
@@ -142,18 +158,18 @@ enum Kind {
 
 impl Kind {
     /// The SSE `type` of a room event, or `None` when the stream does not carry it.
-    fn map(self, event: &str) -> Option<&'static str> {
-        match (self, event) {
-            (Kind::TripStatus, "trip.status.updated") => Some("status_update"),
-            (Kind::Order, "order_update") => Some("order_update"),
-            (Kind::Run, "run_update") => Some("run_update"),
-            (Kind::DriverLocation, "driver_location") => Some("driver_location"),
-            _ => None,
-        }
+    fn map(self, event: &str) -> Option<&str> {
+        let carried = match self {
+            Kind::TripStatus => events::TRIP_STATUS_UPDATED,
+            Kind::Order => events::ORDER_UPDATE,
+            Kind::Run => events::RUN_UPDATE,
+            Kind::DriverLocation => events::DRIVER_LOCATION,
+        };
+        (event == carried).then(|| sse_events::stream_type(event))
     }
 }
 
-fn message(kind: &'static str, json: &str) -> Option<Value> {
+fn message(kind: &str, json: &str) -> Option<Value> {
     let mut v: Value = serde_json::from_str(json).ok()?;
     v.as_object_mut()?.insert("type".into(), kind.into());
     Some(v)
@@ -171,11 +187,12 @@ fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>> {
 #[utoipa::path(get, path = "/api/realtime/trip-status/{tripId}", tag = "sse", params(("tripId" = String, Path)),
     description = "connected, status_update, heartbeat",
     responses((status = 200, content_type = "text/event-stream", description = "the stream"),
-        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
-        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn trip_status(
     State(app): State<Arc<App>>,
+    Extension(hub): Extension<Arc<SseHub>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
@@ -188,9 +205,9 @@ pub async fn trip_status(
     // Read fresh (one query per stream): the membership cache may predate a status change
     // made on another node.
     let current = app.db.trip_membership(&who.tenant, &trip).await?.ok_or(Error::NotFound)?.status;
-    let room = RoomKey::new(&who.tenant, &format!("trip:{}:subscribers", trip.0));
-    let connected = json!({ "type": "connected", "tripId": trip.0, "currentStatus": current });
-    open(app, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await
+    let room = RoomKey::trip_subscribers(&who.tenant, &trip);
+    let connected = json!({ "type": sse_events::CONNECTED, "tripId": trip.0, "currentStatus": current });
+    open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await
 }
 
 fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
@@ -206,53 +223,59 @@ fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
 /// is valid (no 404).
 async fn entity_stream(
     app: Arc<App>,
+    hub: Arc<SseHub>,
     who: crate::auth::Claims,
-    kind: Kind,
-    name: &str,
+    entity: Entity,
     id: String,
     headers: &HeaderMap,
 ) -> Result<Response> {
     if !valid_id(&id) {
         return Err(Error::NotFound);
     }
-    may_follow(&who, &format!("{name}:{id}"))?;
-    let room = RoomKey::new(&who.tenant, &format!("{name}:{id}"));
+    let room = RoomKey::entity(&who.tenant, entity, &id);
+    may_follow(&who, room.name())?;
     let mut connected = serde_json::Map::new();
-    connected.insert("type".into(), json!("connected"));
-    connected.insert(format!("{name}Id"), json!(id));
-    open(app, who, room, kind, Value::Object(connected), last_event_id(headers)?).await
+    connected.insert("type".into(), json!(sse_events::CONNECTED));
+    connected.insert(format!("{}Id", entity.as_str()), json!(id));
+    let kind = match entity {
+        Entity::Order => Kind::Order,
+        Entity::Run => Kind::Run,
+    };
+    open(app, hub, who, room, kind, Value::Object(connected), last_event_id(headers)?).await
 }
 
 /// `GET /api/v1/realtime/orders/{id}/stream`.
 #[utoipa::path(get, path = "/api/v1/realtime/orders/{id}/stream", tag = "sse", params(("id" = String, Path)),
     description = "connected, order_update, heartbeat",
     responses((status = 200, content_type = "text/event-stream", description = "the stream"),
-        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
-        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn order(
     State(app): State<Arc<App>>,
+    Extension(hub): Extension<Arc<SseHub>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    entity_stream(app, who, Kind::Order, "order", id, &headers).await
+    entity_stream(app, hub, who, Entity::Order, id, &headers).await
 }
 
 /// `GET /api/v1/realtime/runs/{id}/stream`.
 #[utoipa::path(get, path = "/api/v1/realtime/runs/{id}/stream", tag = "sse", params(("id" = String, Path)),
     description = "connected, run_update, heartbeat",
     responses((status = 200, content_type = "text/event-stream", description = "the stream"),
-        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
-        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn run(
     State(app): State<Arc<App>>,
+    Extension(hub): Extension<Arc<SseHub>>,
     Caller(who): Caller,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response> {
-    entity_stream(app, who, Kind::Run, "run", id, &headers).await
+    entity_stream(app, hub, who, Entity::Run, id, &headers).await
 }
 
 /// `GET /api/v1/realtime/drivers/{id}/location`: the driver itself, ADMIN/BUSINESS/SERVICE
@@ -261,11 +284,12 @@ pub async fn run(
 #[utoipa::path(get, path = "/api/v1/realtime/drivers/{id}/location", tag = "sse", params(("id" = String, Path)),
     description = "connected, driver_location, heartbeat",
     responses((status = 200, content_type = "text/event-stream", description = "the stream"),
-        (status = 401, body = crate::http::ErrorBody), (status = 403, body = crate::http::ErrorBody),
-        (status = 404, body = crate::http::ErrorBody), (status = 429, body = crate::http::ErrorBody)),
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)),
     security(("bearer" = [])))]
 pub async fn driver_location(
     State(app): State<Arc<App>>,
+    Extension(hub): Extension<Arc<SseHub>>,
     Caller(who): Caller,
     Path(id): Path<String>,
 ) -> Result<Response> {
@@ -278,18 +302,21 @@ pub async fn driver_location(
     let driver = UserId(id);
     let current = app.engine.driver_location(&who.tenant, &driver).await?;
     let location = current
-        .and_then(|j| serde_json::from_str::<Value>(&j).ok())
-        .map(|l| json!({ "latitude": l["lat"], "longitude": l["lng"], "heading": l["heading"], "speed": l["speed"], "timestamp": l["updatedAt"] }))
+        .map(|l| {
+            json!({ "latitude": l.lat, "longitude": l.lng, "heading": l.heading, "speed": l.speed,
+                "timestamp": l.updated_at })
+        })
         .unwrap_or(Value::Null);
-    let room = RoomKey::new(&who.tenant, &format!("driver:{}:location", driver.0));
-    let connected = json!({ "type": "connected", "driverId": driver.0, "location": location });
-    open(app, who, room, Kind::DriverLocation, connected, None).await
+    let room = RoomKey::driver_location(&who.tenant, &driver);
+    let connected = json!({ "type": sse_events::CONNECTED, "driverId": driver.0, "location": location });
+    open(app, hub, who, room, Kind::DriverLocation, connected, None).await
 }
 
 /// Releases what an open stream holds when the response body is dropped (client gone,
 /// cut off, or node shutting down).
 struct StreamGuard {
     app: Arc<App>,
+    hub: Arc<SseHub>,
     room: RoomKey,
     hub_id: u64,
     slot: String,
@@ -298,7 +325,7 @@ struct StreamGuard {
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.app.sse.unregister(&self.room, self.hub_id);
+        self.hub.unregister(&self.room, self.hub_id);
         let (app, room, slot, claims) = (self.app.clone(), self.room.clone(), self.slot.clone(), self.claims.clone());
         // Owner: the runtime; a short task that only releases Redis slots.
         tokio::spawn(async move {
@@ -312,6 +339,7 @@ impl Drop for StreamGuard {
 
 async fn open(
     app: Arc<App>,
+    hub: Arc<SseHub>,
     who: crate::auth::Claims,
     room: RoomKey,
     kind: Kind,
@@ -325,12 +353,13 @@ async fn open(
         .claim(SlotKind::Connections, &who.tenant, &who.user, &slot, &[&slot], app.cfg.max_connections_per_user)
         .await
     {
-        Ok(crate::engine::Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
-        Ok(crate::engine::Claim::Granted) => {}
+        Ok(Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
+        Ok(Claim::Granted) => {}
         Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
     }
-    let (hub_id, mut rx) = app.sse.register(&room);
-    let guard = StreamGuard { app: app.clone(), room: room.clone(), hub_id, slot: slot.clone(), claims: who.clone() };
+    let (hub_id, mut rx) = hub.register(&room);
+    let guard =
+        StreamGuard { app: app.clone(), hub, room: room.clone(), hub_id, slot: slot.clone(), claims: who.clone() };
     app.engine.hold_room(&room).await?;
     let room_key = UserId(room.as_str().to_string());
     if let Err(e) = app.engine.claim(SlotKind::SseStreams, &who.tenant, &room_key, &slot, &[&slot], u32::MAX).await {
@@ -373,8 +402,10 @@ async fn open(
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = beat.tick() => {
-                    let hb = json!({ "type": "heartbeat", "at": crate::domain::now_iso() });
-                    if !send(Event::default().data(hb.to_string())).await { return; }
+                    let at = crate::domain::now_iso();
+                    let hb = sse_events::Heartbeat { kind: sse_events::HEARTBEAT, at: &at };
+                    let Ok(hb) = serde_json::to_string(&hb) else { return };
+                    if !send(Event::default().data(hb)).await { return; }
                 }
                 frame = rx.recv() => {
                     let Some((id, event, json)) = frame else { return };
@@ -395,6 +426,25 @@ async fn open(
     Ok(Sse::new(stream).into_response())
 }
 
+/// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http
+/// skips `text/event-stream` by default for fear of buffering; its encoder flushes when
+/// the stream has nothing more to give, so events still leave at once (checked by a test
+/// that waits for 200 ms heartbeats through gzip).
+pub fn routes(hub: Arc<SseHub>) -> axum::Router<Arc<App>> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/api/realtime/trip-status/{trip_id}", get(trip_status))
+        .route("/api/v1/realtime/orders/{id}/stream", get(order))
+        .route("/api/v1/realtime/runs/{id}/stream", get(run))
+        .route("/api/v1/realtime/drivers/{id}/location", get(driver_location))
+        .layer(
+            tower_http::compression::CompressionLayer::new()
+                .gzip(true)
+                .compress_when(tower_http::compression::predicate::SizeAbove::new(0)),
+        )
+        .layer(Extension(hub))
+}
+
 /// A stream fed by a producer task through a small bounded channel (owner: the response
 /// body; the task ends when the client goes away and the channel closes).
 fn async_stream<F, Fut>(producer: F) -> impl Stream<Item = std::result::Result<Event, Infallible>>
@@ -407,12 +457,6 @@ where
     futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (Ok(e), rx)) })
 }
 
-/// SSE streams of the tenant's rooms across the cluster (for `EmissionResult`).
-pub async fn cluster_count(app: &App, room: &RoomKey) -> u64 {
-    let tenant = crate::domain::Tenant(room.tenant().to_string());
-    app.engine.count_slots(SlotKind::SseStreams, &tenant, &UserId(room.as_str().to_string())).await.unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -420,7 +464,7 @@ mod tests {
     #[tokio::test]
     async fn a_stream_that_does_not_keep_up_is_cut_off_instead_of_buffering() {
         let hub = SseHub::default();
-        let room = RoomKey::new(&crate::domain::Tenant("t".into()), "order:o1");
+        let room = RoomKey::entity(&crate::domain::Tenant("t".into()), Entity::Order, "o1");
         let (_id, mut slow) = hub.register(&room);
         let (_id2, mut fast) = hub.register(&room);
         for seq in 0..(STREAM_BUFFER as u64 + 10) {

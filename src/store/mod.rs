@@ -1,5 +1,6 @@
 //! Database access: the pool (Postgres in cluster mode, SQLite in embedded mode), the
-//! migrations, and the queries the node needs. Queries are written once per backend where
+//! migrations, and the queries the node needs (rides, job queues and snapshots in their
+//! own files). Queries are written once per backend where
 //! their SQL differs; callers see one API and never a pool type.
 
 use std::str::FromStr;
@@ -12,7 +13,9 @@ use sqlx::{PgPool, SqlitePool};
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::Result;
 
+pub mod jobs;
 pub mod rides;
+pub mod snapshots;
 
 /// A trip as far as authorization needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,7 +62,7 @@ pub enum Db {
 impl Db {
     /// Connects (lazily: a node starts even while the database is down) and applies the
     /// migrations when the database answers.
-    pub async fn connect(url: &str, max_connections: u32) -> anyhow::Result<Self> {
+    pub async fn connect(url: &str, max_connections: u32) -> std::result::Result<Self, sqlx::Error> {
         let acquire = Duration::from_secs(3);
         let db = if url.starts_with("sqlite:") {
             let opts = SqliteConnectOptions::from_str(url)?
@@ -83,7 +86,7 @@ impl Db {
     }
 
     /// Applies pending migrations (sqlx takes a lock, so concurrent nodes are safe).
-    pub async fn migrate(&self) -> anyhow::Result<()> {
+    pub async fn migrate(&self) -> std::result::Result<(), sqlx::migrate::MigrateError> {
         // The job queue's migrations share the `_sqlx_migrations` table: ignore its versions.
         match self {
             Db::Pg(p) => {

@@ -12,7 +12,7 @@ use sqlx::AssertSqlSafe;
 
 use super::Db;
 use crate::domain::Tenant;
-use crate::domain::rides::{TripStatus, booking};
+use crate::domain::rides::{TripPlan, TripStatus, booking};
 use crate::error::Result;
 
 /// Runs `$body` with `$p` bound to the pool of either backend (same tokens, two types).
@@ -112,24 +112,6 @@ pub struct BookingRow {
     pub created_at: String,
 }
 
-/// A trip to create.
-#[derive(Debug, Clone)]
-#[allow(missing_docs)]
-pub struct NewTrip {
-    pub id: String,
-    pub trip_type: String,
-    pub title: String,
-    pub status: String,
-    pub origin: (String, f64, f64),
-    pub dest: (String, f64, f64),
-    pub departure_time: String,
-    pub total_seats: i32,
-    pub price_per_seat: f64,
-    pub currency: String,
-    pub estimated_earnings: f64,
-    pub organizer_id: String,
-}
-
 /// A booking to create (seat number and status are decided in the transaction).
 #[derive(Debug, Clone)]
 #[allow(missing_docs)]
@@ -194,8 +176,8 @@ fn now() -> String {
 }
 
 impl Db {
-    /// Inserts a trip (seats all available) and returns it.
-    pub async fn insert_trip(&self, tenant: &Tenant, t: &NewTrip) -> Result<TripRow> {
+    /// Inserts trip `id` of `organizer` (seats all available) and returns it.
+    pub async fn insert_trip(&self, tenant: &Tenant, id: &str, organizer: &str, t: &TripPlan) -> Result<TripRow> {
         let now = now();
         let text = format!(
             "INSERT INTO trips (tenant, id, trip_type, title, status, origin_name, origin_lat, origin_lng, \
@@ -205,11 +187,11 @@ impl Db {
              RETURNING {TRIP_COLS}"
         );
         Ok(each!(self, p => sqlx::query_as(sql(self, &text))
-            .bind(&tenant.0).bind(&t.id).bind(&t.trip_type).bind(&t.title).bind(&t.status)
-            .bind(&t.origin.0).bind(t.origin.1).bind(t.origin.2)
-            .bind(&t.dest.0).bind(t.dest.1).bind(t.dest.2)
+            .bind(&tenant.0).bind(id).bind(t.trip_type.as_str()).bind(&t.title).bind(t.status.as_str())
+            .bind(&t.origin.name).bind(t.origin.lat).bind(t.origin.lng)
+            .bind(&t.dest.name).bind(t.dest.lat).bind(t.dest.lng)
             .bind(&t.departure_time).bind(t.total_seats).bind(t.price_per_seat).bind(&t.currency)
-            .bind(t.estimated_earnings).bind(&t.organizer_id).bind(&now)
+            .bind(t.estimated_earnings).bind(organizer).bind(&now)
             .fetch_one(p).await?))
     }
 

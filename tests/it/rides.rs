@@ -488,7 +488,7 @@ async fn offer_matching_ranks_a_thousand_drivers(mode: Mode) {
         let bearing = f64::from(i % 36).to_radians() * 10.0;
         let lat = ORIGIN.0 + km / 111.195 * bearing.cos();
         let lng = ORIGIN.1 + km / (111.195 * ORIGIN.0.to_radians().cos()) * bearing.sin();
-        let fix = fleetcast::domain::LocationFix {
+        let fix = fleetcast::domain::Location {
             trip: None,
             driver: driver.clone(),
             lat,

@@ -1,11 +1,15 @@
 //! `fleetcast-worker`: writes sampled location snapshots from the job queue to Postgres.
-//! Thin: parse config, start logs and the metrics endpoint, run `fleetcast::worker` until
+//! Thin: parse config, start logs and the metrics endpoint, run the snapshot consumer until
 //! SIGTERM or Ctrl-C (in-flight batches finish or return to the queue).
 
 use std::sync::Arc;
 
 use clap::Parser;
-use fleetcast::worker::{WorkerConfig, WorkerSettings};
+use fleetcast::jobs::consume::{ConsumerSettings, run_snapshots};
+
+mod config;
+
+use config::WorkerConfig;
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -34,9 +38,9 @@ async fn main() -> anyhow::Result<()> {
         tracing::info!("shutdown signal received");
         trigger.cancel();
     });
-    let result = fleetcast::worker::run(db.clone(), WorkerSettings::from(&cfg), &name, cancel.clone()).await;
+    let result = run_snapshots(db.clone(), ConsumerSettings::from(&cfg), &name, cancel.clone()).await;
     cancel.cancel();
     let _ = server.await;
     db.close().await;
-    result
+    result.map_err(Into::into)
 }

@@ -182,7 +182,7 @@ impl Access {
                 m.driver.as_ref() == Some(&who.user)
                     || self.fresh(&who.tenant, trip).await?.driver.as_ref() == Some(&who.user)
             }
-            Role::Conductor => who.grants(&format!("trip:{}", trip.0)),
+            Role::Conductor => who.grants(&crate::domain::rooms::trip_grant(&trip.0)),
             Role::Passenger => self.db.has_active_booking(&who.tenant, trip, &who.user).await?,
             Role::Service => false,
         };

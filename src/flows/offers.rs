@@ -10,92 +10,26 @@
 
 use std::collections::HashSet;
 
-use serde::{Deserialize, Serialize};
-use serde_json::json;
-use utoipa::ToSchema;
-
-use super::{Trip, events, status_updated};
-use crate::App;
+use crate::app::App;
 use crate::auth::Claims;
-use crate::domain::rides::{TripStatus, haversine_km, offer, round_radius_km, urgency};
+use crate::domain::rides::{Filters, MAX_FILTER_KM, TripStatus, haversine_km, offer, round_radius_km, urgency};
 use crate::domain::{Role, Tenant, TripId, UserId, valid_id};
 use crate::engine::SlotKind;
 use crate::error::{Error, Result};
+use crate::events::{ExpiryReason, OfferAccepted, OfferCreated, OfferExpired};
 use crate::fanout;
+use crate::jobs::OfferDeadline;
 use crate::store::rides::{AcceptOutcome, TripRow};
 
-/// Largest `maxDistance` a driver may set, km; also the least radius searched, so that a
-/// driver whose own distance exceeds the round's radius is still found.
-pub const MAX_FILTER_KM: f64 = 200.0;
+use super::trips::{emit_status, status_updated};
 
-/// A driver's offer filters (`driver:subscribe {filters}`).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct Filters {
-    /// Farthest trip origin accepted, km.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub max_distance: Option<f64>,
-    /// Least earnings accepted.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub min_earnings: Option<f64>,
-    /// Trip types accepted (`PRIVATE`, `SHARED`); absent = any.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub trip_types: Option<Vec<String>>,
-}
-
-impl Filters {
-    /// Checks ranges and names.
-    pub fn validate(&self) -> Result<()> {
-        if let Some(d) = self.max_distance
-            && !(d.is_finite() && d > 0.0 && d <= MAX_FILTER_KM)
-        {
-            return Err(Error::invalid(format!("filters.maxDistance must be in (0, {MAX_FILTER_KM}] km")));
-        }
-        if let Some(e) = self.min_earnings
-            && !(e.is_finite() && e >= 0.0)
-        {
-            return Err(Error::invalid("filters.minEarnings must be a number ≥ 0"));
-        }
-        if let Some(types) = &self.trip_types
-            && (types.len() > 2 || types.iter().any(|t| t != "PRIVATE" && t != "SHARED"))
-        {
-            return Err(Error::invalid("filters.tripTypes must list PRIVATE and/or SHARED"));
-        }
-        Ok(())
-    }
-
-    fn admits(&self, trip: &TripRow, distance_km: f64, round_radius: f64, earnings: f64) -> bool {
-        distance_km <= self.max_distance.unwrap_or(round_radius)
-            && self.min_earnings.is_none_or(|m| earnings >= m)
-            && self.trip_types.as_ref().is_none_or(|t| t.contains(&trip.trip_type))
-    }
-}
-
-/// Answer of `broadcast-offer`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct OfferResult {
-    /// How many drivers were offered the trip in this round.
-    pub offered_to: usize,
-    /// Their ids, nearest first.
+/// One offer round's result (`broadcast-offer`'s answer).
+#[derive(Debug, Clone, PartialEq)]
+pub struct OfferRound {
+    /// The drivers offered the trip, nearest first.
     pub drivers: Vec<String>,
-    /// When this round's offers expire.
+    /// When this round's offers expire (ISO-8601).
     pub acceptance_deadline: String,
-}
-
-/// A trip offer round's deadline, carried by a delayed job.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct OfferDeadline {
-    /// Tenant of the trip.
-    pub tenant: String,
-    /// The trip.
-    pub trip_id: String,
-    /// The round it ends.
-    pub round: u32,
-    /// The deadline, ms since the epoch (job storages schedule by the second: a job may
-    /// come up to a second early and then waits for it).
-    #[serde(default)]
-    pub due_ms: i64,
 }
 
 /// `driver:subscribe`: the socket's driver becomes eligible for offers while connected.
@@ -132,7 +66,7 @@ pub async fn eligible(app: &App, tenant: &Tenant, trip: &TripRow, round: u32) ->
         .filter_map(|c| {
             let d = haversine_km(origin, (c.lat, c.lng));
             let filters: Filters = serde_json::from_str(&c.filters).unwrap_or_default();
-            filters.admits(trip, d, radius, earnings).then_some((c.driver, d))
+            filters.admits(&trip.trip_type, d, radius, earnings).then_some((c.driver, d))
         })
         .collect();
     ranked.sort_by(|a, b| a.1.total_cmp(&b.1).then_with(|| a.0.cmp(&b.0)));
@@ -156,7 +90,7 @@ pub async fn eligible(app: &App, tenant: &Tenant, trip: &TripRow, round: u32) ->
 
 /// Runs one offer round of a trip: finds the drivers, records the offers, sends
 /// `trip.offer.created` to each, and schedules the round's deadline.
-pub async fn offer_round(app: &App, tenant: &Tenant, trip_id: &str, round: u32) -> Result<OfferResult> {
+pub async fn offer_round(app: &App, tenant: &Tenant, trip_id: &str, round: u32) -> Result<OfferRound> {
     let trip = app.db.get_trip(tenant, trip_id).await?.ok_or(Error::NotFound)?;
     if trip.status() != TripStatus::Published || trip.driver_id.is_some() {
         return Err(Error::Conflict("the trip is not open for offers".into()));
@@ -174,14 +108,20 @@ pub async fn offer_round(app: &App, tenant: &Tenant, trip_id: &str, round: u32) 
     let urgency = urgency(departure - now);
     let earnings = trip.estimated_earnings.unwrap_or(trip.price_per_seat * f64::from(trip.total_seats));
     for (driver, km) in &chosen {
-        let offer = json!({
-            "tripId": trip.id, "tripType": trip.trip_type, "title": trip.title,
-            "originName": trip.origin_name, "destName": trip.dest_name,
-            "distanceKm": (km * 1000.0).round() / 1000.0, "estimatedEarnings": earnings,
-            "currency": trip.currency, "urgency": urgency, "acceptanceDeadline": deadline,
-            "seats": trip.available_seats,
-        });
-        fanout::publish_to_users(&app.engine, tenant, &[driver.as_str()], events::OFFER_CREATED, &offer).await;
+        let offer = OfferCreated {
+            trip_id: &trip.id,
+            trip_type: &trip.trip_type,
+            title: &trip.title,
+            origin_name: &trip.origin_name,
+            dest_name: &trip.dest_name,
+            distance_km: (km * 1000.0).round() / 1000.0,
+            estimated_earnings: earnings,
+            currency: &trip.currency,
+            urgency,
+            acceptance_deadline: &deadline,
+            seats: trip.available_seats,
+        };
+        fanout::publish_to_users(&app.engine, tenant, &[driver.as_str()], &offer).await;
     }
     metrics::counter!("fleetcast_offers_sent_total").increment(chosen.len() as u64);
     if !chosen.is_empty() || round < app.cfg.offer_rounds {
@@ -197,15 +137,11 @@ pub async fn offer_round(app: &App, tenant: &Tenant, trip_id: &str, round: u32) 
             tracing::error!(error = %e, trip = trip_id, "offer deadline not scheduled");
         }
     }
-    Ok(OfferResult {
-        offered_to: chosen.len(),
-        drivers: chosen.into_iter().map(|(d, _)| d).collect(),
-        acceptance_deadline: deadline,
-    })
+    Ok(OfferRound { drivers: chosen.into_iter().map(|(d, _)| d).collect(), acceptance_deadline: deadline })
 }
 
 /// `POST /api/trips/{id}/broadcast-offer` (organizer, ADMIN, SERVICE): a new round now.
-pub async fn broadcast(app: &App, who: &Claims, trip_id: &str) -> Result<OfferResult> {
+pub async fn broadcast(app: &App, who: &Claims, trip_id: &str) -> Result<OfferRound> {
     if !matches!(who.role, Role::Admin | Role::Service | Role::Passenger | Role::Business) {
         return Err(Error::Forbidden);
     }
@@ -230,8 +166,8 @@ pub async fn on_deadline(app: &App, job: &OfferDeadline) -> Result<()> {
         return Ok(());
     };
     let drivers: Vec<&str> = expired.iter().map(String::as_str).collect();
-    let payload = json!({ "tripId": job.trip_id, "reason": "DEADLINE" });
-    fanout::publish_to_users(&app.engine, &tenant, &drivers, events::OFFER_EXPIRED, &payload).await;
+    let expired = OfferExpired { trip_id: &job.trip_id, reason: ExpiryReason::Deadline };
+    fanout::publish_to_users(&app.engine, &tenant, &drivers, &expired).await;
     metrics::counter!("fleetcast_offers_expired_total").increment(drivers.len() as u64);
     if job.round < app.cfg.offer_rounds {
         match offer_round(app, &tenant, &job.trip_id, job.round + 1).await {
@@ -256,7 +192,7 @@ pub async fn decline(app: &App, who: &Claims, trip_id: &str) -> Result<()> {
 
 /// `trip:offer:accept` / `POST /api/drivers/trips/accept/{tripId}`: the first acceptance
 /// wins cluster-wide.
-pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<Trip> {
+pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<TripRow> {
     if !valid_id(trip_id) {
         return Err(Error::invalid("tripId must be 1–128 characters"));
     }
@@ -278,31 +214,11 @@ pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<Trip> {
     metrics::counter!("fleetcast_offers_accepted_total").increment(1);
     let tenant = &who.tenant;
     let me = [who.user.0.as_str()];
-    fanout::publish_to_users(&app.engine, tenant, &me, events::OFFER_ACCEPTED, &json!({ "tripId": trip_id })).await;
+    fanout::publish_to_users(&app.engine, tenant, &me, &OfferAccepted { trip_id }).await;
     let losers: Vec<&str> = others.iter().map(String::as_str).collect();
-    let taken = json!({ "tripId": trip_id, "reason": "TAKEN" });
-    fanout::publish_to_users(&app.engine, tenant, &losers, events::OFFER_EXPIRED, &taken).await;
-    let payload = status_updated(&row, TripStatus::Published, None, who.name.as_deref());
-    super::emit_status(app, tenant, &row, &payload).await;
-    Ok(Trip::from(&row))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn filters_are_checked() {
-        assert!(Filters::default().validate().is_ok());
-        let f = |d: Option<f64>, e: Option<f64>, t: Option<Vec<&str>>| Filters {
-            max_distance: d,
-            min_earnings: e,
-            trip_types: t.map(|v| v.into_iter().map(String::from).collect()),
-        };
-        assert!(f(Some(5.0), Some(10.0), Some(vec!["PRIVATE"])).validate().is_ok());
-        assert!(f(Some(0.0), None, None).validate().is_err());
-        assert!(f(Some(f64::NAN), None, None).validate().is_err());
-        assert!(f(None, Some(-1.0), None).validate().is_err());
-        assert!(f(None, None, Some(vec!["BUS"])).validate().is_err());
-    }
+    let taken = OfferExpired { trip_id, reason: ExpiryReason::Taken };
+    fanout::publish_to_users(&app.engine, tenant, &losers, &taken).await;
+    let event = status_updated(&row, TripStatus::Published, None, who.name.as_deref());
+    emit_status(app, tenant, &row, &event).await;
+    Ok(row)
 }

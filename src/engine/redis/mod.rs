@@ -1,0 +1,160 @@
+//! Redis engine over fred: one multiplexed command client, one subscriber client holding a
+//! channel per room with local members, and the Lua scripts of `redis/`. Commands time out
+//! after the configured Redis timeout (so acks answer `UNAVAILABLE` instead of hanging
+//! during an outage) and the clients reconnect forever with a short constant delay; after a
+//! reconnect every held room is re-subscribed and verified before the node reports ready.
+//!
+//! This file owns the connection, the scripts and the engine's life (start, readiness,
+//! shutdown); [`broker`] holds the room pub/sub and history, [`live`] the live state
+//! (locations, slots, offer candidates, node registry).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use fred::clients::SubscriberClient;
+use fred::prelude::*;
+use fred::types::scripts::Script;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::keys::Keys;
+use super::types::{Deliver, HistoryLimits};
+use crate::error::Error;
+
+mod broker;
+mod live;
+
+/// Per-user slot hashes live a day past their last claim; entries of dead nodes are dropped
+/// by the claim script long before.
+const SLOT_HASH_TTL_MS: u64 = 24 * 3600 * 1000;
+
+/// Pub/sub messages buffered between fred's reader and our delivery task. fred's default
+/// (32) silently drops bursts; 64k frames is about 20 MB at typical frame sizes and covers
+/// several seconds of a 15k updates/s node. Lag beyond it is counted in
+/// `fleetcast_pubsub_lagged_total`.
+const PUBSUB_BUFFER: usize = 65_536;
+
+/// Settings of the Redis engine.
+pub struct RedisSettings {
+    /// `redis://…`
+    pub url: String,
+    /// Key prefix.
+    pub prefix: String,
+    /// Per-command timeout.
+    pub timeout: Duration,
+    /// This node's id.
+    pub node_id: String,
+    /// Heartbeat interval; the node key lives three of them.
+    pub heartbeat: Duration,
+    /// Bounds of each room's event history.
+    pub history: HistoryLimits,
+}
+
+/// The cluster engine.
+pub struct RedisEngine {
+    client: Client,
+    subscriber: SubscriberClient,
+    keys: Keys,
+    location_script: Script,
+    claim_script: Script,
+    publish_script: Script,
+    history_script: Script,
+    nearby_script: Script,
+    nodes_script: Script,
+    history: HistoryLimits,
+    node_id: String,
+    heartbeat_ttl_ms: u64,
+    /// Local member count per held room channel. An async mutex because the first join
+    /// must finish its SUBSCRIBE (and the last leave its UNSUBSCRIBE) before another join or
+    /// leave of any room is decided: that keeps subscribe/unsubscribe ordered per node.
+    rooms: tokio::sync::Mutex<HashMap<String, usize>>,
+    /// False from a disconnect until every held room is re-subscribed and verified.
+    subscriptions_ok: Arc<AtomicBool>,
+    seq: AtomicU64,
+    cancel: CancellationToken,
+    tasks: TaskTracker,
+}
+
+fn unavailable(e: fred::error::Error) -> Error {
+    tracing::warn!(error = %e, "redis command failed");
+    metrics::counter!("fleetcast_redis_errors_total").increment(1);
+    Error::Unavailable
+}
+
+impl RedisEngine {
+    /// Connects both clients (waiting at most a few seconds: a node starts even while Redis
+    /// is down and becomes ready when it returns) and starts the delivery and re-subscribe
+    /// tasks.
+    pub async fn connect(s: RedisSettings, deliver: Deliver) -> anyhow::Result<Self> {
+        let config = Config::from_url(&s.url)?;
+        let mut builder = Builder::from_config(config);
+        builder
+            .with_config(|c| {
+                // Start even when Redis is down; the reconnect policy takes over.
+                c.fail_fast = false;
+            })
+            .with_performance_config(|p| {
+                p.default_command_timeout = s.timeout;
+                p.broadcast_channel_capacity = PUBSUB_BUFFER;
+            })
+            .with_connection_config(|c| {
+                c.connection_timeout = Duration::from_secs(2);
+                c.internal_command_timeout = s.timeout;
+                c.max_command_attempts = 1;
+                c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+            })
+            // Unlimited attempts, 100 ms apart: cross-node delivery resumes within ~2 s.
+            .set_policy(ReconnectPolicy::new_constant(0, 100));
+        let client = builder.build()?;
+        let subscriber = builder.build_subscriber_client()?;
+        client.connect();
+        subscriber.connect();
+        let wait = Duration::from_secs(5);
+        if tokio::time::timeout(wait, client.wait_for_connect()).await.is_err()
+            || tokio::time::timeout(wait, subscriber.wait_for_connect()).await.is_err()
+        {
+            tracing::warn!("redis not reachable at start; the node starts not ready and keeps retrying");
+        }
+        let engine = Self {
+            client,
+            subscriber,
+            keys: Keys::new(&s.prefix),
+            location_script: Script::from_lua(include_str!("../../../redis/location.lua")),
+            claim_script: Script::from_lua(include_str!("../../../redis/claim.lua")),
+            publish_script: Script::from_lua(include_str!("../../../redis/publish.lua")),
+            history_script: Script::from_lua(include_str!("../../../redis/history.lua")),
+            nearby_script: Script::from_lua(include_str!("../../../redis/nearby.lua")),
+            nodes_script: Script::from_lua(include_str!("../../../redis/nodes.lua")),
+            history: s.history,
+            node_id: s.node_id,
+            heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
+            rooms: tokio::sync::Mutex::new(HashMap::new()),
+            subscriptions_ok: Arc::new(AtomicBool::new(true)),
+            seq: AtomicU64::new(0),
+            cancel: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        };
+        engine.spawn_delivery(deliver);
+        Ok(engine)
+    }
+
+
+    pub(in crate::engine) async fn ready(&self) -> bool {
+        if !self.subscriptions_ok.load(Ordering::SeqCst) || !self.subscriber.is_connected() {
+            return false;
+        }
+        matches!(tokio::time::timeout(Duration::from_secs(2), self.client.ping::<String>(None)).await, Ok(Ok(_)))
+    }
+
+    pub(in crate::engine) async fn shutdown(&self) {
+        let _: std::result::Result<i64, _> = self.client.del(self.keys.node(&self.node_id)).await;
+        self.cancel.cancel();
+        self.tasks.close();
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.tasks.wait()).await;
+        let _ = self.subscriber.quit().await;
+        let _ = self.client.quit().await;
+    }
+}
+

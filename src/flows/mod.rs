@@ -1,0 +1,24 @@
+//! The flows: what the contract's actions do, shared by every edge. A flow takes validated
+//! domain values and the caller's [`crate::auth::Claims`], checks role, existence and
+//! ownership in the contract's order, writes, and emits its events through
+//! [`crate::fanout`]; it returns domain values, never wire shapes.
+//!
+//! - [`driving`]: `driver:connect`, `driver:location:update`, `driver:status`.
+//! - [`subscriptions`]: who may watch a trip, the subscription cap, current positions.
+//! - [`chat`]: `chat:typing`, `chat:read`.
+//! - [`trips`]: create and read trips, the status machine.
+//! - [`bookings`]: book and cancel.
+//! - [`offers`]: offer subscription, rounds and deadlines, decline, the one-winner accept.
+//! - [`scan`]: `conductor:scan`.
+//! - [`publish`]: the publish API's emission.
+//! - [`stats`]: this node's figures for the admin stats and the node registry.
+
+pub mod bookings;
+pub mod chat;
+pub mod driving;
+pub mod offers;
+pub mod publish;
+pub mod scan;
+pub mod stats;
+pub mod subscriptions;
+pub mod trips;

@@ -1,0 +1,38 @@
+//! The contract's payload limits (CONTRACT §6), one definition for every edge: JSON nested
+//! at most 32 levels, strings at most 1 KiB, room names 1–200 characters. The Socket.IO
+//! edge checks event payloads with them and the HTTP edge request bodies, the same way.
+
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Deepest JSON nesting accepted.
+pub const MAX_DEPTH: usize = 32;
+/// Longest string accepted anywhere in a payload, in bytes.
+pub const MAX_STRING: usize = 1024;
+/// Longest client-visible room name, in characters.
+pub const MAX_ROOM_NAME: usize = 200;
+
+/// Checks nesting depth and string sizes of any JSON value; `depth` is the value's own
+/// level (1 for a whole payload).
+pub fn check_json(v: &Value, depth: usize) -> Result<()> {
+    if depth > MAX_DEPTH {
+        return Err(Error::invalid(format!("JSON nested deeper than {MAX_DEPTH} levels")));
+    }
+    match v {
+        Value::String(s) if s.len() > MAX_STRING => {
+            Err(Error::invalid(format!("string longer than {MAX_STRING} bytes")))
+        }
+        Value::Array(items) => items.iter().try_for_each(|i| check_json(i, depth + 1)),
+        Value::Object(map) => map.values().try_for_each(|i| check_json(i, depth + 1)),
+        _ => Ok(()),
+    }
+}
+
+/// Validates a client-visible room name.
+pub fn room_name(s: &str) -> Result<()> {
+    if s.is_empty() || s.chars().count() > MAX_ROOM_NAME || s.chars().any(char::is_control) {
+        return Err(Error::invalid(format!("room must be 1–{MAX_ROOM_NAME} characters")));
+    }
+    Ok(())
+}

@@ -1,0 +1,163 @@
+//! Connecting (CONTRACT §1): the connect middleware refuses a flood from one address
+//! (`RATE_LIMITED`), a missing or bad token (`NO_TOKEN`, `INVALID_TOKEN`) and a user past the
+//! connection cap, then registers the socket's handlers and its [`Session`]; the connect
+//! handler joins the user's room; the disconnect handler releases rooms and slots.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use axum::extract::ConnectInfo;
+use governor::{Quota, RateLimiter};
+use serde_json::Value;
+use socketioxide::extract::{Extension, SocketRef, State, TryData};
+
+use super::Edge;
+use super::session::{Session, join};
+use crate::auth::AuthError;
+use crate::domain::{RoomKey, TripId};
+use crate::engine::{Claim, SlotKind};
+use crate::flows::{offers, subscriptions};
+
+/// Connection-attempt limiter keyed by client address.
+pub type ConnLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
+
+/// Builds the connection limiter, or `None` when disabled (rate 0).
+pub fn conn_limiter(per_sec: u32, burst: u32) -> Option<ConnLimiter> {
+    let rate = NonZeroU32::new(per_sec)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
+}
+
+/// Why a connection was refused; its `Display` is the exact `connect_error` message.
+#[derive(Debug)]
+pub(super) struct Refused(&'static str);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// The token from `auth.token` (raw or `Bearer …`), else the `Authorization` header.
+fn find_token(s: &SocketRef, auth: Option<Value>) -> std::result::Result<String, AuthError> {
+    if let Some(Value::Object(map)) = auth {
+        match map.get("token") {
+            Some(Value::String(t)) => return Ok(t.clone()),
+            Some(Value::Null) | None => {}
+            Some(_) => return Err(AuthError::InvalidToken),
+        }
+    }
+    s.req_parts()
+        .headers
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .ok_or(AuthError::NoToken)
+}
+
+/// The client address: the peer, or the first `X-Forwarded-For` entry when configured.
+fn client_ip(s: &SocketRef, trust_forwarded_for: bool) -> Option<IpAddr> {
+    let parts = s.req_parts();
+    if trust_forwarded_for
+        && let Some(ip) = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// Connect middleware: address flood limit, token, per-user connection cap.
+pub(super) async fn authenticate(
+    s: SocketRef,
+    TryData(auth): TryData<Value>,
+    State(edge): State<Arc<Edge>>,
+) -> std::result::Result<(), Refused> {
+    let app = &edge.app;
+    if let (Some(limiter), Some(ip)) = (&edge.conn_limiter, client_ip(&s, app.cfg.trust_forwarded_for))
+        && limiter.check_key(&ip).is_err()
+    {
+        metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);
+        return Err(Refused("RATE_LIMITED"));
+    }
+    let claims = find_token(&s, auth.ok()).and_then(|t| app.verifier.verify(&t)).map_err(|e| {
+        let code = match e {
+            AuthError::NoToken => "NO_TOKEN",
+            AuthError::InvalidToken => "INVALID_TOKEN",
+        };
+        metrics::counter!("fleetcast_connections_refused_total", "reason" => code).increment(1);
+        Refused(code)
+    })?;
+    let sid = s.id.to_string();
+    match app
+        .engine
+        .claim(SlotKind::Connections, &claims.tenant, &claims.user, &sid, &[&sid], app.cfg.max_connections_per_user)
+        .await
+    {
+        Ok(Claim::Granted) => {}
+        Ok(Claim::Refused) => {
+            metrics::counter!("fleetcast_connections_refused_total", "reason" => "RATE_LIMITED").increment(1);
+            return Err(Refused("RATE_LIMITED"));
+        }
+        // Degraded mode: the cap cannot be checked while Redis is away; keep serving.
+        Err(_) => tracing::warn!("connection cap not checked: engine unavailable"),
+    }
+    let events = NonZeroU32::new(app.cfg.socket_events_per_sec).unwrap_or(NonZeroU32::MIN);
+    let burst = NonZeroU32::new(app.cfg.socket_events_burst).unwrap_or(events);
+    // Handlers are registered here, before the client learns it is connected: the connect
+    // handler runs on a spawned task, and an event arriving before it registered handlers
+    // would be dropped without an ack.
+    s.on_disconnect(on_disconnect);
+    super::handlers::register(&s);
+    s.extensions.insert(Arc::new(Session {
+        claims,
+        offers: AtomicBool::new(false),
+        limiter: RateLimiter::direct_with_clock(
+            Quota::per_second(events).allow_burst(burst),
+            edge.limiter_clock.clone(),
+        ),
+        rooms: Mutex::new(HashSet::new()),
+        trips: Mutex::new(HashSet::new()),
+    }));
+    Ok(())
+}
+
+pub(super) async fn on_connect(s: SocketRef, State(edge): State<Arc<Edge>>, Extension(session): Extension<Arc<Session>>) {
+    metrics::gauge!("fleetcast_connections").increment(1.0);
+    let user_room = RoomKey::user(&session.claims.tenant, &session.claims.user);
+    if let Err(e) = join(&edge.app, &s, &session, &user_room).await {
+        tracing::warn!(error = %e, "user room not joined");
+    }
+}
+
+pub(super) async fn on_disconnect(s: SocketRef, State(edge): State<Arc<Edge>>, Extension(session): Extension<Arc<Session>>) {
+    let app = &edge.app;
+    metrics::gauge!("fleetcast_connections").decrement(1.0);
+    let rooms: Vec<RoomKey> = session.rooms().drain().collect();
+    for room in &rooms {
+        app.engine.release_room(room).await;
+    }
+    let trips: Vec<TripId> = session.trips().drain().collect();
+    let c = &session.claims;
+    let sid = s.id.to_string();
+    let trips: Vec<&TripId> = trips.iter().collect();
+    if let Err(e) = subscriptions::release(app, c, &sid, &trips).await {
+        tracing::warn!(error = %e, "subscription slots not released; they expire with the node");
+    }
+    if session.offers.swap(false, Ordering::SeqCst)
+        && let Err(e) = offers::unsubscribe(app, c, &sid).await
+    {
+        tracing::warn!(error = %e, "offer slot not released; it expires with the node");
+    }
+    if let Err(e) = app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid]).await {
+        tracing::warn!(error = %e, "connection slot not released; it expires with the node");
+    }
+}
+

@@ -1,0 +1,60 @@
+//! `driver:connect`, `driver:location:update`, `driver:status` (flow: `flows::driving`).
+
+use serde_json::Value;
+use socketioxide::extract::SocketRef;
+
+use super::{Reply, ok};
+use crate::domain::{self, DriverStatus, Location, RoomKey};
+use crate::error::Error;
+use crate::flows::driving;
+use crate::socket::Edge;
+use crate::socket::payload::{self, LocationIn, StatusIn, TripRef};
+use crate::socket::session::{Session, join};
+
+/// `driver:connect {tripId}`: the trip's driver joins `driver:{tripId}` and the trip room.
+pub(super) async fn connect(edge: &Edge, s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+    let p: TripRef = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    let c = &session.claims;
+    driving::connect(&edge.app, c, &trip).await?;
+    join(&edge.app, s, session, &RoomKey::driver_of_trip(&c.tenant, &trip)).await?;
+    join(&edge.app, s, session, &RoomKey::trip_subscribers(&c.tenant, &trip)).await?;
+    ok()
+}
+
+/// `driver:location:update {tripId?, lat, lng, speed?, heading?, accuracy?, timestamp?}`.
+pub(super) async fn location(edge: &Edge, _s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+    let p: LocationIn = payload::parse(p)?;
+    domain::check_position(p.lat, p.lng, p.speed, p.heading, p.accuracy)?;
+    let updated_at = match &p.timestamp {
+        Some(ts) => domain::iso(domain::check_timestamp(ts, chrono::Utc::now())?),
+        None => domain::now_iso(),
+    };
+    let trip = p.trip_id.map(|t| payload::trip_id("tripId", t)).transpose()?;
+    let location = Location {
+        trip,
+        driver: session.claims.user.clone(),
+        lat: p.lat,
+        lng: p.lng,
+        speed: p.speed,
+        heading: p.heading,
+        accuracy: p.accuracy,
+        updated_at,
+    };
+    driving::update_location(&edge.app, &session.claims, location).await?;
+    ok()
+}
+
+/// `driver:status {tripId, status, timestamp?}`.
+pub(super) async fn status(edge: &Edge, _s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+    let p: StatusIn = payload::parse(p)?;
+    let trip = payload::trip_id("tripId", p.trip_id)?;
+    let status: DriverStatus =
+        p.status.parse().map_err(|_| Error::invalid("status must be STARTED, PAUSED, ENDED or EMERGENCY"))?;
+    let timestamp = match &p.timestamp {
+        Some(ts) => domain::iso(domain::check_timestamp(ts, chrono::Utc::now())?),
+        None => domain::now_iso(),
+    };
+    driving::report_status(&edge.app, &session.claims, &trip, status, &timestamp).await?;
+    ok()
+}

@@ -1,0 +1,79 @@
+//! One handler per client event of CONTRACT §2, by role or concern: [`driver`] (connect,
+//! location, status), [`passenger`] (subscribe, unsubscribe), [`rooms`] (rooms, chat,
+//! admin subscribe, heartbeat), [`offers`] (offer subscription, accept, decline) and
+//! [`conductor`] (scan). Each takes the raw payload and validates it into domain values
+//! (`INVALID_PAYLOAD`), then calls its flow, which checks role, existence and ownership,
+//! then rate limits, and only then writes — the order of CONTRACT §6.
+
+use std::sync::Arc;
+
+use serde_json::{Map, Value};
+use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
+
+use super::Edge;
+use super::ack::{run_event, send_ack};
+use super::session::Session;
+use crate::error::{Error, Result};
+
+mod conductor;
+mod driver;
+mod offers;
+mod passenger;
+mod rooms;
+
+/// What a handler answers: the ack's fields besides `ok`.
+type Reply = Result<Map<String, Value>>;
+
+type Payload = TryData<Value>;
+
+/// Registers the socket's one message handler, which dispatches on the event name. One
+/// handler instead of one per event: socketioxide keeps a per-socket table of handlers,
+/// and 16 entries cost an idle socket ≈ 1.2 KiB (measured with heaptrack, BENCHMARKS.md).
+pub(super) fn register(s: &SocketRef) {
+    s.on_fallback(
+        async |s: SocketRef,
+               Event(name): Event,
+               p: Payload,
+               ack: AckSender,
+               State(edge): State<Arc<Edge>>,
+               Extension(session): Extension<Arc<Session>>| {
+            dispatch(&edge, &s, &session, &name, p.0.ok(), ack).await;
+        },
+    );
+}
+
+/// Runs the handler of event `name` (CONTRACT §2), or acks an unknown event with
+/// `INVALID_PAYLOAD`.
+async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: Option<Value>, ack: AckSender) {
+    macro_rules! route {
+        ($($event:literal => $handler:path,)*) => {
+            match name {
+                $($event => run_event($event, session, ack, $handler(edge, s, session, p)).await,)*
+                _ => send_ack(ack, Err(Error::invalid("unknown event"))),
+            }
+        };
+    }
+    route! {
+        "driver:connect" => driver::connect,
+        "driver:location:update" => driver::location,
+        "driver:status" => driver::status,
+        "passenger:subscribe" => passenger::subscribe,
+        "passenger:unsubscribe" => passenger::unsubscribe,
+        "admin:subscribe" => rooms::admin_subscribe,
+        "heartbeat" => rooms::heartbeat,
+        "room:join" => rooms::join,
+        "room:leave" => rooms::leave,
+        "chat:typing" => rooms::chat_typing,
+        "chat:read" => rooms::chat_read,
+        "driver:subscribe" => offers::subscribe,
+        "driver:unsubscribe" => offers::unsubscribe,
+        "trip:offer:accept" => offers::accept,
+        "trip:offer:decline" => offers::decline,
+        "conductor:scan" => conductor::scan,
+    }
+}
+
+/// `{ok:true}` with nothing else.
+fn ok() -> Reply {
+    Ok(Map::new())
+}

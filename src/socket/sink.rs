@@ -1,0 +1,103 @@
+//! The Socket.IO edge's delivery sink: frames the engine received for a room go to the
+//! room's local sockets through socketioxide's local adapter (volatile, "except" rooms or
+//! sender, replay seams), and node-to-node commands run for the room's local sockets.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Weak};
+
+use futures_util::FutureExt;
+use serde_json::value::RawValue;
+
+use super::Edge;
+use super::session::{Session, drop_trip};
+use crate::domain::{EventId, RoomKey};
+use crate::engine::frame::{self, Frame};
+use crate::fanout::{Control, LocalCounts, Sink};
+
+/// The Socket.IO sink (weak: the node owns the edge).
+pub struct SocketSink(pub Weak<Edge>);
+
+impl Sink for SocketSink {
+    fn deliver(&self, room: &RoomKey, f: &Frame<'_>, id: Option<EventId>) {
+        let Some(edge) = self.0.upgrade() else { return };
+        let Some(io) = edge.io.get() else { return };
+        let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else { return };
+        // Kept for replaying sockets and emitted under one lock, so that
+        // `Replays::finish` (join + drain) is atomic with respect to delivery.
+        edge.replays.keep_then(room, f.event, f.json, id, |skip| {
+            if f.flags & frame::EXCEPT_ROOM != 0 {
+                let except: Vec<String> = f.except.unwrap_or_default().split('\u{1e}').map(str::to_string).collect();
+                let op = io.to(room.as_str().to_string()).except(except);
+                if let Some(Err(e)) = op.emit(f.event, raw).now_or_never() {
+                    tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets");
+                }
+                return;
+            }
+            if let Some(except) = f.except {
+                // Sockets are not in rooms of their own ids, so "all but one" is done here;
+                // only small rooms (chats) use it.
+                for s in io.to(room.as_str().to_string()).sockets() {
+                    if s.id.to_string() != except {
+                        let _ = s.volatile().emit(f.event, raw);
+                    }
+                }
+                return;
+            }
+            if !skip.is_empty() {
+                // Sockets that got this frame from their replay a moment ago (rare: only
+                // around a join with `since`).
+                for s in io.to(room.as_str().to_string()).sockets() {
+                    if !skip.contains(&s.id.to_string()) {
+                        let _ = s.emit(f.event, raw);
+                    }
+                }
+                return;
+            }
+            let mut op = io.to(room.as_str().to_string());
+            if f.flags & frame::VOLATILE != 0 {
+                op = op.volatile();
+            }
+            match op.emit(f.event, raw).now_or_never() {
+                Some(Ok(())) => {}
+                Some(Err(e)) => tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets"),
+                None => tracing::error!("local broadcast did not complete at once"),
+            }
+        });
+    }
+
+    fn control(&self, room: &RoomKey, command: &Control) {
+        let Some(edge) = self.0.upgrade() else { return };
+        let Some(io) = edge.io.get() else { return };
+        match command {
+            Control::LeaveTrip(trip) => {
+                for s in io.to(room.as_str().to_string()).sockets() {
+                    let Some(session) = s.extensions.get::<Arc<Session>>() else { continue };
+                    let (edge, trip) = (edge.clone(), trip.clone());
+                    // Owner: the runtime; a short task (the delivery task must not await).
+                    tokio::spawn(async move {
+                        if let Err(e) = drop_trip(&edge.app, &s, &session, &trip).await {
+                            tracing::warn!(error = %e, "subscription slot not released; it expires with the node");
+                        }
+                    });
+                }
+            }
+        }
+    }
+
+    fn counts(&self) -> HashMap<String, LocalCounts> {
+        let mut out: HashMap<String, LocalCounts> = HashMap::new();
+        let Some(edge) = self.0.upgrade() else { return out };
+        let Some(io) = edge.io.get() else { return out };
+        for s in io.sockets() {
+            let Some(session) = s.extensions.get::<Arc<Session>>() else { continue };
+            let entry = out.entry(session.claims.tenant.0.clone()).or_default();
+            entry.connections += 1;
+            for room in session.rooms().iter() {
+                if let Some(trip) = room.subscribed_trip() {
+                    entry.active_trips.insert(trip.to_string());
+                }
+            }
+        }
+        out
+    }
+}
