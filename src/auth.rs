@@ -85,18 +85,13 @@ impl Verifier {
         let (alg, key) = match cfg.jwt_algorithm {
             JwtAlgorithm::Hs256 => (Algorithm::HS256, DecodingKey::from_secret(cfg.hs256_secret().as_bytes())),
             JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
-                let path = cfg
-                    .jwt_public_key_file
-                    .as_ref()
-                    .ok_or_else(|| key_error("required"))?;
+                let path = cfg.jwt_public_key_file.as_ref().ok_or_else(|| key_error("required"))?;
                 let pem = std::fs::read(path).map_err(|e| key_error(format!("{}: {e}", path.display())))?;
                 if cfg.jwt_algorithm == JwtAlgorithm::Rs256 {
-                    let key = DecodingKey::from_rsa_pem(&pem)
-                        .map_err(|e| key_error(e.to_string()))?;
+                    let key = DecodingKey::from_rsa_pem(&pem).map_err(|e| key_error(e.to_string()))?;
                     (Algorithm::RS256, key)
                 } else {
-                    let key = DecodingKey::from_ec_pem(&pem)
-                        .map_err(|e| key_error(e.to_string()))?;
+                    let key = DecodingKey::from_ec_pem(&pem).map_err(|e| key_error(e.to_string()))?;
                     (Algorithm::ES256, key)
                 }
             }

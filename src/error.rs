@@ -74,12 +74,6 @@ impl Error {
     }
 }
 
-impl From<crate::domain::Invalid> for Error {
-    fn from(e: crate::domain::Invalid) -> Self {
-        Error::InvalidPayload(e.0)
-    }
-}
-
 impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {

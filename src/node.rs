@@ -219,8 +219,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         .build_layer();
     socket::attach(&socket_edge, &io);
 
+    let mut document = http::openapi::http_document();
+    document.merge(sse::openapi_document());
     let router = Router::new()
-        .merge(http::routes())
+        .merge(http::routes(Arc::new(document)))
         .merge(sse::routes(sse_hub.clone()))
         .fallback(http::not_found)
         .with_state(app.clone())

@@ -3,7 +3,7 @@
 //! formats a room name. Client-named rooms (`room:join`, the publish API) go through
 //! [`RoomKey::named`] after the edge validated the name.
 
-use super::{Tenant, TripId, UserId};
+use super::ids::{Tenant, TripId, UserId};
 
 /// A room scoped by tenant. Its string form (`tenant \x1f name`) is the local Socket.IO
 /// room name and the key the engine derives channels from; clients never see it.

@@ -5,8 +5,8 @@
 //! Tenant and id components are escaped (`%` → `%25`, `:` → `%3A`) so that `a:b` + `c` and
 //! `a` + `b:c` can never name the same key.
 
-use crate::domain::{Tenant, TripId, UserId};
 use crate::domain::RoomKey;
+use crate::domain::{Tenant, TripId, UserId};
 
 /// Key and channel builder for one prefix.
 #[derive(Clone, Debug)]
@@ -136,7 +136,7 @@ mod tests {
         let a = k.driver_location(&Tenant("a:b".into()), &UserId("c".into()));
         let b = k.driver_location(&Tenant("a".into()), &UserId("b:c".into()));
         assert_ne!(a, b);
-        let room = RoomKey::new(&Tenant("t:1%".into()), "trip:x:subscribers");
+        let room = RoomKey::named(&Tenant("t:1%".into()), "trip:x:subscribers");
         let ch = k.room_channel(&room);
         assert_eq!(ch, "fc:room:t%3A1%25:trip:x:subscribers");
         assert_eq!(k.room_from_channel(&ch), Some(room));

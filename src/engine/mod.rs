@@ -171,4 +171,3 @@ impl Engine {
         dispatch!(self, e => e.shutdown().await)
     }
 }
-

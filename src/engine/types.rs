@@ -113,4 +113,3 @@ pub enum Claim {
     /// The cap would be exceeded; nothing claimed.
     Refused,
 }
-

@@ -6,7 +6,8 @@
 //! - [`driving`]: `driver:connect`, `driver:location:update`, `driver:status`.
 //! - [`subscriptions`]: who may watch a trip, the subscription cap, current positions.
 //! - [`chat`]: `chat:typing`, `chat:read`.
-//! - [`trips`]: create and read trips, the status machine.
+//! - [`trips`]: create and read trips, the status machine (`status_events`: the
+//!   `trip.status.updated` it and an accepted offer emit).
 //! - [`bookings`]: book and cancel.
 //! - [`offers`]: offer subscription, rounds and deadlines, decline, the one-winner accept.
 //! - [`scan`]: `conductor:scan`.
@@ -20,5 +21,6 @@ pub mod offers;
 pub mod publish;
 pub mod scan;
 pub mod stats;
+mod status_events;
 pub mod subscriptions;
 pub mod trips;

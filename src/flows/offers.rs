@@ -21,7 +21,7 @@ use crate::fanout;
 use crate::jobs::OfferDeadline;
 use crate::store::rides::{AcceptOutcome, TripRow};
 
-use super::trips::{emit_status, status_updated};
+use super::status_events::{emit_status, status_updated};
 
 /// One offer round's result (`broadcast-offer`'s answer).
 #[derive(Debug, Clone, PartialEq)]

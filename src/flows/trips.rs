@@ -10,11 +10,12 @@ use crate::domain::rides::{TripPlan, TripStatus, TripType};
 use crate::domain::rooms::trip_grant;
 use crate::domain::{Role, RoomKey, Tenant, TripId};
 use crate::error::{Error, Result};
-use crate::events::{ExpiryReason, OfferExpired, TripCreated, TripStatusUpdated};
+use crate::events::{ExpiryReason, OfferExpired, TripCreated};
 use crate::fanout;
 use crate::store::rides::TripRow;
 
 use super::offers;
+use super::status_events::{emit_status, status_updated};
 
 /// Creates a trip; emits `trip.created` to `admin:events`, and offers a PRIVATE published
 /// trip without driver to drivers at once.
@@ -58,40 +59,6 @@ pub async fn get_trip(app: &App, who: &Claims, id: &str) -> Result<TripRow> {
         Role::Passenger => app.db.has_active_booking(&who.tenant, &TripId(id.into()), &who.user).await?,
     };
     if allowed { Ok(row) } else { Err(Error::Forbidden) }
-}
-
-/// `trip.status.updated` of a trip after a change from `previous`.
-pub(super) fn status_updated<'a>(
-    row: &'a TripRow,
-    previous: TripStatus,
-    notes: Option<&'a str>,
-    driver_name: Option<&'a str>,
-) -> TripStatusUpdated<'a> {
-    TripStatusUpdated {
-        trip_id: &row.id,
-        trip_title: &row.title,
-        previous_status: previous.as_str(),
-        new_status: &row.status,
-        driver_name,
-        notes,
-        origin_name: &row.origin_name,
-        dest_name: &row.dest_name,
-        updated_at: &row.updated_at,
-    }
-}
-
-/// Emits `trip.status.updated` to the trip's subscribers (and so its SSE trip-status
-/// streams) and the user rooms of driver, organizer and passengers.
-pub(super) async fn emit_status(app: &App, tenant: &Tenant, row: &TripRow, event: &TripStatusUpdated<'_>) {
-    let passengers = app.db.trip_passengers(tenant, &row.id).await.unwrap_or_else(|e| {
-        tracing::warn!(error = %e, "passengers not read; status event goes to the trip room only");
-        Vec::new()
-    });
-    let mut users: Vec<&str> = vec![row.organizer_id.as_str()];
-    users.extend(row.driver_id.as_deref());
-    users.extend(passengers.iter().map(String::as_str));
-    let room = RoomKey::trip_subscribers(tenant, &TripId(row.id.clone()));
-    fanout::publish_to_room_and_users(&app.engine, tenant, Some(&room), &users, event).await;
 }
 
 /// `PUT /api/drivers/trips/{tripId}/status`: the trip's driver or an ADMIN moves the trip

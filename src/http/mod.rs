@@ -1,75 +1,85 @@
-//! HTTP edge (CONTRACT §4): the operations routes — liveness, readiness (Redis and the
-//! database both answer, and every held room is subscribed), Prometheus metrics — and the
-//! trip track. Errors leave as the contract's JSON through one `IntoResponse` for `Error`.
+//! HTTP edge (CONTRACT §4): the route table, one file per concern — [`ops`] (liveness,
+//! readiness, metrics, the JSON 404), `rides` (trips, bookings, offers), `publish` (the
+//! unified emitter), `track`, `admin` (stats), [`openapi`] (the document) — with [`auth`]
+//! (the caller's token) and [`error`] (the one error mapping), which the SSE edge shares.
+//!
+//! The route table is data ([`ROUTES`]): the router is built from it and the OpenAPI test
+//! checks the document against it.
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use serde_json::json;
+use axum::routing::{MethodRouter, get, patch, post, put};
 
 use crate::app::App;
 
 mod admin;
 pub mod auth;
+mod body;
 pub mod error;
-mod openapi;
+pub mod openapi;
+pub mod ops;
 mod publish;
 mod rides;
 mod track;
 
-/// Every HTTP route of the node (the SSE streams are the `sse` edge's, merged by the node).
-pub fn routes() -> Router<Arc<App>> {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/trips/{id}/track", get(track::track))
-        .route("/api/v1/emit", axum::routing::post(publish::emit))
-        .route("/api/v1/realtime/orders/{id}", axum::routing::post(publish::order))
-        .route("/api/v1/realtime/runs/{id}", axum::routing::post(publish::run))
-        .route("/api/trips", axum::routing::post(rides::create_trip))
-        .route("/api/trips/{id}", get(rides::get_trip))
-        .route("/api/trips/{id}/broadcast-offer", axum::routing::post(rides::broadcast_offer))
-        .route("/api/drivers/trips/accept/{trip_id}", axum::routing::post(rides::accept))
-        .route("/api/drivers/trips/{trip_id}/status", axum::routing::put(rides::change_status))
-        .route("/api/bookings", axum::routing::post(rides::book))
-        .route("/api/bookings/{id}", axum::routing::patch(rides::patch_booking))
-        .route("/api/passengers/bookings/{id}/cancel", axum::routing::post(rides::cancel_booking))
-        .route("/api/openapi.json", get(openapi::document))
-        .route("/api/v1/admin/stats", get(admin::stats))
+pub use ops::not_found;
+
+/// Every HTTP route of the node, as `(method, path)` (the SSE streams are the `sse` edge's,
+/// in `sse::ROUTES`).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/healthz"),
+    ("GET", "/readyz"),
+    ("GET", "/metrics"),
+    ("GET", "/api/v1/trips/{id}/track"),
+    ("POST", "/api/v1/emit"),
+    ("POST", "/api/v1/realtime/orders/{id}"),
+    ("POST", "/api/v1/realtime/runs/{id}"),
+    ("POST", "/api/trips"),
+    ("GET", "/api/trips/{id}"),
+    ("POST", "/api/trips/{id}/broadcast-offer"),
+    ("POST", "/api/drivers/trips/accept/{trip_id}"),
+    ("PUT", "/api/drivers/trips/{trip_id}/status"),
+    ("POST", "/api/bookings"),
+    ("PATCH", "/api/bookings/{id}"),
+    ("POST", "/api/passengers/bookings/{id}/cancel"),
+    ("GET", "/api/openapi.json"),
+    ("GET", "/api/v1/admin/stats"),
+];
+
+/// The handler of a route of [`ROUTES`].
+fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<App>>> {
+    Some(match (method, path) {
+        ("GET", "/healthz") => get(ops::healthz),
+        ("GET", "/readyz") => get(ops::readyz),
+        ("GET", "/metrics") => get(ops::metrics),
+        ("GET", "/api/v1/trips/{id}/track") => get(track::track),
+        ("POST", "/api/v1/emit") => post(publish::emit),
+        ("POST", "/api/v1/realtime/orders/{id}") => post(publish::order),
+        ("POST", "/api/v1/realtime/runs/{id}") => post(publish::run),
+        ("POST", "/api/trips") => post(rides::create_trip),
+        ("GET", "/api/trips/{id}") => get(rides::get_trip),
+        ("POST", "/api/trips/{id}/broadcast-offer") => post(rides::broadcast_offer),
+        ("POST", "/api/drivers/trips/accept/{trip_id}") => post(rides::accept),
+        ("PUT", "/api/drivers/trips/{trip_id}/status") => put(rides::change_status),
+        ("POST", "/api/bookings") => post(rides::book),
+        ("PATCH", "/api/bookings/{id}") => patch(rides::patch_booking),
+        ("POST", "/api/passengers/bookings/{id}/cancel") => post(rides::cancel_booking),
+        ("GET", "/api/openapi.json") => get(openapi::serve),
+        ("GET", "/api/v1/admin/stats") => get(admin::stats),
+        _ => return None,
+    })
 }
 
-#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
-async fn healthz(State(app): State<Arc<App>>) -> Response {
-    axum::Json(json!({ "status": "ok", "node": app.node_id })).into_response()
-}
-
-#[utoipa::path(get, path = "/readyz", tag = "operations",
-    responses((status = 200, description = "Redis and the database answer"), (status = 503, description = "not ready")))]
-async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
-    let ready = engine && db && !app.shutting_down();
-    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
-    let body = json!({
-        "status": if ready { "ready" } else { "unavailable" },
-        "node": app.node_id,
-        "engine": engine,
-        "database": db,
-    });
-    (status, axum::Json(body)).into_response()
-}
-
-#[utoipa::path(get, path = "/metrics", tag = "operations",
-    responses((status = 200, content_type = "text/plain", description = "Prometheus text, `node` label")))]
-async fn metrics(State(app): State<Arc<App>>) -> Response {
-    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
-}
-
-/// A JSON 404 for every unknown path (the contract's error shape).
-pub async fn not_found() -> Response {
-    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "NOT_FOUND", "message": "no such route" }))).into_response()
+/// Every HTTP route of the node, built from [`ROUTES`]; `document` is the OpenAPI document
+/// served at `/api/openapi.json` (the node assembles it from both HTTP edges).
+pub fn routes(document: Arc<utoipa::openapi::OpenApi>) -> Router<Arc<App>> {
+    let mut router = Router::new();
+    for (method, path) in ROUTES {
+        match handler(method, path) {
+            Some(h) => router = router.route(path, h),
+            None => tracing::error!(method, path, "route without a handler"),
+        }
+    }
+    router.layer(axum::Extension(document))
 }

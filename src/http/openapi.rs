@@ -1,5 +1,6 @@
-//! The OpenAPI document of the whole HTTP API (CONTRACT §4), generated from the handlers'
-//! annotations and served at `/api/openapi.json`.
+//! The OpenAPI document of the HTTP API (CONTRACT §4), generated from the handlers'
+//! annotations; the node merges the SSE edge's into it and it is served at
+//! `/api/openapi.json`. A test checks the served document against the route tables.
 
 use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -22,34 +23,23 @@ impl Modify for BearerAuth {
     info(title = "fleetcast", description = "Realtime gateway for mobility apps: HTTP API (the Socket.IO \
         events are in CONTRACT.md). Tokens: `Authorization: Bearer`, `?token=` or the `fleetcast_token` cookie."),
     paths(
-        super::healthz, super::readyz, super::metrics, super::admin::stats,
+        super::ops::healthz, super::ops::readyz, super::ops::metrics, super::admin::stats,
         super::rides::create_trip, super::rides::get_trip, super::rides::broadcast_offer, super::rides::accept,
         super::rides::change_status, super::rides::book, super::rides::patch_booking, super::rides::cancel_booking,
         super::track::track, super::publish::emit, super::publish::order, super::publish::run,
-        crate::sse::trip_status, crate::sse::order, crate::sse::run, crate::sse::driver_location,
     ),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
 
-/// `GET /api/openapi.json`.
-pub async fn document() -> Json<utoipa::openapi::OpenApi> {
-    Json(ApiDoc::openapi())
+/// The HTTP edge's document (with the bearer scheme every route uses).
+pub fn http_document() -> utoipa::openapi::OpenApi {
+    ApiDoc::openapi()
 }
 
-#[cfg(test)]
-mod tests {
-    use utoipa::OpenApi;
-
-    #[test]
-    fn the_document_lists_every_route() {
-        let doc = serde_json::to_value(super::ApiDoc::openapi()).expect("serializes");
-        let paths = doc["paths"].as_object().expect("paths");
-        for p in
-            ["/api/trips", "/api/trips/{id}", "/api/bookings", "/api/drivers/trips/{tripId}/status", "/api/v1/emit"]
-        {
-            assert!(paths.contains_key(p), "{p} missing");
-        }
-        assert!(doc["components"]["schemas"]["Trip"].is_object());
-    }
+/// `GET /api/openapi.json`: the node's whole document.
+pub(super) async fn serve(
+    axum::Extension(doc): axum::Extension<std::sync::Arc<utoipa::openapi::OpenApi>>,
+) -> Json<utoipa::openapi::OpenApi> {
+    Json((*doc).clone())
 }

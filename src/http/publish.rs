@@ -20,7 +20,9 @@ use crate::domain::{RoomKey, UserId, valid_id};
 use crate::error::{Error, Result};
 use crate::events::{self, EntityUpdate, Published};
 use crate::flows::publish::{self, Emission, may_publish};
-use crate::limits::{check_json, room_name};
+use crate::limits::room_name;
+
+use super::body::body;
 
 /// Most rooms plus users one publish call may target.
 const MAX_TARGETS: usize = 1_000;
@@ -58,18 +60,15 @@ pub struct TransportResult {
     error: Option<&'static str>,
 }
 
-/// Parses a JSON body within the payload limits; errors name the field.
-pub(super) fn body<T: serde::de::DeserializeOwned>(bytes: &Bytes) -> Result<T> {
-    let v: Value = serde_json::from_slice(bytes).map_err(|e| Error::invalid(format!("body is not JSON: {e}")))?;
-    check_json(&v, 1)?;
-    serde_path_to_error::deserialize(v).map_err(|e| Error::invalid(e.to_string()))
-}
-
 /// The `EmissionResult` of an emission.
 fn result(e: Emission) -> (StatusCode, Json<EmissionResult>) {
     let result = EmissionResult {
         success: e.sent,
-        sse: TransportResult { sent: e.sent && e.sse_connections > 0, connections: Some(e.sse_connections), error: e.error },
+        sse: TransportResult {
+            sent: e.sent && e.sse_connections > 0,
+            connections: Some(e.sse_connections),
+            error: e.error,
+        },
         socketio: TransportResult { sent: e.sent, connections: None, error: e.error },
     };
     (StatusCode::ACCEPTED, Json(result))

@@ -14,8 +14,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
+use super::body::body;
 use super::error::ErrorBody;
-use super::publish::body;
 use crate::app::App;
 use crate::domain::rides::{BookingRequest, Place as DomainPlace, TripPlan, TripStatus, TripType};
 use crate::domain::valid_id;

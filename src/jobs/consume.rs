@@ -41,7 +41,11 @@ pub struct ConsumerSettings {
 impl ConsumerSettings {
     /// The node's in-process snapshot worker.
     pub fn snapshots(cfg: &Config) -> Self {
-        Self { concurrency: cfg.worker_concurrency.max(1), poll: Duration::from_millis(cfg.worker_poll_ms.max(10)), ..Self::common(cfg) }
+        Self {
+            concurrency: cfg.worker_concurrency.max(1),
+            poll: Duration::from_millis(cfg.worker_poll_ms.max(10)),
+            ..Self::common(cfg)
+        }
     }
 
     /// The node's offer-deadline consumer.

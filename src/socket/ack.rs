@@ -10,6 +10,14 @@ use socketioxide::extract::AckSender;
 use super::session::Session;
 use crate::error::{Error, Result};
 
+/// What a handler answers: the ack's fields besides `ok`.
+pub(super) type Reply = Result<Map<String, Value>>;
+
+/// `{ok:true}` with nothing else.
+pub(super) fn ok() -> Reply {
+    Ok(Map::new())
+}
+
 /// An ack answers within this bound even when a dependency hangs (contract: 5 s).
 const ACK_DEADLINE: Duration = Duration::from_millis(4_500);
 

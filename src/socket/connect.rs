@@ -12,24 +12,16 @@ use std::sync::{Arc, Mutex};
 use axum::extract::ConnectInfo;
 use governor::{Quota, RateLimiter};
 use serde_json::Value;
+use socketioxide::SocketIo;
 use socketioxide::extract::{Extension, SocketRef, State, TryData};
+use socketioxide::handler::ConnectHandler;
 
-use super::Edge;
+use super::edge::Edge;
 use super::session::{Session, join};
 use crate::auth::AuthError;
 use crate::domain::{RoomKey, TripId};
 use crate::engine::{Claim, SlotKind};
 use crate::flows::{offers, subscriptions};
-
-/// Connection-attempt limiter keyed by client address.
-pub type ConnLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
-
-/// Builds the connection limiter, or `None` when disabled (rate 0).
-pub fn conn_limiter(per_sec: u32, burst: u32) -> Option<ConnLimiter> {
-    let rate = NonZeroU32::new(per_sec)?;
-    let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
-}
 
 /// Why a connection was refused; its `Display` is the exact `connect_error` message.
 #[derive(Debug)]
@@ -129,7 +121,11 @@ pub(super) async fn authenticate(
     Ok(())
 }
 
-pub(super) async fn on_connect(s: SocketRef, State(edge): State<Arc<Edge>>, Extension(session): Extension<Arc<Session>>) {
+pub(super) async fn on_connect(
+    s: SocketRef,
+    State(edge): State<Arc<Edge>>,
+    Extension(session): Extension<Arc<Session>>,
+) {
     metrics::gauge!("fleetcast_connections").increment(1.0);
     let user_room = RoomKey::user(&session.claims.tenant, &session.claims.user);
     if let Err(e) = join(&edge.app, &s, &session, &user_room).await {
@@ -137,7 +133,11 @@ pub(super) async fn on_connect(s: SocketRef, State(edge): State<Arc<Edge>>, Exte
     }
 }
 
-pub(super) async fn on_disconnect(s: SocketRef, State(edge): State<Arc<Edge>>, Extension(session): Extension<Arc<Session>>) {
+pub(super) async fn on_disconnect(
+    s: SocketRef,
+    State(edge): State<Arc<Edge>>,
+    Extension(session): Extension<Arc<Session>>,
+) {
     let app = &edge.app;
     metrics::gauge!("fleetcast_connections").decrement(1.0);
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
@@ -161,3 +161,8 @@ pub(super) async fn on_disconnect(s: SocketRef, State(edge): State<Arc<Edge>>, E
     }
 }
 
+/// Registers the default namespace with its middleware and handlers, and keeps `io`.
+pub fn attach(edge: &Edge, io: &SocketIo) {
+    io.ns("/", on_connect.with(authenticate));
+    let _ = edge.io.set(io.clone());
+}

@@ -75,7 +75,7 @@ pub(super) async fn join(app: &App, s: &SocketRef, session: &Session, room: &Roo
 /// whether the replay was complete (`false`: the history no longer reaches back to
 /// `since`).
 pub(super) async fn join_with_replay(
-    edge: &super::Edge,
+    edge: &super::edge::Edge,
     s: &SocketRef,
     session: &Session,
     room: &RoomKey,

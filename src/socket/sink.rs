@@ -8,7 +8,7 @@ use std::sync::{Arc, Weak};
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 
-use super::Edge;
+use super::edge::Edge;
 use super::session::{Session, drop_trip};
 use crate::domain::{EventId, RoomKey};
 use crate::engine::frame::{self, Frame};

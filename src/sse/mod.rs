@@ -118,7 +118,6 @@ impl SseHub {
         m.clear();
     }
 
-
     /// Streams open on this node for `room`.
     pub fn local_count(&self, room: &RoomKey) -> usize {
         self.lock().get(room.as_str()).map_or(0, Vec::len)
@@ -426,17 +425,40 @@ async fn open(
     Ok(Sse::new(stream).into_response())
 }
 
+/// The SSE streams, as `(method, path)`.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/api/realtime/trip-status/{trip_id}"),
+    ("GET", "/api/v1/realtime/orders/{id}/stream"),
+    ("GET", "/api/v1/realtime/runs/{id}/stream"),
+    ("GET", "/api/v1/realtime/drivers/{id}/location"),
+];
+
+#[derive(utoipa::OpenApi)]
+#[openapi(paths(trip_status, order, run, driver_location))]
+struct SseApi;
+
+/// The SSE edge's part of the OpenAPI document.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    <SseApi as utoipa::OpenApi>::openapi()
+}
+
 /// SSE streams, gzip-compressed when the client accepts it (CONTRACT §6). tower-http
 /// skips `text/event-stream` by default for fear of buffering; its encoder flushes when
 /// the stream has nothing more to give, so events still leave at once (checked by a test
 /// that waits for 200 ms heartbeats through gzip).
 pub fn routes(hub: Arc<SseHub>) -> axum::Router<Arc<App>> {
     use axum::routing::get;
-    axum::Router::new()
-        .route("/api/realtime/trip-status/{trip_id}", get(trip_status))
-        .route("/api/v1/realtime/orders/{id}/stream", get(order))
-        .route("/api/v1/realtime/runs/{id}/stream", get(run))
-        .route("/api/v1/realtime/drivers/{id}/location", get(driver_location))
+    let mut router = axum::Router::new();
+    for (_, path) in ROUTES {
+        let handler = match *path {
+            "/api/realtime/trip-status/{trip_id}" => get(trip_status),
+            "/api/v1/realtime/orders/{id}/stream" => get(order),
+            "/api/v1/realtime/runs/{id}/stream" => get(run),
+            _ => get(driver_location),
+        };
+        router = router.route(path, handler);
+    }
+    router
         .layer(
             tower_http::compression::CompressionLayer::new()
                 .gzip(true)

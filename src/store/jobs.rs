@@ -33,15 +33,13 @@ impl Db {
     /// Jobs of `queue` not yet done (pending, running, or failed with attempts left).
     pub async fn queue_depth(&self, queue: &str) -> Result<i64, sqlx::Error> {
         match self {
-            Db::Pg(p) => {
-                sqlx::query_scalar(
-                    "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND (status IN ('Pending','Queued','Running') \
+            Db::Pg(p) => sqlx::query_scalar(
+                "SELECT COUNT(*) FROM apalis.jobs WHERE job_type = $1 AND (status IN ('Pending','Queued','Running') \
                      OR (status = 'Failed' AND attempts < max_attempts))",
-                )
-                .bind(queue)
-                .fetch_one(p)
-                .await
-            }
+            )
+            .bind(queue)
+            .fetch_one(p)
+            .await,
             Db::Sqlite(p) => {
                 sqlx::query_scalar(
                     "SELECT COUNT(*) FROM Jobs WHERE job_type = $1 AND (status IN ('Pending','Queued','Running') \

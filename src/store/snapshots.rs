@@ -124,4 +124,3 @@ pub async fn write_snapshots(db: &Db, rows: &[SnapshotRow]) -> Result<u64, sqlx:
         }
     }
 }
-

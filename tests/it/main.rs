@@ -8,6 +8,7 @@ mod binary;
 mod delivery;
 mod fault;
 mod interop_js;
+mod layers;
 mod limits;
 mod ops;
 mod outage;

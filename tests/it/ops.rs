@@ -61,6 +61,7 @@ async fn graceful_shutdown_closes_sockets_and_frees_their_slots(mode: Mode) {
 
 /// `GET /api/v1/admin/stats`: this node and the cluster, for the caller's tenant only.
 async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
+    let started = std::time::Instant::now();
     let h = Harness::start(mode, &["--node-heartbeat-ms", "300", "--location-min-interval-ms", "0"]).await;
     let trip = unique("t");
     h.insert_trip("default", &trip, Some("d1")).await;
@@ -96,6 +97,14 @@ async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
     assert_eq!(cluster["liveDrivers"], json!(1), "{stats}");
     assert_eq!(stats["node"]["sseStreams"], json!(1), "the SSE stream is on the asked node");
     assert!(stats["snapshotQueueDepth"].is_u64(), "{stats}");
+    // The node's uptime is its own and it runs: never more than the test has, and a second
+    // later a second more; every node of the cluster reports one.
+    let up = stats["node"]["uptimeSecs"].as_u64().expect("uptime");
+    assert!(up <= started.elapsed().as_secs(), "{stats}");
+    assert!(cluster["nodes"].as_array().expect("nodes").iter().all(|n| n["uptimeSecs"].is_u64()), "{stats}");
+    tokio::time::sleep(Duration::from_millis(1_100)).await;
+    let (_, later) = get(admin.clone()).await;
+    assert!(later["node"]["uptimeSecs"].as_u64().expect("uptime") > up, "{later}");
     match mode {
         Mode::Cluster => assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}"),
         Mode::Embedded => assert!(stats["redis"].is_null()),

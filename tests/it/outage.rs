@@ -161,7 +161,7 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     let cancel = CancellationToken::new();
     let worker = {
         let (db, cancel) = (db.clone(), cancel.clone());
-        let settings = fleetcast::worker::WorkerSettings {
+        let settings = fleetcast::jobs::consume::ConsumerSettings {
             concurrency: 2,
             poll: Duration::from_millis(200),
             retry_base: Duration::from_millis(500),
@@ -170,7 +170,9 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
             drain: Duration::from_secs(2),
             heartbeat: Duration::from_secs(2),
         };
-        tokio::spawn(async move { fleetcast::worker::run(db, settings, "outage-worker", cancel).await })
+        tokio::spawn(
+            async move { fleetcast::jobs::consume::run_snapshots(db, settings, "outage-worker", cancel).await },
+        )
     };
 
     let driver = unique("d");

@@ -5,9 +5,10 @@
 
 use std::time::{Duration, Instant};
 
-use fleetcast::jobs::{JobQueue, SnapshotBatch, SnapshotRow};
+use fleetcast::jobs::consume::ConsumerSettings as WorkerSettings;
+use fleetcast::jobs::{JobQueue, SnapshotBatch};
 use fleetcast::store::Db;
-use fleetcast::worker::WorkerSettings;
+use fleetcast::store::snapshots::SnapshotRow;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
@@ -33,7 +34,7 @@ pub fn spawn_worker(db: Db) -> CancellationToken {
     let c = cancel.clone();
     tokio::spawn(async move {
         let name = unique("test-worker-");
-        if let Err(e) = fleetcast::worker::run(db, settings(), &name, c).await {
+        if let Err(e) = fleetcast::jobs::consume::run_snapshots(db, settings(), &name, c).await {
             panic!("worker failed: {e}");
         }
     });
@@ -288,9 +289,13 @@ async fn graceful_shutdown_flushes_buffered_snapshots_to_the_queue() {
     c.close().await;
     let node = h.nodes.remove(0);
     assert_eq!(node.app.sampler.buffered(), 1, "the sampled row waits in the buffer");
-    assert_eq!(fleetcast::worker::queue_depth(&h.db).await.expect("depth"), 0);
+    assert_eq!(h.db.queue_depth(fleetcast::jobs::SNAPSHOT_QUEUE).await.expect("depth"), 0);
     node.shutdown().await;
-    assert_eq!(fleetcast::worker::queue_depth(&h.db).await.expect("depth"), 1, "flushed as one job at shutdown");
+    assert_eq!(
+        h.db.queue_depth(fleetcast::jobs::SNAPSHOT_QUEUE).await.expect("depth"),
+        1,
+        "flushed as one job at shutdown"
+    );
     // A worker started afterwards writes it.
     let worker = spawn_worker(h.db.clone());
     assert_eq!(wait_for_rows(&h.db, "default", &driver, 1, Duration::from_secs(10)).await.len(), 1);
@@ -318,9 +323,13 @@ async fn done_jobs_are_purged_from_the_queue() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert_eq!(done().await, 1, "the written job is marked done");
-    assert_eq!(fleetcast::worker::purge_done(&h.db, Duration::from_secs(3600)).await.expect("purge"), 0, "too young");
+    assert_eq!(
+        h.db.purge_done_jobs(fleetcast::jobs::SNAPSHOT_QUEUE, Duration::from_secs(3600)).await.expect("purge"),
+        0,
+        "too young"
+    );
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    assert_eq!(fleetcast::worker::purge_done(&h.db, Duration::from_secs(1)).await.expect("purge"), 1);
+    assert_eq!(h.db.purge_done_jobs(fleetcast::jobs::SNAPSHOT_QUEUE, Duration::from_secs(1)).await.expect("purge"), 1);
     assert_eq!(done().await, 0);
     worker.cancel();
     h.stop().await;

@@ -10,8 +10,9 @@
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use fleetcast::jobs::{JobQueue, SnapshotBatch, SnapshotRow};
+use fleetcast::jobs::{JobQueue, SnapshotBatch};
 use fleetcast::store::Db;
+use fleetcast::store::snapshots::SnapshotRow;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -75,7 +76,7 @@ async fn main() -> anyhow::Result<()> {
                     speed: Some(12.5),
                     heading: Some(90.0),
                     accuracy: Some(5.0),
-                    recorded_at: fleetcast::jobs::snapshot_time(
+                    recorded_at: fleetcast::store::snapshots::snapshot_time(
                         &(base + chrono::Duration::milliseconds(i as i64)).to_rfc3339(),
                     ),
                 }
@@ -87,7 +88,7 @@ async fn main() -> anyhow::Result<()> {
     println!("queued {total} rows in {} jobs in {:.1?}", args.rows.div_ceil(args.batch), t0.elapsed());
 
     let cancel = CancellationToken::new();
-    let settings = fleetcast::worker::WorkerSettings {
+    let settings = fleetcast::jobs::consume::ConsumerSettings {
         concurrency: args.concurrency,
         poll: Duration::from_millis(100),
         retry_base: Duration::from_secs(1),
@@ -99,7 +100,7 @@ async fn main() -> anyhow::Result<()> {
     let started = Instant::now();
     let worker = {
         let (db, cancel) = (db.clone(), cancel.clone());
-        tokio::spawn(async move { fleetcast::worker::run(db, settings, "bench", cancel).await })
+        tokio::spawn(async move { fleetcast::jobs::consume::run_snapshots(db, settings, "bench", cancel).await })
     };
     let Db::Pg(pool) = &db else { unreachable!() };
     loop {

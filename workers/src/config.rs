@@ -73,4 +73,3 @@ impl From<&WorkerConfig> for ConsumerSettings {
         }
     }
 }
-

@@ -5,8 +5,9 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fleetcast::jobs::{JobQueue, SnapshotBatch, SnapshotRow};
+use fleetcast::jobs::{JobQueue, SnapshotBatch};
 use fleetcast::store::Db;
+use fleetcast::store::snapshots::SnapshotRow;
 
 const PG_ADMIN: &str = "postgres://postgres@127.0.0.1:5432/postgres";
 
@@ -54,7 +55,7 @@ async fn a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing() {
                 speed: None,
                 heading: None,
                 accuracy: None,
-                recorded_at: fleetcast::jobs::snapshot_time(
+                recorded_at: fleetcast::store::snapshots::snapshot_time(
                     &(chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_700_000_000_000 + j * 1000 + r))
                         .to_rfc3339(),
                 ),
@@ -88,7 +89,7 @@ async fn a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing() {
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(count(&db, &prefix).await, total, "every row exactly once (had {at_kill} at the kill)");
-    let depth = fleetcast::worker::queue_depth(&db).await.expect("depth");
+    let depth = db.queue_depth(fleetcast::jobs::SNAPSHOT_QUEUE).await.expect("depth");
     assert_eq!(depth, 0, "no job left behind");
     worker.kill().expect("stop");
     let _ = worker.wait();

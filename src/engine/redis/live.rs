@@ -13,7 +13,11 @@ use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, Lo
 use crate::error::{Error, Result};
 
 impl RedisEngine {
-    pub(in crate::engine) async fn write_location(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
+    pub(in crate::engine) async fn write_location(
+        &self,
+        w: LocationWrite<'_>,
+        l: &LocationLimits,
+    ) -> Result<LocationOutcome> {
         let k = &self.keys;
         let driver = &w.fix.driver;
         let trip_key = match &w.fix.trip {
@@ -82,7 +86,11 @@ impl RedisEngine {
         self.get_location(self.keys.trip_location(tenant, trip)).await
     }
 
-    pub(in crate::engine) async fn driver_location(&self, tenant: &Tenant, driver: &UserId) -> Result<Option<Location>> {
+    pub(in crate::engine) async fn driver_location(
+        &self,
+        tenant: &Tenant,
+        driver: &UserId,
+    ) -> Result<Option<Location>> {
         self.get_location(self.keys.driver_location(tenant, driver)).await
     }
 
@@ -157,7 +165,12 @@ impl RedisEngine {
         Ok(())
     }
 
-    pub(in crate::engine) async fn set_offer_filters(&self, tenant: &Tenant, driver: &UserId, filters: &str) -> Result<()> {
+    pub(in crate::engine) async fn set_offer_filters(
+        &self,
+        tenant: &Tenant,
+        driver: &UserId,
+        filters: &str,
+    ) -> Result<()> {
         let _: i64 = self
             .client
             .hset(self.keys.offer_filters(tenant), (driver.0.as_str(), filters))
@@ -226,5 +239,4 @@ impl RedisEngine {
         let info: String = self.client.info(None).await.map_err(unavailable)?;
         Ok(Some(info))
     }
-
 }

@@ -140,7 +140,6 @@ impl RedisEngine {
         Ok(engine)
     }
 
-
     pub(in crate::engine) async fn ready(&self) -> bool {
         if !self.subscriptions_ok.load(Ordering::SeqCst) || !self.subscriber.is_connected() {
             return false;
@@ -157,4 +156,3 @@ impl RedisEngine {
         let _ = self.client.quit().await;
     }
 }
-

@@ -5,9 +5,9 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 
-use super::Reply;
 use crate::flows::scan::{self, ScanOutcome};
-use crate::socket::Edge;
+use crate::socket::ack::Reply;
+use crate::socket::edge::Edge;
 use crate::socket::payload;
 use crate::socket::session::Session;
 

@@ -3,11 +3,11 @@
 use serde_json::Value;
 use socketioxide::extract::SocketRef;
 
-use super::{Reply, ok};
 use crate::domain::{self, DriverStatus, Location, RoomKey};
 use crate::error::Error;
 use crate::flows::driving;
-use crate::socket::Edge;
+use crate::socket::ack::{Reply, ok};
+use crate::socket::edge::Edge;
 use crate::socket::payload::{self, LocationIn, StatusIn, TripRef};
 use crate::socket::session::{Session, join};
 

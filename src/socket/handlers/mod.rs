@@ -7,22 +7,19 @@
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 
-use super::Edge;
 use super::ack::{run_event, send_ack};
+use super::edge::Edge;
 use super::session::Session;
-use crate::error::{Error, Result};
+use crate::error::Error;
 
 mod conductor;
 mod driver;
 mod offers;
 mod passenger;
 mod rooms;
-
-/// What a handler answers: the ack's fields besides `ok`.
-type Reply = Result<Map<String, Value>>;
 
 type Payload = TryData<Value>;
 
@@ -71,9 +68,4 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
         "trip:offer:decline" => offers::decline,
         "conductor:scan" => conductor::scan,
     }
-}
-
-/// `{ok:true}` with nothing else.
-fn ok() -> Reply {
-    Ok(Map::new())
 }

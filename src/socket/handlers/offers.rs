@@ -7,12 +7,12 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 
-use super::{Reply, ok};
 use crate::domain::Role;
 use crate::domain::rides::Filters;
 use crate::error::Error;
 use crate::flows::offers;
-use crate::socket::Edge;
+use crate::socket::ack::{Reply, ok};
+use crate::socket::edge::Edge;
 use crate::socket::payload::{self, TripRef};
 use crate::socket::session::Session;
 

@@ -3,12 +3,12 @@
 use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 
-use super::{Reply, ok};
 use crate::domain::{RoomKey, TripId};
 use crate::error::Error;
 use crate::fanout;
 use crate::flows::subscriptions;
-use crate::socket::Edge;
+use crate::socket::ack::{Reply, ok};
+use crate::socket::edge::Edge;
 use crate::socket::payload::{self, SubscribeIn, SubscribeTarget, TripRef};
 use crate::socket::replay::send_to_socket;
 use crate::socket::session::{Session, drop_trip, join, join_with_replay, leave};

@@ -4,13 +4,13 @@
 use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 
-use super::{Reply, ok};
 use crate::domain::rooms::{ADMIN_ALERTS, ADMIN_EVENTS};
 use crate::domain::{self, Role, RoomKey};
 use crate::error::{Error, Result};
 use crate::flows::chat;
 use crate::limits::room_name;
-use crate::socket::Edge;
+use crate::socket::ack::{Reply, ok};
+use crate::socket::edge::Edge;
 use crate::socket::payload::{self, AdminSubscribeIn, ReadIn, RoomIn, TypingIn};
 use crate::socket::session::{Session, join as join_room, join_with_replay, leave as leave_room};
 

@@ -1,0 +1,43 @@
+//! Operations routes (CONTRACT §4 "Operations"): liveness, readiness (Redis and the
+//! database both answer, every held room is subscribed, not shutting down), Prometheus
+//! metrics, and the JSON 404 of every unknown path.
+
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::json;
+
+use crate::app::App;
+
+#[utoipa::path(get, path = "/healthz", tag = "operations", responses((status = 200, description = "alive")))]
+pub(super) async fn healthz(State(app): State<Arc<App>>) -> Response {
+    axum::Json(json!({ "status": "ok", "node": app.node_id })).into_response()
+}
+
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses((status = 200, description = "Redis and the database answer"), (status = 503, description = "not ready")))]
+pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
+    let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
+    let ready = engine && db && !app.shutting_down();
+    let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let body = json!({
+        "status": if ready { "ready" } else { "unavailable" },
+        "node": app.node_id,
+        "engine": engine,
+        "database": db,
+    });
+    (status, axum::Json(body)).into_response()
+}
+
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, content_type = "text/plain", description = "Prometheus text, `node` label")))]
+pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// A JSON 404 for every unknown path (the contract's error shape).
+pub async fn not_found() -> Response {
+    (StatusCode::NOT_FOUND, axum::Json(json!({ "error": "NOT_FOUND", "message": "no such route" }))).into_response()
+}
