@@ -277,14 +277,39 @@ pub struct ConfigError {
     pub reason: String,
 }
 
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The command line or environment (clap prints it and exits with its own code).
+    #[error(transparent)]
+    Cli(#[from] clap::Error),
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The config file is not TOML.
+    #[error("config file: {0}")]
+    Toml(#[from] toml::de::Error),
+    /// The config file names a setting that does not exist.
+    #[error("invalid configuration: {0}: unknown setting in config file")]
+    UnknownSetting(String),
+    /// A setting is wrong.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
+}
+
 impl Config {
     /// Parses the command line, the environment and the optional TOML file, then validates.
-    pub fn load() -> Result<Self, anyhow::Error> {
+    pub fn load() -> Result<Self, LoadError> {
         let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
         let first = Self::try_parse_from(&args)?;
         if let Some(path) = &first.config {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| anyhow::anyhow!("cannot read config file {}: {e}", path.display()))?;
+            let text =
+                std::fs::read_to_string(path).map_err(|source| LoadError::File { path: path.clone(), source })?;
             let on_cli: Vec<String> = args.iter().filter_map(|a| a.to_str().map(str::to_string)).collect();
             let given =
                 |long: &str| on_cli.iter().any(|a| a == &format!("--{long}") || a.starts_with(&format!("--{long}=")));
@@ -296,7 +321,7 @@ impl Config {
     }
 
     /// A config from explicit arguments (tests and embedding), validated.
-    pub fn from_args<I, T>(args: I) -> Result<Self, anyhow::Error>
+    pub fn from_args<I, T>(args: I) -> Result<Self, LoadError>
     where
         I: IntoIterator<Item = T>,
         T: Into<std::ffi::OsString> + Clone,
@@ -450,8 +475,6 @@ impl Config {
         self.jwt_secret.as_deref().unwrap_or(DEV_JWT_SECRET)
     }
 
-    /// History bounds of the engine.
-
     /// Heartbeat interval as a `Duration`.
     pub fn node_heartbeat(&self) -> Duration {
         Duration::from_millis(self.node_heartbeat_ms)
@@ -465,7 +488,7 @@ fn file_args(
     text: &str,
     env_is_set: impl Fn(&str) -> bool,
     on_command_line: impl Fn(&str) -> bool,
-) -> Result<Vec<std::ffi::OsString>, anyhow::Error> {
+) -> Result<Vec<std::ffi::OsString>, LoadError> {
     use clap::CommandFactory;
     let table: toml::Table = toml::from_str(text)?;
     let cmd = Config::command();
@@ -475,7 +498,7 @@ fn file_args(
         let arg = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(long.as_str()))
-            .ok_or_else(|| anyhow::anyhow!("invalid configuration: {long}: unknown setting in config file"))?;
+            .ok_or_else(|| LoadError::UnknownSetting(long.clone()))?;
         if arg.get_env().and_then(|e| e.to_str()).is_some_and(&env_is_set) || on_command_line(&long) {
             continue;
         }

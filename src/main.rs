@@ -13,13 +13,11 @@ use tokio_util::sync::CancellationToken;
 async fn main() -> anyhow::Result<()> {
     let cfg = match fleetcast::config::Config::load() {
         Ok(c) => c,
-        Err(e) => match e.downcast::<clap::Error>() {
-            Ok(clap_err) => clap_err.exit(),
-            Err(other) => {
-                eprintln!("fleetcast: {other}");
-                std::process::exit(2);
-            }
-        },
+        Err(fleetcast::config::LoadError::Cli(clap_err)) => clap_err.exit(),
+        Err(other) => {
+            eprintln!("fleetcast: {other}");
+            std::process::exit(2);
+        }
     };
     fleetcast::telemetry::init_logs(cfg.log_format, &cfg.log);
     let shutdown = CancellationToken::new();

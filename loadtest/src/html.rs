@@ -8,7 +8,7 @@
 
 use std::fmt::Write as _;
 
-use crate::trips::TripReport;
+use crate::trips::report::TripReport;
 
 const W: f64 = 860.0;
 const H: f64 = 260.0;

@@ -10,6 +10,7 @@
 //! - [`timeline`]: per-second counts and latencies for charts.
 //! - [`progress`]: the live progress line.
 //! - [`workers`]: `--workers N`: the tool re-executes itself as N processes and merges.
+//! - [`ctx`]: what every scenario knows of its process (run id, role), Ctrl-C, fd limit.
 //! - [`idle`]: the `idle` scenario (many quiet sockets; memory per socket).
 //! - [`trips`]: trip runs (drivers → subscribers, end-to-end latency, delivery ratios),
 //!   driven by the front-ends in [`scenarios`] (`latency`, `fanout`, `burst`, `generate`)
@@ -17,13 +18,14 @@
 //! - [`sse`]: the `sse` scenario (HTTP-published order events to SSE streams and sockets).
 //! - [`html`]: the `--report` page.
 //!
-//! This file only parses the command line and holds the few helpers every scenario shares
-//! (run ids, the process role, Ctrl-C, the open-files limit). Every phase of every scenario
-//! has a deadline, so the tool always exits by itself.
+//! This file only parses the command line and dispatches to the scenario; what every scenario
+//! shares about its process (run id, role, Ctrl-C, the open-files limit) is in [`ctx`].
+//! Every phase of every scenario has a deadline, so the tool always exits by itself.
 
 // A load-test CLI's product is its report on stdout; progress and warnings go to stderr.
 #![allow(clippy::print_stdout)]
 
+mod ctx;
 mod html;
 mod idle;
 mod polling;
@@ -38,11 +40,9 @@ mod token;
 mod trips;
 mod workers;
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use clap::{Parser, Subcommand};
-use tokio_util::sync::CancellationToken;
 
+use crate::ctx::{Ctx, Procs, run_id};
 use crate::workers::{ParentLink, Slot};
 
 #[derive(Debug, Parser)]
@@ -94,32 +94,6 @@ impl Command {
     }
 }
 
-/// How this process takes part in the run.
-pub enum Procs {
-    /// The whole run in this process.
-    Single,
-    /// Parent of N worker processes: starts them, sets the start, merges their results.
-    Parent(u32),
-    /// One worker: its share of the run, reporting to the parent over stdout.
-    Worker(Slot, tokio::sync::Mutex<ParentLink>),
-}
-
-/// What every scenario needs to know about the process it runs in.
-pub struct Ctx {
-    pub run_id: String,
-    pub procs: Procs,
-}
-
-impl Ctx {
-    /// This process's share (`0/1` unless it is a worker).
-    pub fn slot(&self) -> Slot {
-        match &self.procs {
-            Procs::Worker(slot, _) => *slot,
-            Procs::Single | Procs::Parent(_) => Slot { index: 0, count: 1 },
-        }
-    }
-}
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // Multi-threaded even in workers: a single thread measured worse (receive timestamps wait
@@ -150,45 +124,4 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         workers::send_to_parent(&workers::FromWorker::Failed(format!("{e:#}")));
     }
     result
-}
-
-/// A short id unique to this run (milliseconds since the epoch and the pid, in hex), used in
-/// user, trip and driver ids so that runs never collide in Redis or the database.
-pub fn run_id() -> String {
-    let millis = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis());
-    format!("{millis:x}{:x}", std::process::id())
-}
-
-/// A token cancelled on the first Ctrl-C, so a scenario can end its current phase early and
-/// still report and clean up. The listening task lives as long as the process.
-pub fn interrupt_token() -> CancellationToken {
-    let token = CancellationToken::new();
-    let on_signal = token.clone();
-    tokio::spawn(async move {
-        if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("interrupted: finishing the current phase early");
-            on_signal.cancel();
-        }
-    });
-    token
-}
-
-/// Warns when the soft open-files limit cannot hold `sockets` connections (each is one fd).
-pub fn warn_if_fd_limit_below(sockets: u64) {
-    let Ok(limits) = std::fs::read_to_string("/proc/self/limits") else {
-        return;
-    };
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l["Max open files".len()..].split_whitespace().next())
-        .and_then(|v| v.parse::<u64>().ok());
-    if let Some(soft) = soft
-        && soft < sockets.saturating_add(64)
-    {
-        eprintln!(
-            "warning: open-files limit is {soft}, below the {sockets} sockets requested; \
-             raise it with `ulimit -n` or connections will fail with io:Other/EMFILE"
-        );
-    }
 }

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, ensure};
 
-use crate::Ctx;
+use crate::ctx::Ctx;
 use crate::trips::schedule::{Route, SplitMix};
 use crate::trips::{self, Placement, Source, Spec, TripArgs};
 

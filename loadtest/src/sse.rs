@@ -19,7 +19,7 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
-use crate::Ctx;
+use crate::ctx::Ctx;
 use crate::protocol::{AckOutcome, Incoming, socket_url};
 use crate::stats::{self, LatencySummary, Recorder, Tally};
 use crate::token::{Role, TokenMinter};
@@ -331,11 +331,11 @@ pub async fn run(a: SseArgs, ctx: Ctx) -> anyhow::Result<()> {
     ensure!(a.events > 0, "--events must be at least 1");
     ensure!(a.rate.is_finite() && a.rate > 0.0, "--rate must be a positive number of events per second");
     ensure!(a.streams + a.sockets > 0, "--streams and --sockets cannot both be 0");
-    if !matches!(ctx.procs, crate::Procs::Single) {
+    if !matches!(ctx.procs, crate::ctx::Procs::Single) {
         bail!("the sse scenario runs in one process (no --workers)");
     }
-    crate::warn_if_fd_limit_below(a.streams + a.sockets + 64);
-    let interrupt = crate::interrupt_token();
+    crate::ctx::warn_if_fd_limit_below(a.streams + a.sockets + 64);
+    let interrupt = crate::ctx::interrupt_token();
     let run_id = ctx.run_id.clone();
     let order = format!("lt-{run_id}");
     let room = format!("order:{order}");

@@ -25,7 +25,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::{Instant, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use crate::progress::{Display, Snapshot};
+use crate::progress::snapshot::{Display, Snapshot};
 use crate::stats::Tally;
 
 /// This process's share of a multi-process run: worker `index` of `count`.

@@ -10,7 +10,7 @@
 //!   `trip.status.updated` it and an accepted offer emit).
 //! - [`bookings`]: book and cancel.
 //! - [`offers`]: offer subscription, rounds and deadlines, decline, the one-winner accept.
-//! - [`scan`]: `conductor:scan`.
+//! - [`scan`]: the `conductor:scan` check.
 //! - [`publish`]: the publish API's emission.
 //! - [`stats`]: this node's figures for the admin stats and the node registry.
 

@@ -12,7 +12,7 @@ use crate::app::App;
 use crate::domain::{TripId, valid_id};
 use crate::error::{Error, Result};
 use crate::store::snapshots::snapshot_time;
-use crate::store::{TRACK_LIMIT, TrackPoint};
+use crate::store::snapshots::{SnapshotRow, TRACK_LIMIT};
 
 /// Query of the track call.
 #[derive(Debug, Deserialize)]
@@ -84,7 +84,7 @@ pub async fn track(
     let truncated = points.len() as i64 >= TRACK_LIMIT;
     let snapshots = points
         .into_iter()
-        .map(|p: TrackPoint| Point {
+        .map(|p: SnapshotRow| Point {
             driver_id: p.driver_id,
             lat: p.lat,
             lng: p.lng,

@@ -104,26 +104,30 @@ async fn handle(batch: SnapshotBatch, ctx: Data<Ctx>, id: TaskId, attempt: Attem
     }
 }
 
-/// Purge, retry-nudge and queue-depth loop (owner: the worker; stops on `cancel`).
-async fn housekeeping(db: Db, s: ConsumerSettings, cancel: CancellationToken) {
+/// Housekeeping of one queue (owner: its consumer; stops on `cancel`): wakes the queue's
+/// listeners when a delayed job or retry is due (see `Db::nudge_due_jobs`), purges done
+/// jobs, and for the snapshot queue keeps the depth gauge.
+async fn housekeeping(db: Db, queue: &'static str, s: ConsumerSettings, cancel: CancellationToken) {
     let mut purge = tokio::time::interval(s.purge_every);
     let mut depth = tokio::time::interval(Duration::from_secs(2));
     let mut nudge = tokio::time::interval(s.poll);
+    // Offer deadlines are pushed delayed; snapshot jobs are due at once (only retries wait).
+    let delayed_jobs = queue == OFFER_QUEUE;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = nudge.tick() => {
-                if let Err(e) = db.nudge_due_jobs(SNAPSHOT_QUEUE, false).await {
-                    tracing::debug!(error = %e, "retry nudge failed");
+                if let Err(e) = db.nudge_due_jobs(queue, delayed_jobs).await {
+                    tracing::debug!(error = %e, queue, "due-job nudge failed");
                 }
             }
-            _ = purge.tick() => match db.purge_done_jobs(SNAPSHOT_QUEUE, s.purge_after).await {
-                Ok(n) if n > 0 => tracing::info!(jobs = n, "purged done snapshot jobs"),
+            _ = purge.tick() => match db.purge_done_jobs(queue, s.purge_after).await {
+                Ok(n) if n > 0 => tracing::info!(jobs = n, queue, "purged done jobs"),
                 Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "purge failed"),
+                Err(e) => tracing::warn!(error = %e, queue, "purge failed"),
             },
-            _ = depth.tick() => {
-                if let Ok(n) = db.queue_depth(SNAPSHOT_QUEUE).await {
+            _ = depth.tick(), if queue == SNAPSHOT_QUEUE => {
+                if let Ok(n) = db.queue_depth(queue).await {
                     metrics::gauge!("fleetcast_worker_queue_depth").set(n as f64);
                 }
             }
@@ -148,22 +152,33 @@ pub async fn run_snapshots(db: Db, s: ConsumerSettings, name: &str, cancel: Canc
             }
         }
     }
-    let house = tokio::spawn(housekeeping(db.clone(), s.clone(), cancel.clone()));
+    let house = tokio::spawn(housekeeping(db.clone(), SNAPSHOT_QUEUE, s.clone(), cancel.clone()));
+    restarting("snapshot worker", &cancel, |generation| run_once(&db, &s, format!("{name}-{generation}"), &cancel))
+        .await;
+    let _ = house.await;
+    Ok(())
+}
+
+/// Runs a consumer until `cancel` fires; one that stops on its own (its storage failed) is
+/// restarted after a second, as generation 1, 2, … (each run registers a new worker name).
+async fn restarting<F, Fut>(what: &str, cancel: &CancellationToken, mut run: F)
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<(), JobError>>,
+{
     let mut generation = 0u32;
     loop {
-        let result = run_once(&db, &s, &format!("{name}-{generation}"), &cancel).await;
+        let result = run(generation).await;
         if cancel.is_cancelled() {
             break;
         }
-        tracing::warn!(result = ?result, "snapshot worker stopped; restarting in 1 s");
+        tracing::warn!(result = ?result, consumer = what, "job consumer stopped; restarting in 1 s");
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
         }
         generation += 1;
     }
-    let _ = house.await;
-    Ok(())
 }
 
 /// One monitor run of a queue of job type `$job` handled by `$handler` with data `$ctx`,
@@ -230,7 +245,7 @@ macro_rules! monitor_queue {
     }};
 }
 
-async fn run_once(db: &Db, s: &ConsumerSettings, name: &str, cancel: &CancellationToken) -> Result<(), JobError> {
+async fn run_once(db: &Db, s: &ConsumerSettings, name: String, cancel: &CancellationToken) -> Result<(), JobError> {
     let ctx = Ctx { db: db.clone(), retry_base: s.retry_base };
     monitor_queue!(db, s, name, cancel, SnapshotBatch, SNAPSHOT_QUEUE, ctx, handle)
 }
@@ -261,42 +276,12 @@ pub async fn run_offer_deadlines(
     handler: OfferHandler,
 ) {
     let ctx = OfferCtx(handler);
-    let nudge = tokio::spawn(offer_housekeeping(db.clone(), s.poll, s.clone(), cancel.clone()));
-    let mut generation = 0u32;
-    loop {
+    let house = tokio::spawn(housekeeping(db.clone(), OFFER_QUEUE, s.clone(), cancel.clone()));
+    restarting("offer deadlines", &cancel, |generation| {
         let run = format!("{name}-offers-{generation}");
-        let result = monitor_queue!(&db, &s, run, cancel, OfferDeadline, OFFER_QUEUE, ctx.clone(), handle_offer);
-        if cancel.is_cancelled() {
-            break;
-        }
-        tracing::warn!(result = ?result, "offer deadline consumer stopped; restarting in 1 s");
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
-        }
-        generation += 1;
-    }
-    let _ = nudge.await;
-}
-
-/// Nudges the offer queue once per `every` (see `Db::nudge_due_jobs`) and purges its done
-/// jobs; stops on `cancel`.
-async fn offer_housekeeping(db: Db, every: Duration, s: ConsumerSettings, cancel: CancellationToken) {
-    let mut tick = tokio::time::interval(every);
-    let mut purge = tokio::time::interval(s.purge_every);
-    loop {
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = purge.tick() => match db.purge_done_jobs(OFFER_QUEUE, s.purge_after).await {
-                Ok(n) if n > 0 => tracing::info!(jobs = n, "purged done offer-deadline jobs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, "offer purge failed"),
-            },
-            _ = tick.tick() => {
-                if let Err(e) = db.nudge_due_jobs(OFFER_QUEUE, true).await {
-                    tracing::debug!(error = %e, "offer nudge failed");
-                }
-            }
-        }
-    }
+        let (db, s, ctx, cancel) = (&db, &s, ctx.clone(), &cancel);
+        async move { monitor_queue!(db, s, run, cancel, OfferDeadline, OFFER_QUEUE, ctx, handle_offer) }
+    })
+    .await;
+    let _ = house.await;
 }

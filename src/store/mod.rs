@@ -13,6 +13,16 @@ use sqlx::{PgPool, SqlitePool};
 use crate::domain::{Tenant, TripId, UserId};
 use crate::error::Result;
 
+/// Runs `$body` with `$p` bound to the pool of either backend (same tokens, two types).
+macro_rules! each {
+    ($db:expr, $p:ident => $body:expr) => {
+        match $db {
+            Db::Pg($p) => $body,
+            Db::Sqlite($p) => $body,
+        }
+    };
+}
+
 pub mod jobs;
 pub mod rides;
 pub mod snapshots;
@@ -27,28 +37,6 @@ pub struct TripMembership {
     /// Who created the trip.
     pub organizer: UserId,
 }
-
-/// One persisted snapshot of a trip (read path of CONTRACT §4 `track`).
-#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
-pub struct TrackPoint {
-    /// The driver.
-    pub driver_id: String,
-    /// Latitude.
-    pub lat: f64,
-    /// Longitude.
-    pub lng: f64,
-    /// Speed.
-    pub speed: Option<f64>,
-    /// Heading.
-    pub heading: Option<f64>,
-    /// Accuracy.
-    pub accuracy: Option<f64>,
-    /// ISO-8601 time of the fix.
-    pub recorded_at: String,
-}
-
-/// Most snapshots one `track` answer returns.
-pub const TRACK_LIMIT: i64 = 10_000;
 
 /// The database of a node.
 #[derive(Clone, Debug)]
@@ -160,43 +148,6 @@ impl Db {
                 (id, TripMembership { driver: driver.map(UserId), status, organizer: UserId(organizer) })
             })
             .collect())
-    }
-
-    /// The trip's snapshots in time order, within `[from, to]` (ISO-8601 in the stored
-    /// form), at most [`TRACK_LIMIT`].
-    pub async fn track(
-        &self,
-        tenant: &Tenant,
-        trip: &TripId,
-        from: Option<&str>,
-        to: Option<&str>,
-    ) -> Result<Vec<TrackPoint>> {
-        Ok(match self {
-            Db::Pg(p) => {
-                sqlx::query_as(
-                    "SELECT driver_id, lat, lng, speed, heading, accuracy,                      to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2                      AND ($3::text IS NULL OR recorded_at >= $3::timestamptz)                      AND ($4::text IS NULL OR recorded_at <= $4::timestamptz)                      ORDER BY recorded_at LIMIT $5",
-                )
-                .bind(&tenant.0)
-                .bind(&trip.0)
-                .bind(from)
-                .bind(to)
-                .bind(TRACK_LIMIT)
-                .fetch_all(p)
-                .await?
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_as(
-                    "SELECT driver_id, lat, lng, speed, heading, accuracy, recorded_at                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2                      AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4)                      ORDER BY recorded_at LIMIT $5",
-                )
-                .bind(&tenant.0)
-                .bind(&trip.0)
-                .bind(from)
-                .bind(to)
-                .bind(TRACK_LIMIT)
-                .fetch_all(p)
-                .await?
-            }
-        })
     }
 
     /// True when the passenger holds a booking on the trip that is not cancelled.

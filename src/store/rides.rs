@@ -15,16 +15,6 @@ use crate::domain::Tenant;
 use crate::domain::rides::{TripPlan, TripStatus, booking};
 use crate::error::Result;
 
-/// Runs `$body` with `$p` bound to the pool of either backend (same tokens, two types).
-macro_rules! each {
-    ($db:expr, $p:ident => $body:expr) => {
-        match $db {
-            Db::Pg($p) => $body,
-            Db::Sqlite($p) => $body,
-        }
-    };
-}
-
 /// The statement for `db`: `TS(col)` becomes an ISO-8601 read of `col` aliased to its
 /// name, and SQLite drops the `::timestamptz` casts.
 fn sql(db: &Db, text: &str) -> AssertSqlSafe<String> {

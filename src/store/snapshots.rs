@@ -1,4 +1,5 @@
-//! `location_snapshots`: the sampled positions (CONTRACT §5). A row's natural key is
+//! `location_snapshots`: the sampled positions (CONTRACT §5) and a trip's track read from
+//! them (CONTRACT §4). A row's natural key is
 //! `(tenant, driver_id, recorded_at)`; [`write_snapshots`] inserts a batch in one statement
 //! with `ON CONFLICT DO NOTHING` on it, so a replayed job writes nothing twice.
 
@@ -6,9 +7,10 @@ use serde::{Deserialize, Serialize};
 
 use super::Db;
 use crate::domain::{Location, Tenant, TripId};
+use crate::error::Result;
 
 /// One sampled position, as written to `location_snapshots`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, sqlx::FromRow)]
 pub struct SnapshotRow {
     /// Tenant of the driver.
     pub tenant: String,
@@ -62,6 +64,46 @@ pub fn snapshot_time(iso: &str) -> String {
     chrono::DateTime::parse_from_rfc3339(iso)
         .map(|t| t.with_timezone(&chrono::Utc).to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
         .unwrap_or_else(|_| iso.to_string())
+}
+
+/// Most snapshots one `track` answer returns.
+pub const TRACK_LIMIT: i64 = 10_000;
+
+impl Db {
+    /// The trip's snapshots in time order, within `[from, to]` (ISO-8601 in the stored
+    /// form), at most [`TRACK_LIMIT`].
+    pub async fn track(
+        &self,
+        tenant: &Tenant,
+        trip: &TripId,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Vec<SnapshotRow>> {
+        let sql = match self {
+            Db::Pg(_) => {
+                "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, \
+                 to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at \
+                 FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
+                 AND ($3::text IS NULL OR recorded_at >= $3::timestamptz) \
+                 AND ($4::text IS NULL OR recorded_at <= $4::timestamptz) \
+                 ORDER BY recorded_at LIMIT $5"
+            }
+            Db::Sqlite(_) => {
+                "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at \
+                 FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
+                 AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4) \
+                 ORDER BY recorded_at LIMIT $5"
+            }
+        };
+        Ok(each!(self, p => sqlx::query_as(sql)
+            .bind(&tenant.0)
+            .bind(&trip.0)
+            .bind(from)
+            .bind(to)
+            .bind(TRACK_LIMIT)
+            .fetch_all(p)
+            .await?))
+    }
 }
 
 /// Writes a batch in one statement; returns the rows actually inserted (replays insert 0).

@@ -14,8 +14,8 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
-use super::IdleArgs;
-use crate::Ctx;
+use super::args::IdleArgs;
+use crate::ctx::Ctx;
 use crate::progress::{self, Progress, bump};
 use crate::protocol::{SioClient, socket_url};
 use crate::stats::{self, Tally, WireHistogram};

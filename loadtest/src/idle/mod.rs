@@ -9,6 +9,7 @@
 //! are shared by N processes (see `workers`); the servers' memory is read by the parent once
 //! every worker has its connections up.
 
+mod args;
 mod conn;
 
 use std::time::Duration;
@@ -18,53 +19,12 @@ use serde::Serialize;
 use serde_json::json;
 use tokio::time::Instant;
 
+pub use self::args::IdleArgs;
 use self::conn::{Partial, empty_partial, run_local};
+use crate::ctx::{Ctx, Procs};
 use crate::progress;
 use crate::stats::{self, LatencySummary, Tally};
 use crate::workers::{Fleet, FromWorker, ToWorker};
-use crate::{Ctx, Procs};
-
-/// Arguments of `fleetcast-loadtest idle`.
-#[derive(Debug, clap::Args)]
-pub struct IdleArgs {
-    /// A gateway node, e.g. ws://127.0.0.1:3000 (repeat for several; connections are spread
-    /// round-robin). A path such as ws://host/api/socket/ replaces /socket.io/.
-    #[arg(long = "target", required = true)]
-    pub targets: Vec<String>,
-    /// Number of connections to open (over all workers).
-    #[arg(long, default_value_t = 1000)]
-    pub connections: u64,
-    /// New connections per second (over all workers). The contract's default per-address
-    /// limit is 100/s with a burst of 1000; go faster only against a server configured for it.
-    #[arg(long, default_value_t = 100.0)]
-    pub ramp: f64,
-    /// Seconds to hold all connections open after they are up.
-    #[arg(long, default_value_t = 30)]
-    pub hold: u64,
-    /// HS256 secret the server verifies tokens with.
-    #[arg(long)]
-    pub secret: String,
-    /// Tenant claim for every token (absent = the server's `default`).
-    #[arg(long)]
-    pub tenant: Option<String>,
-    /// Server process to read VmRSS from (/proc/PID/status) before and after connecting.
-    /// Repeat it for every node behind the targets: the figure per socket is the summed
-    /// growth of all given processes divided by all open sockets.
-    #[arg(long = "pid")]
-    pub pids: Vec<u32>,
-    /// Seconds to wait after the last connection before reading the server's RSS.
-    #[arg(long, default_value_t = 3)]
-    pub settle: u64,
-    /// Seconds one connection attempt (websocket + Socket.IO handshake) may take.
-    #[arg(long, default_value_t = 10)]
-    pub connect_timeout: u64,
-    /// Worker processes sharing the connections (one process may hold ~18,000 sockets).
-    #[arg(long, default_value_t = 1)]
-    pub workers: u32,
-    /// Print the report as JSON instead of a table.
-    #[arg(long)]
-    pub json: bool,
-}
 
 /// The report, printed as a table or as JSON.
 #[derive(Debug, Serialize)]
@@ -113,10 +73,10 @@ pub async fn run(args: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
     let ramp_time = Duration::from_secs_f64(args.connections as f64 / args.ramp);
     match &ctx.procs {
         Procs::Single => {
-            crate::warn_if_fd_limit_below(args.connections);
+            crate::ctx::warn_if_fd_limit_below(args.connections);
             let rss_before = total_rss_kib(&args.pids).context("--pid before connecting")?;
             let mut rss_after = None;
-            let interrupt = crate::interrupt_token();
+            let interrupt = crate::ctx::interrupt_token();
             let partial = run_local(&args, &ctx, progress::Sink::Local, &interrupt, async |_| {
                 rss_after = total_rss_kib(&args.pids).context("--pid after connecting")?;
                 Ok(true)
@@ -139,7 +99,7 @@ pub async fn run(args: IdleArgs, ctx: Ctx) -> anyhow::Result<()> {
         }
         Procs::Parent(n) => {
             let rss_before = total_rss_kib(&args.pids).context("--pid before connecting")?;
-            let interrupt = crate::interrupt_token();
+            let interrupt = crate::ctx::interrupt_token();
             let mut fleet = Fleet::spawn("idle", *n, &ctx.run_id)?;
             let ready_by = Instant::now() + ramp_time + Duration::from_secs(args.connect_timeout + args.settle + 60);
             let ready = fleet.wait_ready(ready_by, &interrupt).await;

@@ -15,7 +15,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::{AckOutcome, Packet, SioPacket, decode, encode_connect, encode_event};
+use super::codec::{AckOutcome, Packet, SioPacket, decode, encode_connect, encode_event};
 
 /// Everything that can end or fail a client. `code()` is the key load reports group by.
 #[derive(Debug)]

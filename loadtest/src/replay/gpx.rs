@@ -6,7 +6,7 @@
 //! else (extensions, comments, declarations), never panics on broken input, and counts
 //! points it cannot use. A point without `<time>` comes one second after the previous one.
 
-use super::{Parsed, Record};
+use super::record::{Parsed, Record, check_fix, iso_seconds};
 use crate::trips::schedule::Fix;
 
 /// One tag: its local name (namespace prefix dropped), its attribute text, and its kind.
@@ -110,7 +110,7 @@ pub fn parse(text: &str) -> Parsed {
             ("trkpt", true) => points.extend(current.take()),
             ("time", false) => {
                 if let Some(p) = &mut current {
-                    p.time = super::iso_seconds(text_at(text, after));
+                    p.time = iso_seconds(text_at(text, after));
                 }
             }
             ("speed" | "course", false) => {
@@ -138,7 +138,7 @@ fn finish_track(out: &mut Parsed, driver: &str, points: Vec<Point>) {
         let t = p.time.or(last_t.map(|t| t + 1.0)).unwrap_or(0.0);
         last_t = Some(t);
         let fix = Fix { lat, lng, speed: p.speed, heading: p.course };
-        match super::check_fix(&fix) {
+        match check_fix(&fix) {
             Ok(()) => out.records.push(Record { driver: driver.to_owned(), trip: None, t, fix }),
             Err(why) => out.skip(i + 1, format!("track {driver}: {why}")),
         }

@@ -3,13 +3,15 @@
 //! timing each update end to end like `fanout`.
 //!
 //! This module owns reading the file and turning records into time-ordered tracks; the
-//! parsers live in [`ndjson`] and [`gpx`]. Recorded ids are not sent: each track becomes a
-//! run trip `lt-<runid>-<n>` driven by `ltd-<runid>-<n>` (the server checks that a driver
-//! owns its trip, so the run inserts its own), and `timestamp` is the wall clock at send
-//! (the server refuses times more than 60 s ahead, and the latency is measured from it).
+//! parsers live in [`ndjson`] and [`gpx`], what they produce in [`record`]. Recorded ids are
+//! not sent: each track becomes a run trip `lt-<runid>-<n>` driven by `ltd-<runid>-<n>` (the
+//! server checks that a driver owns its trip, so the run inserts its own), and `timestamp`
+//! is the wall clock at send (the server refuses times more than 60 s ahead, and the
+//! latency is measured from it).
 
 pub mod gpx;
 pub mod ndjson;
+pub mod record;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -18,8 +20,9 @@ use std::time::Duration;
 
 use anyhow::{Context as _, ensure};
 
-use crate::Ctx;
-use crate::trips::schedule::{Fix, TrackPoint};
+use self::record::{Parsed, Record};
+use crate::ctx::Ctx;
+use crate::trips::schedule::TrackPoint;
 use crate::trips::{self, Placement, Source, Spec, TripArgs};
 
 /// Arguments of `fleetcast-loadtest replay`.
@@ -43,56 +46,6 @@ pub struct ReplayArgs {
     pub duration: Option<u64>,
     #[command(flatten)]
     pub common: TripArgs,
-}
-
-/// One parsed record. `t` is in seconds; only differences matter.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Record {
-    pub driver: String,
-    pub trip: Option<String>,
-    pub t: f64,
-    pub fix: Fix,
-}
-
-/// A parser's output: the usable records and what was skipped.
-#[derive(Debug, Default)]
-pub struct Parsed {
-    pub records: Vec<Record>,
-    pub skipped: u64,
-    pub first_error: Option<String>,
-}
-
-impl Parsed {
-    fn skip(&mut self, line: usize, why: String) {
-        self.skipped += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(format!("line {line}: {why}"));
-        }
-    }
-}
-
-/// Seconds since the epoch of an ISO-8601 date-time.
-fn iso_seconds(s: &str) -> Option<f64> {
-    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).ok()?;
-    Some(t.timestamp() as f64 + f64::from(t.timestamp_subsec_nanos()) / 1e9)
-}
-
-/// The contract's ranges (CONTRACT §2 `driver:location:update`): a replay must not be
-/// refused as `INVALID_PAYLOAD` for data the tool could have caught.
-fn check_fix(f: &Fix) -> Result<(), String> {
-    if !(f.lat.is_finite() && (-90.0..=90.0).contains(&f.lat)) {
-        return Err("lat out of range".to_owned());
-    }
-    if !(f.lng.is_finite() && (-180.0..=180.0).contains(&f.lng)) {
-        return Err("lng out of range".to_owned());
-    }
-    if f.speed.is_some_and(|s| !(s.is_finite() && s >= 0.0)) {
-        return Err("speed must be >= 0".to_owned());
-    }
-    if f.heading.is_some_and(|h| !(h.is_finite() && (0.0..360.0).contains(&h))) {
-        return Err("heading must be in [0, 360)".to_owned());
-    }
-    Ok(())
 }
 
 /// Groups records by (driver, trip) in a stable order, each group sorted by time, with
@@ -128,7 +81,7 @@ pub fn load(path: &std::path::Path, format: &str) -> anyhow::Result<Parsed> {
 pub async fn run(a: ReplayArgs, ctx: Ctx) -> anyhow::Result<()> {
     ensure!(a.speedup.is_finite() && a.speedup > 0.0, "--speedup must be a positive number");
     let parsed = load(&a.file, &a.format)?;
-    if parsed.skipped > 0 && !matches!(ctx.procs, crate::Procs::Worker(..)) {
+    if parsed.skipped > 0 && !matches!(ctx.procs, crate::ctx::Procs::Worker(..)) {
         eprintln!(
             "replay: skipped {} unusable records (first: {})",
             parsed.skipped,
@@ -165,6 +118,7 @@ pub async fn run(a: ReplayArgs, ctx: Ctx) -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::trips::schedule::Fix;
 
     #[test]
     fn groups_records_into_time_ordered_tracks() {
@@ -176,16 +130,5 @@ mod tests {
         assert_eq!(tracks.len(), 3);
         let times: Vec<Vec<f64>> = tracks.iter().map(|t| t.iter().map(|p| p.t).collect()).collect();
         assert_eq!(times, vec![vec![0.0, 2.0], vec![1.0], vec![5.0]]);
-    }
-
-    #[test]
-    fn checks_the_contract_ranges() {
-        let ok = Fix { lat: 1.0, lng: 2.0, speed: Some(0.0), heading: Some(359.9) };
-        assert!(check_fix(&ok).is_ok());
-        assert!(check_fix(&Fix { lng: 181.0, ..ok }).is_err());
-        assert!(check_fix(&Fix { speed: Some(-1.0), ..ok }).is_err());
-        assert!(check_fix(&Fix { heading: Some(360.0), ..ok }).is_err());
-        assert!(check_fix(&Fix { lat: f64::NAN, ..ok }).is_err());
-        assert_eq!(iso_seconds("1970-01-01T00:00:01.5Z"), Some(1.5));
     }
 }

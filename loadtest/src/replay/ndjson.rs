@@ -8,7 +8,7 @@
 
 use serde_json::Value;
 
-use super::{Parsed, Record};
+use super::record::{Parsed, Record, check_fix, iso_seconds};
 use crate::trips::schedule::Fix;
 
 /// Parses a whole NDJSON text.
@@ -52,13 +52,13 @@ fn record(line: &str) -> Result<Record, String> {
     let trip = id(v.get("tripId"));
     let t = match v.get("t") {
         Some(Value::Number(n)) => n.as_f64().filter(|x| x.is_finite()).ok_or("t is not finite")?,
-        Some(Value::String(s)) => super::iso_seconds(s).ok_or("t is not an ISO-8601 date-time")?,
+        Some(Value::String(s)) => iso_seconds(s).ok_or("t is not an ISO-8601 date-time")?,
         _ => return Err("t missing".to_owned()),
     };
     let lat = number(&v, "lat")?.ok_or("lat missing")?;
     let lng = number(&v, "lng")?.ok_or("lng missing")?;
     let fix = Fix { lat, lng, speed: number(&v, "speed")?, heading: number(&v, "heading")? };
-    super::check_fix(&fix)?;
+    check_fix(&fix)?;
     Ok(Record { driver, trip, t, fix })
 }
 

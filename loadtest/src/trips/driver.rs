@@ -18,7 +18,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
 use super::schedule::{Fix, Schedule};
-use super::{Ready, Shared, join_trip};
+use super::tasks::{Ready, Shared, join_trip};
 use crate::progress::bump;
 use crate::protocol::{AckOutcome, ClientError, Incoming, SioClient};
 use crate::stats::Tally;

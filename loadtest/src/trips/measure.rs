@@ -18,12 +18,14 @@ use tokio::task::JoinSet;
 use tokio::time::{Instant, MissedTickBehavior, sleep_until};
 use tokio_util::sync::CancellationToken;
 
+use super::db;
 use super::driver::{DriverPlan, DriverReport, Starts, driver_task};
 use super::passenger::{PassengerPlan, PassengerReport, passenger_task};
+use super::plan::{Source, Spec, TripArgs};
 use super::report::Partial;
 use super::schedule::{Path, Schedule};
-use super::{Ready, Shared, Source, Spec, TripArgs, db};
-use crate::Ctx;
+use super::tasks::{Ready, Shared};
+use crate::ctx::Ctx;
 use crate::progress::{self, Progress};
 use crate::protocol::socket_url;
 use crate::stats::{Recorder, Tally, WireHistogram};

@@ -17,7 +17,7 @@ use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_util::sync::CancellationToken;
 
-use super::{Ready, Shared, join_trip};
+use super::tasks::{Ready, Shared, join_trip};
 use crate::polling::PollClient;
 use crate::progress::bump;
 use crate::protocol::{AckOutcome, Incoming, scan_location};

@@ -85,7 +85,7 @@ impl RedisEngine {
         });
     }
 
-    async fn resubscribe_and_verify(&self) -> anyhow::Result<()> {
+    async fn resubscribe_and_verify(&self) -> std::result::Result<(), fred::error::Error> {
         let rooms = self.rooms.lock().await;
         let channels: Vec<String> = rooms.keys().cloned().collect();
         for chunk in channels.chunks(500) {
@@ -97,7 +97,10 @@ impl RedisEngine {
             for pair in counts.chunks(2) {
                 let n = pair.get(1).and_then(Value::as_i64).unwrap_or(0);
                 if n < 1 {
-                    anyhow::bail!("channel not subscribed after reconnect");
+                    return Err(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        "channel not subscribed after reconnect",
+                    ));
                 }
             }
         }

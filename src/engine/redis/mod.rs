@@ -87,7 +87,7 @@ impl RedisEngine {
     /// Connects both clients (waiting at most a few seconds: a node starts even while Redis
     /// is down and becomes ready when it returns) and starts the delivery and re-subscribe
     /// tasks.
-    pub async fn connect(s: RedisSettings, deliver: Deliver) -> anyhow::Result<Self> {
+    pub async fn connect(s: RedisSettings, deliver: Deliver) -> Result<Self, fred::error::Error> {
         let config = Config::from_url(&s.url)?;
         let mut builder = Builder::from_config(config);
         builder
