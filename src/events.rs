@@ -324,6 +324,65 @@ pub mod sse {
         pub kind: &'static str,
         pub at: &'a str,
     }
+
+    /// `connected {tripId, currentStatus}` of the trip-status stream.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct TripConnected<'a> {
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub trip_id: &'a str,
+        pub current_status: &'a str,
+    }
+
+    /// `connected {orderId | runId}` of an entity stream.
+    pub struct EntityConnected<'a> {
+        pub entity: crate::domain::rooms::Entity,
+        pub id: &'a str,
+    }
+
+    impl Serialize for EntityConnected<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            use serde::ser::SerializeMap;
+            let mut m = s.serialize_map(Some(2))?;
+            m.serialize_entry("type", CONNECTED)?;
+            m.serialize_entry(&format!("{}Id", self.entity.as_str()), self.id)?;
+            m.end()
+        }
+    }
+
+    /// `connected {driverId, location}` of the driver-location stream: the latest live
+    /// position, or `null`.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct DriverConnected<'a> {
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub driver_id: &'a str,
+        pub location: Option<CurrentPosition<'a>>,
+    }
+
+    /// A driver's latest position as `connected` shows it (absent fields as `null`).
+    #[derive(Serialize)]
+    pub struct CurrentPosition<'a> {
+        pub latitude: f64,
+        pub longitude: f64,
+        pub heading: Option<f64>,
+        pub speed: Option<f64>,
+        pub timestamp: &'a str,
+    }
+
+    impl<'a> From<&'a crate::domain::Location> for CurrentPosition<'a> {
+        fn from(l: &'a crate::domain::Location) -> Self {
+            CurrentPosition {
+                latitude: l.lat,
+                longitude: l.lng,
+                heading: l.heading,
+                speed: l.speed,
+                timestamp: &l.updated_at,
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -92,6 +92,11 @@ pub fn trip_grant(trip: &str) -> String {
     format!("trip:{trip}")
 }
 
+/// The `channels` grant that lets its holder follow a driver's location: `driver:{id}`.
+pub fn driver_grant(driver: &str) -> String {
+    format!("driver:{driver}")
+}
+
 /// Name of the admins' alert room.
 pub const ADMIN_ALERTS: &str = "admin:alerts";
 /// Name of the admins' event room.

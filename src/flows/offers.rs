@@ -19,7 +19,8 @@ use crate::error::{Error, Result};
 use crate::events::{ExpiryReason, OfferAccepted, OfferCreated, OfferExpired};
 use crate::fanout;
 use crate::jobs::OfferDeadline;
-use crate::store::rides::{AcceptOutcome, TripRow};
+use crate::store::offers::AcceptOutcome;
+use crate::store::rides::TripRow;
 
 use super::status_events::{emit_status, status_updated};
 

@@ -4,17 +4,15 @@
 //! (from the room's history, the same ids as Socket.IO), then live events, and a heartbeat
 //! every `--sse-heartbeat-ms`. Every event but `connected` and `heartbeat` has an `id:`.
 //!
-//! The seam: a stream registers with the node's [`SseHub`] (live frames start queueing in
+//! The seam: a stream registers with the node's [`SseHub`] (in `hub`) (live frames start queueing in
 //! its own bounded channel) and the node holds the room before the history is read; the
 //! stream then sends the history and, from its channel, only ids newer than the last
 //! replayed one. A client too slow to drain its channel is cut off (counted in
 //! `fleetcast_sse_slow_clients_total`) and reconnects with its last id, instead of
 //! growing memory.
 
-use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{Extension, Path, State};
@@ -22,129 +20,21 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
 use futures_util::Stream;
-use serde_json::{Value, json};
+use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::app::App;
-use crate::domain::rooms::Entity;
+use crate::domain::rooms::{Entity, driver_grant};
 use crate::domain::{EventId, Role, RoomKey, TripId, UserId, valid_id};
-use crate::engine::frame::Frame;
 use crate::engine::{Claim, SlotKind};
 use crate::error::{Error, Result};
 use crate::events::{self, sse as sse_events};
-use crate::fanout::{Control, LocalCounts, Sink};
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
 
-/// Frames buffered per stream before the client counts as too slow.
-const STREAM_BUFFER: usize = 256;
+mod hub;
 
-/// A frame for SSE streams: `(id, event name, payload JSON)`.
-type SseFrame = (EventId, Arc<str>, Arc<str>);
-
-/// Local room name → the room's streams (id, bounded sender).
-type Streams = HashMap<String, Vec<(u64, mpsc::Sender<SseFrame>)>>;
-
-/// SSE streams of this node, by local room name.
-#[derive(Default)]
-pub struct SseHub {
-    /// The lock is never held across `.await`; senders are bounded.
-    streams: std::sync::Mutex<Streams>,
-    next: AtomicU64,
-}
-
-impl SseHub {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Streams> {
-        self.streams.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    fn register(&self, room: &RoomKey) -> (u64, mpsc::Receiver<SseFrame>) {
-        let id = self.next.fetch_add(1, Ordering::Relaxed);
-        let (tx, rx) = mpsc::channel(STREAM_BUFFER);
-        self.lock().entry(room.as_str().to_string()).or_default().push((id, tx));
-        metrics::gauge!("fleetcast_sse_streams").increment(1.0);
-        (id, rx)
-    }
-
-    fn unregister(&self, room: &RoomKey, id: u64) {
-        let mut m = self.lock();
-        if let Some(list) = m.get_mut(room.as_str()) {
-            let before = list.len();
-            list.retain(|(i, _)| *i != id);
-            if list.len() < before {
-                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
-            }
-            if list.is_empty() {
-                m.remove(room.as_str());
-            }
-        }
-    }
-
-    /// Hands a recoverable frame to the room's streams; a full stream is cut off.
-    pub fn deliver(&self, room: &RoomKey, event: &str, id: EventId, json: &str) {
-        let mut m = self.lock();
-        let Some(list) = m.get_mut(room.as_str()) else { return };
-        let frame: SseFrame = (id, Arc::from(event), Arc::from(json));
-        list.retain(|(_, tx)| match tx.try_send(frame.clone()) {
-            Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
-                metrics::counter!("fleetcast_sse_slow_clients_total").increment(1);
-                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
-                false
-            }
-            Err(mpsc::error::TrySendError::Closed(_)) => {
-                metrics::gauge!("fleetcast_sse_streams").decrement(1.0);
-                false
-            }
-        });
-    }
-
-    /// Hands a volatile frame (a driver location) to the room's streams with an id of this
-    /// node's clock: it moves the client's last id but is never replayed.
-    pub fn deliver_volatile(&self, room: &RoomKey, event: &str, json: &str) {
-        if !self.lock().contains_key(room.as_str()) {
-            return;
-        }
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
-        let seq = self.next.fetch_add(1, Ordering::Relaxed);
-        self.deliver(room, event, EventId { ms, seq }, json);
-    }
-
-    /// Ends every stream (graceful shutdown): clients reconnect elsewhere with their id.
-    pub fn close_all(&self) {
-        let mut m = self.lock();
-        let n: usize = m.values().map(Vec::len).sum();
-        metrics::gauge!("fleetcast_sse_streams").decrement(n as f64);
-        m.clear();
-    }
-
-    /// Streams open on this node for `room`.
-    pub fn local_count(&self, room: &RoomKey) -> usize {
-        self.lock().get(room.as_str()).map_or(0, Vec::len)
-    }
-}
-
-impl Sink for SseHub {
-    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, id: Option<EventId>) {
-        match id {
-            Some(id) => SseHub::deliver(self, room, frame.event, id, frame.json),
-            None if frame.event == events::DRIVER_LOCATION => self.deliver_volatile(room, frame.event, frame.json),
-            None => {}
-        }
-    }
-
-    fn control(&self, _room: &RoomKey, _command: &Control) {}
-
-    fn counts(&self) -> HashMap<String, LocalCounts> {
-        let mut out: HashMap<String, LocalCounts> = HashMap::new();
-        for (room, streams) in self.lock().iter() {
-            if let Some(key) = RoomKey::parse(room) {
-                out.entry(key.tenant().to_string()).or_default().sse_streams += streams.len() as u64;
-            }
-        }
-        out
-    }
-}
+pub use hub::SseHub;
 
 /// Which stream, and how its events look.
 #[derive(Clone, Copy)]
@@ -166,6 +56,11 @@ impl Kind {
         };
         (event == carried).then(|| sse_events::stream_type(event))
     }
+}
+
+/// A `connected` payload as JSON (its `recovered` is added when the client gave an id).
+fn to_value<T: serde::Serialize>(connected: &T) -> Result<Value> {
+    serde_json::to_value(connected).map_err(|_| Error::Internal)
 }
 
 fn message(kind: &str, json: &str) -> Option<Value> {
@@ -205,7 +100,11 @@ pub async fn trip_status(
     // made on another node.
     let current = app.db.trip_membership(&who.tenant, &trip).await?.ok_or(Error::NotFound)?.status;
     let room = RoomKey::trip_subscribers(&who.tenant, &trip);
-    let connected = json!({ "type": sse_events::CONNECTED, "tripId": trip.0, "currentStatus": current });
+    let connected = to_value(&sse_events::TripConnected {
+        kind: sse_events::CONNECTED,
+        trip_id: &trip.0,
+        current_status: &current,
+    })?;
     open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await
 }
 
@@ -233,14 +132,12 @@ async fn entity_stream(
     }
     let room = RoomKey::entity(&who.tenant, entity, &id);
     may_follow(&who, room.name())?;
-    let mut connected = serde_json::Map::new();
-    connected.insert("type".into(), json!(sse_events::CONNECTED));
-    connected.insert(format!("{}Id", entity.as_str()), json!(id));
+    let connected = to_value(&sse_events::EntityConnected { entity, id: &id })?;
     let kind = match entity {
         Entity::Order => Kind::Order,
         Entity::Run => Kind::Run,
     };
-    open(app, hub, who, room, kind, Value::Object(connected), last_event_id(headers)?).await
+    open(app, hub, who, room, kind, connected, last_event_id(headers)?).await
 }
 
 /// `GET /api/v1/realtime/orders/{id}/stream`.
@@ -296,18 +193,16 @@ pub async fn driver_location(
         return Err(Error::NotFound);
     }
     if who.user.0 != id {
-        may_follow(&who, &format!("driver:{id}"))?;
+        may_follow(&who, &driver_grant(&id))?;
     }
     let driver = UserId(id);
     let current = app.engine.driver_location(&who.tenant, &driver).await?;
-    let location = current
-        .map(|l| {
-            json!({ "latitude": l.lat, "longitude": l.lng, "heading": l.heading, "speed": l.speed,
-                "timestamp": l.updated_at })
-        })
-        .unwrap_or(Value::Null);
     let room = RoomKey::driver_location(&who.tenant, &driver);
-    let connected = json!({ "type": sse_events::CONNECTED, "driverId": driver.0, "location": location });
+    let connected = to_value(&sse_events::DriverConnected {
+        kind: sse_events::CONNECTED,
+        driver_id: &driver.0,
+        location: current.as_ref().map(sse_events::CurrentPosition::from),
+    })?;
     open(app, hub, who, room, Kind::DriverLocation, connected, None).await
 }
 
@@ -482,25 +377,7 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn a_stream_that_does_not_keep_up_is_cut_off_instead_of_buffering() {
-        let hub = SseHub::default();
-        let room = RoomKey::entity(&crate::domain::Tenant("t".into()), Entity::Order, "o1");
-        let (_id, mut slow) = hub.register(&room);
-        let (_id2, mut fast) = hub.register(&room);
-        for seq in 0..(STREAM_BUFFER as u64 + 10) {
-            hub.deliver(&room, "order_update", EventId { ms: 1, seq }, "{}");
-            // The fast stream keeps reading; the slow one never does.
-            assert!(fast.recv().await.is_some());
-        }
-        assert_eq!(hub.local_count(&room), 1, "only the slow stream was cut off");
-        let mut got = 0;
-        while slow.recv().await.is_some() {
-            got += 1;
-        }
-        assert_eq!(got, STREAM_BUFFER, "its buffer was bounded, then the stream ended");
-    }
+    use serde_json::json;
 
     #[test]
     fn room_events_map_to_stream_types() {

@@ -24,6 +24,7 @@ macro_rules! each {
 }
 
 pub mod jobs;
+pub mod offers;
 pub mod rides;
 pub mod snapshots;
 
