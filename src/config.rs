@@ -149,6 +149,15 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_IN_PROCESS_WORKER")]
     pub in_process_worker: bool,
 
+    /// Days of location history kept by the in-process worker (0 = forever): older daily
+    /// partitions are dropped whole (SQLite: old rows deleted in batches).
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_RETENTION_DAYS", default_value_t = 30)]
+    pub snapshot_retention_days: u32,
+
+    /// Daily partitions of the location history the in-process worker keeps created ahead.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_PARTITIONS_AHEAD", default_value_t = 3)]
+    pub snapshot_partitions_ahead: u32,
+
     /// Snapshot batches the in-process worker writes at once.
     #[arg(long, env = "FLEETCAST_WORKER_CONCURRENCY", default_value_t = 2)]
     pub worker_concurrency: usize,

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 use super::{JobError, OFFER_QUEUE, OfferDeadline, SNAPSHOT_QUEUE, SnapshotBatch};
 use crate::config::Config;
 use crate::store::Db;
+use crate::store::partitions::keep_since;
 use crate::store::snapshots::write_snapshots;
 
 /// What a consumer needs at run time.
@@ -36,6 +37,10 @@ pub struct ConsumerSettings {
     pub drain: Duration,
     /// Worker heartbeat; two missed beats make its jobs orphans that are re-queued.
     pub heartbeat: Duration,
+    /// Days of location history kept (0 = forever); older partitions are dropped.
+    pub retention_days: u32,
+    /// Daily partitions of `location_snapshots` kept created ahead of today.
+    pub partitions_ahead: u32,
 }
 
 impl ConsumerSettings {
@@ -66,6 +71,8 @@ impl ConsumerSettings {
             purge_after: Duration::from_secs(cfg.job_purge_after_secs),
             drain: Duration::from_millis(cfg.shutdown_drain_ms),
             heartbeat: Duration::from_millis(cfg.job_heartbeat_ms.max(500)),
+            retention_days: cfg.snapshot_retention_days,
+            partitions_ahead: cfg.snapshot_partitions_ahead,
         }
     }
 }
@@ -74,6 +81,12 @@ impl ConsumerSettings {
 struct Ctx {
     db: Db,
     retry_base: Duration,
+    retention_days: u32,
+}
+
+/// Today, UTC (the day partitions and retention count in).
+fn today() -> chrono::NaiveDate {
+    chrono::Utc::now().date_naive()
 }
 
 /// Longest delay before a failed batch is tried again.
@@ -82,7 +95,7 @@ const MAX_RETRY_DELAY: Duration = Duration::from_secs(300);
 async fn handle(batch: SnapshotBatch, ctx: Data<Ctx>, id: TaskId, attempt: Attempt) -> Result<(), BoxDynError> {
     let started = Instant::now();
     metrics::histogram!("fleetcast_worker_batch_rows").record(batch.rows.len() as f64);
-    match write_snapshots(&ctx.db, &batch.rows).await {
+    match write_snapshots(&ctx.db, &batch.rows, keep_since(today(), ctx.retention_days)).await {
         Ok(n) => {
             metrics::histogram!("fleetcast_worker_insert_seconds").record(started.elapsed());
             metrics::counter!("fleetcast_worker_rows_written_total").increment(n);
@@ -106,7 +119,8 @@ async fn handle(batch: SnapshotBatch, ctx: Data<Ctx>, id: TaskId, attempt: Attem
 
 /// Housekeeping of one queue (owner: its consumer; stops on `cancel`): wakes the queue's
 /// listeners when a delayed job or retry is due (see `Db::nudge_due_jobs`), purges done
-/// jobs, and for the snapshot queue keeps the depth gauge.
+/// jobs, and for the snapshot queue keeps the depth gauge and the history's partitions
+/// (created ahead, analyzed when their day is over, dropped past retention).
 async fn housekeeping(db: Db, queue: &'static str, s: ConsumerSettings, cancel: CancellationToken) {
     let mut purge = tokio::time::interval(s.purge_every);
     let mut depth = tokio::time::interval(Duration::from_secs(2));
@@ -121,17 +135,60 @@ async fn housekeeping(db: Db, queue: &'static str, s: ConsumerSettings, cancel: 
                     tracing::debug!(error = %e, queue, "due-job nudge failed");
                 }
             }
-            _ = purge.tick() => match db.purge_done_jobs(queue, s.purge_after).await {
-                Ok(n) if n > 0 => tracing::info!(jobs = n, queue, "purged done jobs"),
-                Ok(_) => {}
-                Err(e) => tracing::warn!(error = %e, queue, "purge failed"),
-            },
+            _ = purge.tick() => {
+                match db.purge_done_jobs(queue, s.purge_after).await {
+                    Ok(n) if n > 0 => tracing::info!(jobs = n, queue, "purged done jobs"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, queue, "purge failed"),
+                }
+                if queue == SNAPSHOT_QUEUE {
+                    maintain_history(&db, &s).await;
+                }
+            }
             _ = depth.tick(), if queue == SNAPSHOT_QUEUE => {
                 if let Ok(n) = db.queue_depth(queue).await {
                     metrics::gauge!("fleetcast_worker_queue_depth").set(n as f64);
                 }
             }
         }
+    }
+}
+
+/// One round of the history's maintenance, with its metrics; failures are logged (the
+/// next round retries).
+pub async fn maintain_history(db: &Db, s: &ConsumerSettings) {
+    match db.maintain_snapshots(today(), s.partitions_ahead, s.retention_days).await {
+        Ok(m) => {
+            if !m.created.is_empty() {
+                tracing::info!(partitions = ?m.created, "snapshot partitions created");
+            }
+            if !m.dropped.is_empty() {
+                tracing::info!(partitions = ?m.dropped, "snapshot partitions past retention dropped");
+                metrics::counter!("fleetcast_snapshot_partitions_dropped_total").increment(m.dropped.len() as u64);
+            }
+            if m.rows_deleted > 0 {
+                tracing::info!(rows = m.rows_deleted, "snapshot rows past retention deleted");
+                metrics::counter!("fleetcast_snapshot_rows_deleted_total").increment(m.rows_deleted);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "snapshot history maintenance failed"),
+    }
+    match db.snapshot_partitions().await {
+        Ok(parts) => {
+            metrics::gauge!("fleetcast_snapshot_partitions").set(parts.len() as f64);
+            for p in &parts {
+                let name = p.name.clone();
+                metrics::gauge!("fleetcast_snapshot_partition_bytes", "partition" => name.clone()).set(p.bytes as f64);
+                if let Some(rows) = p.rows {
+                    metrics::gauge!("fleetcast_snapshot_partition_rows", "partition" => name).set(rows as f64);
+                }
+            }
+            if let Some(oldest) = parts.first() {
+                let age = (today() - oldest.to).num_days().max(0);
+                metrics::gauge!("fleetcast_snapshot_oldest_partition_age_days").set(age as f64);
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "snapshot partitions not listed"),
     }
 }
 
@@ -246,7 +303,7 @@ macro_rules! monitor_queue {
 }
 
 async fn run_once(db: &Db, s: &ConsumerSettings, name: String, cancel: &CancellationToken) -> Result<(), JobError> {
-    let ctx = Ctx { db: db.clone(), retry_base: s.retry_base };
+    let ctx = Ctx { db: db.clone(), retry_base: s.retry_base, retention_days: s.retention_days };
     monitor_queue!(db, s, name, cancel, SnapshotBatch, SNAPSHOT_QUEUE, ctx, handle)
 }
 

@@ -25,6 +25,7 @@ macro_rules! each {
 
 pub mod jobs;
 pub mod offers;
+pub mod partitions;
 pub mod rides;
 pub mod snapshots;
 
@@ -117,32 +118,33 @@ impl Db {
         }))
     }
 
-    /// [`Db::trip_membership`] of many trips of one tenant in one query (ids as a JSON
-    /// array): the trips that exist, by id.
+    /// [`Db::trip_membership`] of many trips of one tenant in one query (an id array in
+    /// Postgres, a JSON array in SQLite): the trips that exist, by id.
     pub async fn trip_memberships(&self, tenant: &Tenant, trips: &[String]) -> Result<Vec<(String, TripMembership)>> {
-        let ids = serde_json::to_string(trips).map_err(|_| crate::error::Error::Internal)?;
-        let rows: Vec<(String, Option<String>, String, String)> = match self {
-            Db::Pg(p) => {
-                sqlx::query_as(
-                    "SELECT id, driver_id, status, organizer_id FROM trips \
-                     WHERE tenant = $1 AND id IN (SELECT jsonb_array_elements_text($2::jsonb))",
+        let rows: Vec<(String, Option<String>, String, String)> =
+            match self {
+                // `= ANY($2)` over the primary key: an index scan whatever the planner's
+                // statistics say (`IN (SELECT jsonb_array_elements_text(..))` was planned as a scan
+                // of every trip of the tenant on a table never analyzed: 17 ms at 24,200 trips).
+                Db::Pg(p) => sqlx::query_as(
+                    "SELECT id, driver_id, status, organizer_id FROM trips WHERE tenant = $1 AND id = ANY($2::text[])",
                 )
                 .bind(&tenant.0)
-                .bind(&ids)
+                .bind(trips)
                 .fetch_all(p)
-                .await?
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_as(
-                    "SELECT id, driver_id, status, organizer_id FROM trips \
+                .await?,
+                Db::Sqlite(p) => {
+                    let ids = serde_json::to_string(trips).map_err(|_| crate::error::Error::Internal)?;
+                    sqlx::query_as(
+                        "SELECT id, driver_id, status, organizer_id FROM trips \
                      WHERE tenant = $1 AND id IN (SELECT value FROM json_each($2))",
-                )
-                .bind(&tenant.0)
-                .bind(&ids)
-                .fetch_all(p)
-                .await?
-            }
-        };
+                    )
+                    .bind(&tenant.0)
+                    .bind(&ids)
+                    .fetch_all(p)
+                    .await?
+                }
+            };
         Ok(rows
             .into_iter()
             .map(|(id, driver, status, organizer)| {

@@ -107,7 +107,28 @@ impl Db {
 }
 
 /// Writes a batch in one statement; returns the rows actually inserted (replays insert 0).
-pub async fn write_snapshots(db: &Db, rows: &[SnapshotRow]) -> Result<u64, sqlx::Error> {
+///
+/// Rows recorded before `keep_since` (the retention bound) are skipped: their day's
+/// partition is already dropped, and they would be dropped with it anyway.
+pub async fn write_snapshots(
+    db: &Db,
+    rows: &[SnapshotRow],
+    keep_since: Option<chrono::NaiveDate>,
+) -> Result<u64, sqlx::Error> {
+    let kept: Vec<SnapshotRow>;
+    let rows = match keep_since {
+        Some(day) => {
+            // Times are stored in one fixed form, so they compare as text.
+            let bound = format!("{}T00:00:00.000000Z", day.format("%Y-%m-%d"));
+            kept = rows.iter().filter(|r| r.recorded_at >= bound).cloned().collect();
+            let skipped = rows.len() - kept.len();
+            if skipped > 0 {
+                metrics::counter!("fleetcast_worker_rows_past_retention_total").increment(skipped as u64);
+            }
+            &kept[..]
+        }
+        None => rows,
+    };
     if rows.is_empty() {
         return Ok(0);
     }

@@ -169,6 +169,8 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
             purge_after: Duration::from_secs(600),
             drain: Duration::from_secs(2),
             heartbeat: Duration::from_secs(2),
+            retention_days: 0,
+            partitions_ahead: 3,
         };
         tokio::spawn(
             async move { fleetcast::jobs::consume::run_snapshots(db, settings, "outage-worker", cancel).await },

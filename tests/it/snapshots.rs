@@ -24,6 +24,8 @@ fn settings() -> WorkerSettings {
         purge_after: Duration::from_secs(600),
         drain: Duration::from_secs(2),
         heartbeat: Duration::from_secs(2),
+        retention_days: 0,
+        partitions_ahead: 3,
     }
 }
 

@@ -96,6 +96,8 @@ async fn main() -> anyhow::Result<()> {
         purge_after: Duration::from_secs(3600),
         drain: Duration::from_secs(5),
         heartbeat: Duration::from_secs(5),
+        retention_days: 0,
+        partitions_ahead: 3,
     };
     let started = Instant::now();
     let worker = {

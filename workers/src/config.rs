@@ -47,6 +47,15 @@ pub struct WorkerConfig {
     #[arg(long, env = "FLEETCAST_WORKER_DRAIN_MS", default_value_t = 10_000)]
     pub drain_ms: u64,
 
+    /// Days of location history kept (0 = forever): older daily partitions of
+    /// `location_snapshots` are detached and dropped whole, never deleted row by row.
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_RETENTION_DAYS", default_value_t = 30)]
+    pub snapshot_retention_days: u32,
+
+    /// Daily partitions kept created ahead of today (a new day's rows never wait for one).
+    #[arg(long, env = "FLEETCAST_SNAPSHOT_PARTITIONS_AHEAD", default_value_t = 3)]
+    pub snapshot_partitions_ahead: u32,
+
     /// Maximum connections in the database pool.
     #[arg(long, env = "FLEETCAST_WORKER_DB_MAX_CONNECTIONS", default_value_t = 8)]
     pub db_max_connections: u32,
@@ -70,6 +79,8 @@ impl From<&WorkerConfig> for ConsumerSettings {
             purge_after: Duration::from_secs(c.purge_after_secs),
             drain: Duration::from_millis(c.drain_ms),
             heartbeat: Duration::from_millis(c.heartbeat_ms.max(500)),
+            retention_days: c.snapshot_retention_days,
+            partitions_ahead: c.snapshot_partitions_ahead,
         }
     }
 }

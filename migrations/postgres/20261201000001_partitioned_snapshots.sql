@@ -1,0 +1,54 @@
+-- location_snapshots becomes a table partitioned by day of `recorded_at` (UTC), so history
+-- is cheap to keep (each day its own table and indexes), cheap to drop (retention detaches
+-- and drops whole partitions, never deletes row by row) and fast to read (a trip's track
+-- touches the partitions of its time span only).
+--
+-- The existing table is not copied: it is renamed and attached as the partition
+-- `location_snapshots_before`, holding every time before the first daily partition
+-- (MINVALUE .. the day after its newest row, or tomorrow). Attaching reads the table once
+-- to check the bound (BENCHMARKS.md: seconds per million rows) and reuses its indexes.
+-- The daily partitions for the next days are created here; the worker keeps creating them
+-- ahead (`--snapshot-partitions-ahead`) and drops them past `--snapshot-retention-days`.
+
+ALTER TABLE location_snapshots RENAME TO location_snapshots_before;
+ALTER INDEX location_snapshots_pkey RENAME TO location_snapshots_before_pkey;
+ALTER INDEX location_snapshots_trip RENAME TO location_snapshots_before_trip;
+
+CREATE TABLE location_snapshots (
+    tenant       TEXT             NOT NULL,
+    driver_id    TEXT             NOT NULL,
+    recorded_at  TIMESTAMPTZ      NOT NULL,
+    trip_id      TEXT,
+    lat          DOUBLE PRECISION NOT NULL,
+    lng          DOUBLE PRECISION NOT NULL,
+    speed        DOUBLE PRECISION,
+    heading      DOUBLE PRECISION,
+    accuracy     DOUBLE PRECISION,
+    created_at   TIMESTAMPTZ      NOT NULL DEFAULT now(),
+    -- The natural key includes the partition key, so it is unique across partitions and
+    -- the worker's `ON CONFLICT DO NOTHING` stays idempotent.
+    PRIMARY KEY (tenant, driver_id, recorded_at)
+) PARTITION BY RANGE (recorded_at);
+
+-- The track read: one trip, in time order, within the partitions of its span.
+CREATE INDEX location_snapshots_trip ON location_snapshots (tenant, trip_id, recorded_at);
+
+DO $$
+DECLARE
+    first_day date;
+    d date;
+BEGIN
+    -- GREATEST ignores NULL: an empty table starts the daily partitions today.
+    SELECT greatest(max((recorded_at AT TIME ZONE 'UTC')::date) + 1, (now() AT TIME ZONE 'UTC')::date)
+      INTO first_day FROM location_snapshots_before;
+    EXECUTE format(
+        'ALTER TABLE location_snapshots ATTACH PARTITION location_snapshots_before FOR VALUES FROM (MINVALUE) TO (%L)',
+        first_day::timestamp AT TIME ZONE 'UTC');
+    FOR i IN 0..3 LOOP
+        d := first_day + i;
+        EXECUTE format(
+            'CREATE TABLE IF NOT EXISTS %I PARTITION OF location_snapshots FOR VALUES FROM (%L) TO (%L)',
+            'location_snapshots_p' || to_char(d, 'YYYYMMDD'),
+            d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
+    END LOOP;
+END $$;
