@@ -52,3 +52,19 @@ BEGIN
             d::timestamp AT TIME ZONE 'UTC', (d + 1)::timestamp AT TIME ZONE 'UTC');
     END LOOP;
 END $$;
+
+-- The time span of each trip's snapshots, kept by the worker in the same statement as each
+-- batch insert: the track query reads it first (a primary-key lookup) and then scans only
+-- the partitions between the trip's first and last snapshot, whatever the driver's clock
+-- said. Rows of dropped partitions leave their span behind until the maintenance that
+-- dropped them deletes spans ending before the retention bound.
+CREATE TABLE location_trip_spans (
+    tenant    TEXT        NOT NULL,
+    trip_id   TEXT        NOT NULL,
+    first_at  TIMESTAMPTZ NOT NULL,
+    last_at   TIMESTAMPTZ NOT NULL,
+    PRIMARY KEY (tenant, trip_id)
+);
+INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at)
+SELECT tenant, trip_id, min(recorded_at), max(recorded_at)
+FROM location_snapshots_before WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id;

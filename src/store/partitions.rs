@@ -217,6 +217,13 @@ async fn maintain_pg(
             m.analyzed.push(p.name.clone());
         }
     }
+    if let Some(cutoff) = cutoff {
+        // Spans of trips whose snapshots are all gone with their partitions.
+        sqlx::query("DELETE FROM location_trip_spans WHERE last_at < $1::timestamptz")
+            .bind(midnight(cutoff))
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(m)
 }
 

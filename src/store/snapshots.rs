@@ -66,43 +66,113 @@ pub fn snapshot_time(iso: &str) -> String {
         .unwrap_or_else(|_| iso.to_string())
 }
 
-/// Most snapshots one `track` answer returns.
+/// Most snapshots one `track` page returns.
 pub const TRACK_LIMIT: i64 = 10_000;
 
+/// Where a track page starts: after the snapshot `(recorded_at, driver_id)` of the
+/// previous page (`recorded_at` in the stored form).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackCursor {
+    /// Time of the last snapshot of the previous page.
+    pub recorded_at: String,
+    /// Its driver (a trip's snapshots are ordered by time, then driver).
+    pub driver_id: String,
+}
+
+/// One page of a trip's track.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TrackPage {
+    /// Snapshots in (time, driver) order.
+    pub rows: Vec<SnapshotRow>,
+    /// Where the next page starts, when there is one.
+    pub next: Option<TrackCursor>,
+}
+
+fn utc(iso: &str) -> Option<chrono::DateTime<chrono::Utc>> {
+    chrono::DateTime::parse_from_rfc3339(iso).ok().map(|t| t.with_timezone(&chrono::Utc))
+}
+
 impl Db {
-    /// The trip's snapshots in time order, within `[from, to]` (ISO-8601 in the stored
-    /// form), at most [`TRACK_LIMIT`].
+    /// A page of the trip's snapshots in time order, within `[from, to]` (ISO-8601 in the
+    /// stored form), at most `limit` (≤ [`TRACK_LIMIT`]), after `cursor`. In Postgres the
+    /// trip's span (`location_trip_spans`) bounds the scan first, so only the partitions
+    /// of the trip's days are read.
     pub async fn track(
         &self,
         tenant: &Tenant,
         trip: &TripId,
         from: Option<&str>,
         to: Option<&str>,
-    ) -> Result<Vec<SnapshotRow>> {
-        let sql = match self {
-            Db::Pg(_) => {
-                "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, \
-                 to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at \
-                 FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
-                 AND ($3::text IS NULL OR recorded_at >= $3::timestamptz) \
-                 AND ($4::text IS NULL OR recorded_at <= $4::timestamptz) \
-                 ORDER BY recorded_at LIMIT $5"
+        limit: i64,
+        cursor: Option<&TrackCursor>,
+    ) -> Result<TrackPage> {
+        let limit = limit.clamp(1, TRACK_LIMIT);
+        let mut rows: Vec<SnapshotRow> = match self {
+            Db::Pg(p) => {
+                let span: Option<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+                    "SELECT first_at, last_at FROM location_trip_spans WHERE tenant = $1 AND trip_id = $2",
+                )
+                .bind(&tenant.0)
+                .bind(&trip.0)
+                .fetch_optional(p)
+                .await?;
+                let Some((first, last)) = span else { return Ok(TrackPage { rows: Vec::new(), next: None }) };
+                let lo = from.and_then(utc).map_or(first, |f| f.max(first));
+                let hi = to.and_then(utc).map_or(last, |t| t.min(last));
+                if lo > hi {
+                    return Ok(TrackPage { rows: Vec::new(), next: None });
+                }
+                let (after_at, after_driver) = match cursor {
+                    Some(c) => (utc(&c.recorded_at).unwrap_or(lo), c.driver_id.as_str()),
+                    None => (lo, ""),
+                };
+                sqlx::query_as(
+                    "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, \
+                     to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at \
+                     FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
+                     AND recorded_at >= $3 AND recorded_at <= $4 AND (recorded_at, driver_id) > ($5, $6) \
+                     ORDER BY recorded_at, driver_id LIMIT $7",
+                )
+                .bind(&tenant.0)
+                .bind(&trip.0)
+                .bind(lo)
+                .bind(hi)
+                .bind(after_at)
+                .bind(after_driver)
+                .bind(limit + 1)
+                .fetch_all(p)
+                .await?
             }
-            Db::Sqlite(_) => {
-                "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at \
-                 FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
-                 AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4) \
-                 ORDER BY recorded_at LIMIT $5"
+            Db::Sqlite(p) => {
+                let (after_at, after_driver) = match cursor {
+                    Some(c) => (Some(c.recorded_at.as_str()), c.driver_id.as_str()),
+                    None => (None, ""),
+                };
+                sqlx::query_as(
+                    "SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at \
+                     FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
+                     AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4) \
+                     AND ($5 IS NULL OR (recorded_at, driver_id) > ($5, $6)) \
+                     ORDER BY recorded_at, driver_id LIMIT $7",
+                )
+                .bind(&tenant.0)
+                .bind(&trip.0)
+                .bind(from)
+                .bind(to)
+                .bind(after_at)
+                .bind(after_driver)
+                .bind(limit + 1)
+                .fetch_all(p)
+                .await?
             }
         };
-        Ok(each!(self, p => sqlx::query_as(sql)
-            .bind(&tenant.0)
-            .bind(&trip.0)
-            .bind(from)
-            .bind(to)
-            .bind(TRACK_LIMIT)
-            .fetch_all(p)
-            .await?))
+        let next = if rows.len() as i64 > limit {
+            rows.truncate(limit as usize);
+            rows.last().map(|r| TrackCursor { recorded_at: r.recorded_at.clone(), driver_id: r.driver_id.clone() })
+        } else {
+            None
+        };
+        Ok(TrackPage { rows, next })
     }
 }
 
@@ -137,14 +207,24 @@ pub async fn write_snapshots(
             let r = rows;
             let col = |f: fn(&SnapshotRow) -> String| r.iter().map(f).collect::<Vec<String>>();
             let opt = |f: fn(&SnapshotRow) -> Option<f64>| r.iter().map(f).collect::<Vec<Option<f64>>>();
-            let res = sqlx::query(
-                "INSERT INTO location_snapshots \
+            // One statement: the rows, and the span of each trip they belong to (spans in key
+            // order, so two workers upserting the same trips cannot deadlock).
+            let (inserted,): (i64,) = sqlx::query_as(
+                "WITH ins AS (INSERT INTO location_snapshots \
                    (tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at) \
                  SELECT t, d, tr, la, ln, sp, hd, ac, ra::timestamptz FROM UNNEST( \
                    $1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
                    $6::float8[], $7::float8[], $8::float8[], $9::text[]) \
                    AS u(t, d, tr, la, ln, sp, hd, ac, ra) \
-                 ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING",
+                 ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING \
+                 RETURNING tenant, trip_id, recorded_at), \
+                 spans AS (INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at) \
+                   SELECT tenant, trip_id, min(recorded_at), max(recorded_at) FROM ins \
+                   WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id ORDER BY tenant, trip_id \
+                   ON CONFLICT (tenant, trip_id) DO UPDATE \
+                   SET first_at = least(location_trip_spans.first_at, excluded.first_at), \
+                       last_at = greatest(location_trip_spans.last_at, excluded.last_at)) \
+                 SELECT count(*) FROM ins",
             )
             .bind(col(|x| x.tenant.clone()))
             .bind(col(|x| x.driver_id.clone()))
@@ -155,9 +235,9 @@ pub async fn write_snapshots(
             .bind(opt(|x| x.heading))
             .bind(opt(|x| x.accuracy))
             .bind(col(|x| x.recorded_at.clone()))
-            .execute(p)
+            .fetch_one(p)
             .await?;
-            Ok(res.rows_affected())
+            Ok(inserted.max(0) as u64)
         }
         Db::Sqlite(p) => {
             let mut tx = p.begin().await?;

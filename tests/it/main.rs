@@ -7,6 +7,7 @@ mod auth;
 mod binary;
 mod delivery;
 mod fault;
+mod history;
 mod interop_js;
 mod layers;
 mod limits;

@@ -70,6 +70,8 @@ impl PrivatePostgres {
             .args(["-p", &self.port.to_string(), "-k"])
             .arg(&self.dir)
             .args(["-c", "listen_addresses=127.0.0.1", "-c", "fsync=off", "-c", "max_connections=50"])
+            // As on our machines: no autovacuum, so nothing is analyzed behind a test's back.
+            .args(["-c", "autovacuum=off"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

@@ -77,8 +77,12 @@ pub async fn wait_for_rows(db: &Db, tenant: &str, driver: &str, n: usize, within
     }
 }
 
+/// A time `ms` after a fixed point of this test run: an hour ago, whole seconds (recent, so
+/// within any retention bound, and in the past, as driver timestamps may be).
 fn ts(ms: i64) -> String {
-    (chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_700_000_000_000 + ms))
+    static BASE: std::sync::OnceLock<i64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| (chrono::Utc::now().timestamp() - 3_600) * 1_000);
+    (chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(base + ms))
         .to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 

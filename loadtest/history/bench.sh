@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Location history at fleet scale (BENCHMARKS.md "Location history"): fills a partitioned
+# `location_snapshots` with ROWS_PER_DAY × DAYS rows (default 10 M × 10 = 100 M) in a
+# database of its own, then measures the track query of a 2-hour trip (p50/p99 over
+# random trips), the time to drop one day's partition, disk per million rows, and the
+# worker's insert rate into the partitioned table against a plain table (same session).
+#
+#   loadtest/history/bench.sh [fill|measure|all]      (default all)
+#
+# Needs the workspace built (`cargo build --release -p fleetcast-worker --examples`), a
+# Postgres at PGURL (default the machine's) and ≈ 25 GB of disk for 100 M rows.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
+DB=${DB:-fleetcast_history_bench}
+DAYS=${DAYS:-10}
+DRIVERS=${DRIVERS:-3500}          # × 2,880 samples a day (one per 30 s) ≈ 10 M rows a day
+OUT=${OUT:-loadtest/results/history.md}
+step=${1:-all}
+q() { psql "$PGURL/$DB" -v ON_ERROR_STOP=1 -Atqc "$1"; }
+log() { printf '== %s\n' "$*" >&2; }
+
+fill() {
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
+  # The node's own migrations (the partitioned table) through the worker, which applies
+  # them at start; it is stopped once the schema is there.
+  ${WORKER:-target/release/fleetcast-worker} --database-url "$PGURL/$DB" --metrics-bind 127.0.0.1:0 \
+    --snapshot-retention-days 0 >/tmp/history-worker.log 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    [ "$(q "SELECT count(*) FROM pg_inherits WHERE inhparent = 'location_snapshots'::regclass" 2>/dev/null || echo 0)" -gt 1 ] && break
+    sleep 0.2
+  done
+  kill "$pid"; wait "$pid" || true
+  # History starts DAYS ago: the catch-all partition ends there, one partition a day after.
+  q "ALTER TABLE location_snapshots DETACH PARTITION location_snapshots_before; DROP TABLE location_snapshots_before;"
+  local first; first=$(q "SELECT (now() AT TIME ZONE 'UTC')::date - $DAYS")
+  q "CREATE TABLE location_snapshots_before PARTITION OF location_snapshots FOR VALUES FROM (MINVALUE) TO ('$first 00:00:00+00')"
+  for i in $(seq "$DAYS" -1 1); do
+    local day; day=$(q "SELECT (now() AT TIME ZONE 'UTC')::date - $i")
+    local next; next=$(q "SELECT '$day'::date + 1")
+    local name="location_snapshots_p${day//-/}"
+    q "CREATE TABLE IF NOT EXISTS $name PARTITION OF location_snapshots FOR VALUES FROM ('$day 00:00:00+00') TO ('$next 00:00:00+00')"
+    local t0; t0=$(date +%s.%N)
+    # Drivers d0…, one sample every 30 s, a trip every 2 hours (240 samples).
+    q "INSERT INTO location_snapshots (tenant, driver_id, recorded_at, trip_id, lat, lng, speed, heading, accuracy)
+       SELECT 'bench', 'd' || d, '$day 00:00:00+00'::timestamptz + s * interval '30 seconds',
+              'trip-' || d || '-${day//-/}-' || (s / 240),
+              48.80 + (d % 200) * 0.001 + s * 0.000001, 2.30 + (d / 200) * 0.001 + s * 0.000001,
+              8.0 + (s % 10), (s % 360)::float8, 5.0
+       FROM generate_series(0, $DRIVERS - 1) d, generate_series(0, 2879) s"
+    log "$day: $(q "SELECT count(*) FROM $name") rows in $(echo "$(date +%s.%N) - $t0" | bc) s"
+    q "ANALYZE $name"
+  done
+}
+
+measure() {
+  local rows bytes; rows=$(q "SELECT count(*) FROM location_snapshots")
+  bytes=$(q "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'location_snapshots'::regclass")
+  log "rows $rows, bytes $bytes"
+  # The API's track statement (src/store/snapshots.rs) for random 2-hour trips, bounded by
+  # the trip's span as the API bounds it; pgbench logs every latency.
+  local day; day=$(q "SELECT (now() AT TIME ZONE 'UTC')::date - 2")
+  cat > /tmp/history-track.sql <<SQL
+\set d random(0, $DRIVERS - 1)
+\set t random(0, 11)
+SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at FROM location_snapshots
+ WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-${day//-/}-' || :t
+   AND recorded_at >= '$day 00:00:00+00'::timestamptz - interval '1 day'
+   AND recorded_at <= '$day 00:00:00+00'::timestamptz + interval '2 days'
+ ORDER BY recorded_at, driver_id LIMIT 10001;
+SQL
+  rm -f /tmp/pgbench_log.*
+  (cd /tmp && pgbench -n -c 1 -T 30 -f /tmp/history-track.sql -l "$PGURL/$DB" >/tmp/history-pgbench.txt)
+  local lat; lat=$(cat /tmp/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "n=%d p50=%.2f ms p99=%.2f ms max=%.2f ms", NR, a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000, a[NR]/1000}')
+  log "track: $lat"
+  # Drop the oldest day (detach concurrently, then drop), timed.
+  local oldest; oldest=$(q "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = 'location_snapshots'::regclass AND c.relname LIKE 'location_snapshots_p%' ORDER BY 1 LIMIT 1")
+  local t0; t0=$(date +%s.%N)
+  q "ALTER TABLE location_snapshots DETACH PARTITION $oldest CONCURRENTLY"
+  q "DROP TABLE $oldest"
+  local drop; drop=$(echo "$(date +%s.%N) - $t0" | bc)
+  log "drop $oldest: $drop s"
+  {
+    echo "### $(date -u +%FT%TZ) $(git rev-parse --short HEAD)"
+    echo "- rows: $rows in $DAYS daily partitions; disk: $bytes bytes ($(echo "$bytes / ($rows / 1000000)" | bc) bytes per million rows)"
+    echo "- track query of a 2-hour trip (240 rows), pgbench 30 s × 1 client: $lat"
+    echo "- drop one day's partition ($oldest, detach concurrently + drop): ${drop} s"
+  } >>"$OUT"
+}
+
+case "$step" in
+  fill) fill ;;
+  measure) measure ;;
+  all) fill; measure ;;
+esac
