@@ -36,7 +36,7 @@ fn encode_cursor(c: &TrackCursor) -> String {
 
 fn decode_cursor(s: &str) -> Result<TrackCursor> {
     let bad = || Error::invalid("cursor is not a nextCursor of this call");
-    if s.len() % 2 != 0 || s.len() > 1024 {
+    if !s.len().is_multiple_of(2) || s.len() > 1024 {
         return Err(bad());
     }
     let bytes: Vec<u8> = (0..s.len())

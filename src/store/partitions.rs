@@ -20,7 +20,7 @@ use super::Db;
 /// Name prefix of the daily partitions (`location_snapshots_pYYYYMMDD`).
 const DAY_PREFIX: &str = "location_snapshots_p";
 /// Advisory lock key of partition maintenance ("fleetcast" + "parts").
-const LOCK_KEY: i64 = 0x0f1e_e7ca_57_0001;
+const LOCK_KEY: i64 = 0x000f_1ee7_ca57_0001;
 /// Rows deleted per statement by the SQLite retention.
 const SQLITE_BATCH: i64 = 5_000;
 
