@@ -5,7 +5,7 @@
 # random trips), the time to drop one day's partition, disk per million rows, and the
 # worker's insert rate into the partitioned table against a plain table (same session).
 #
-#   loadtest/history/bench.sh [fill|measure|all]      (default all)
+#   loadtest/history/bench.sh [fill|measure|migration|all]      (default all)
 #
 # Needs the workspace built (`cargo build --release -p fleetcast-worker --examples`), a
 # Postgres at PGURL (default the machine's) and ≈ 25 GB of disk for 100 M rows.
@@ -49,6 +49,12 @@ fill() {
               48.80 + (d % 200) * 0.001 + s * 0.000001, 2.30 + (d / 200) * 0.001 + s * 0.000001,
               8.0 + (s % 10), (s % 360)::float8, 5.0
        FROM generate_series(0, $DRIVERS - 1) d, generate_series(0, 2879) s"
+    # Each trip's span, as the worker keeps it with each insert.
+    q "INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at)
+       SELECT 'bench', 'trip-' || d || '-${day//-/}-' || t,
+              '$day 00:00:00+00'::timestamptz + t * interval '2 hours',
+              '$day 00:00:00+00'::timestamptz + t * interval '2 hours' + 239 * interval '30 seconds'
+       FROM generate_series(0, $DRIVERS - 1) d, generate_series(0, 11) t"
     log "$day: $(q "SELECT count(*) FROM $name") rows in $(echo "$(date +%s.%N) - $t0" | bc) s"
     q "ANALYZE $name"
   done
@@ -58,18 +64,24 @@ measure() {
   local rows bytes; rows=$(q "SELECT count(*) FROM location_snapshots")
   bytes=$(q "SELECT sum(pg_total_relation_size(inhrelid)) FROM pg_inherits WHERE inhparent = 'location_snapshots'::regclass")
   log "rows $rows, bytes $bytes"
-  # The API's track statement (src/store/snapshots.rs) for random 2-hour trips, bounded by
-  # the trip's span as the API bounds it; pgbench logs every latency.
   local day; day=$(q "SELECT (now() AT TIME ZONE 'UTC')::date - 2")
+  # The API's read (src/store/snapshots.rs): the trip's span, then its rows within the span,
+  # first page. The API sends the span's ends as parameters of a second statement; here one
+  # statement reads them as subqueries, which Postgres also prunes partitions with (at run
+  # time; the EXPLAIN below shows the partitions actually scanned).
   cat > /tmp/history-track.sql <<SQL
 \set d random(0, $DRIVERS - 1)
 \set t random(0, 11)
-SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at FROM location_snapshots
+SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS recorded_at
+  FROM location_snapshots
  WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-${day//-/}-' || :t
-   AND recorded_at >= '$day 00:00:00+00'::timestamptz - interval '1 day'
-   AND recorded_at <= '$day 00:00:00+00'::timestamptz + interval '2 days'
+   AND recorded_at >= (SELECT first_at FROM location_trip_spans WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-${day//-/}-' || :t)
+   AND recorded_at <= (SELECT last_at FROM location_trip_spans WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-${day//-/}-' || :t)
  ORDER BY recorded_at, driver_id LIMIT 10001;
 SQL
+  sed -e "s/:d/7/g; s/:t/3/g" -e '/^\\set/d' /tmp/history-track.sql | sed '1s/^/EXPLAIN (ANALYZE, COSTS OFF, TIMING OFF, SUMMARY OFF) /' \
+    | psql "$PGURL/$DB" -At > /tmp/history-explain.txt
   rm -f /tmp/pgbench_log.*
   (cd /tmp && pgbench -n -c 1 -T 30 -f /tmp/history-track.sql -l "$PGURL/$DB" >/tmp/history-pgbench.txt)
   local lat; lat=$(cat /tmp/pgbench_log.* | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {printf "n=%d p50=%.2f ms p99=%.2f ms max=%.2f ms", NR, a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000, a[NR]/1000}')
@@ -85,12 +97,40 @@ SQL
     echo "### $(date -u +%FT%TZ) $(git rev-parse --short HEAD)"
     echo "- rows: $rows in $DAYS daily partitions; disk: $bytes bytes ($(echo "$bytes / ($rows / 1000000)" | bc) bytes per million rows)"
     echo "- track query of a 2-hour trip (240 rows), pgbench 30 s × 1 client: $lat"
+    echo "- partitions the track read scans: $(grep -c 'Index Scan using' /tmp/history-explain.txt) of $(q "SELECT count(*) FROM pg_inherits WHERE inhparent = 'location_snapshots'::regclass") (never executed: $(grep -c 'never executed' /tmp/history-explain.txt))"
     echo "- drop one day's partition ($oldest, detach concurrently + drop): ${drop} s"
   } >>"$OUT"
+}
+
+# The partitioning migration on a populated table: the schema before it (made by a worker
+# built from the commit before partitioning, OLD_WORKER), MIGRATE_ROWS rows, then the
+# migration alone, timed.
+migration() {
+  local db=${DB}_migration rows=${MIGRATE_ROWS:-10000000}
+  psql "$PGURL/postgres" -qc "DROP DATABASE IF EXISTS $db" -c "CREATE DATABASE $db"
+  "${OLD_WORKER:?a fleetcast-worker built before partitioning}" --database-url "$PGURL/$db" \
+    --metrics-bind 127.0.0.1:0 >/tmp/history-old-worker.log 2>&1 &
+  local pid=$!
+  for _ in $(seq 1 100); do
+    psql "$PGURL/$db" -Atqc "SELECT 1 FROM location_snapshots LIMIT 1" >/dev/null 2>&1 && break
+    sleep 0.2
+  done
+  kill "$pid"; wait "$pid" || true
+  psql "$PGURL/$db" -qc "INSERT INTO location_snapshots (tenant, driver_id, recorded_at, trip_id, lat, lng)
+    SELECT 'bench', 'd' || (i % 3500), now() - interval '20 days' + (i / 3500) * interval '30 seconds',
+           'trip-' || (i % 3500) || '-' || (i / 840000), 48.8, 2.3 FROM generate_series(0, $rows - 1) i"
+  local t0; t0=$(date +%s.%N)
+  psql "$PGURL/$db" -v ON_ERROR_STOP=1 -q -1 -f migrations/postgres/20261201000001_partitioned_snapshots.sql
+  local took; took=$(echo "$(date +%s.%N) - $t0" | bc)
+  local kept; kept=$(psql "$PGURL/$db" -Atqc "SELECT count(*) FROM location_snapshots")
+  log "migration of $rows rows: $took s, $kept rows after"
+  echo "- partitioning migration of a populated table: $rows rows in $took s ($(echo "scale=2; $took / ($rows / 1000000)" | bc) s per million rows), $kept rows after" >>"$OUT"
+  psql "$PGURL/postgres" -qc "DROP DATABASE $db"
 }
 
 case "$step" in
   fill) fill ;;
   measure) measure ;;
-  all) fill; measure ;;
+  migration) migration ;;
+  all) fill; measure; migration ;;
 esac

@@ -126,7 +126,10 @@ pub async fn send_control(engine: &Engine, room: &RoomKey, command: &Control) ->
 /// frame, so a node busy for a few hundred milliseconds dropped updates a driver had been
 /// told were accepted (seen as < 100 % delivery in the load test). A socket whose queue
 /// (256 frames) is full still loses frames rather than holding the node's memory.
-pub fn location_frame(location: &Location) -> Result<String> {
+///
+/// `sender` is the socket that sent the update: it does not get its own position back
+/// (CONTRACT §2, v1.1); the driver's other sockets do.
+pub fn location_frame(location: &Location, sender: Option<&str>) -> Result<String> {
     // Serialized directly with `emittedAt` (the generic `stamp` goes through a map).
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
@@ -139,7 +142,7 @@ pub fn location_frame(location: &Location) -> Result<String> {
     let json = serde_json::to_string(&Stamped { location: events::LocationUpdate(location), emitted_at: &now })
         .map_err(|_| Error::Internal)?;
     count_out(events::LOCATION);
-    Ok(frame::encode(events::LOCATION, 0, None, &json))
+    Ok(frame::encode(events::LOCATION, 0, sender, &json))
 }
 
 /// Builds the frame for a driver's location room (SSE driver-location streams; not

@@ -17,9 +17,10 @@ pub async fn connect(app: &App, who: &Claims, trip: &TripId) -> Result<()> {
     app.access.require_driver_of(who, trip).await.map(|_| ())
 }
 
-/// `driver:location:update`: stores the position, publishes it to the trip room (and to
-/// the driver's SSE location streams), and offers a sampled update to the snapshot path.
-pub async fn update_location(app: &App, who: &Claims, location: Location) -> Result<()> {
+/// `driver:location:update`: stores the position, publishes it to the trip room (to every
+/// member but the sending socket `sender`, and to the driver's SSE location streams), and
+/// offers a sampled update to the snapshot path.
+pub async fn update_location(app: &App, who: &Claims, location: Location, sender: Option<&str>) -> Result<()> {
     if who.role != Role::Driver {
         return Err(Error::Forbidden);
     }
@@ -32,7 +33,7 @@ pub async fn update_location(app: &App, who: &Claims, location: Location) -> Res
     let publish = match &location.trip {
         Some(t) => {
             room = RoomKey::trip_subscribers(&who.tenant, t);
-            frame = fanout::location_frame(&location)?;
+            frame = fanout::location_frame(&location, sender)?;
             Some((&room, frame.as_str()))
         }
         None => None,

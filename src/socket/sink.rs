@@ -34,12 +34,19 @@ impl Sink for SocketSink {
                 return;
             }
             if let Some(except) = f.except {
-                // Sockets are not in rooms of their own ids, so "all but one" is done here;
-                // only small rooms (chats) use it.
+                // All but the sender (its own location update, its own typing). Sockets are
+                // not in rooms of their own ids, so it is done here, socket by socket; a
+                // frame skipped by a replaying socket (`skip`) is skipped here too.
                 for s in io.to(room.as_str().to_string()).sockets() {
-                    if s.id.to_string() != except {
-                        let _ = s.volatile().emit(f.event, raw);
+                    let sid = s.id.to_string();
+                    if sid == except || skip.contains(&sid) {
+                        continue;
                     }
+                    let _ = if f.flags & frame::VOLATILE != 0 {
+                        s.volatile().emit(f.event, raw)
+                    } else {
+                        s.emit(f.event, raw)
+                    };
                 }
                 return;
             }

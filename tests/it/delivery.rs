@@ -176,7 +176,43 @@ async fn every_accepted_update_of_a_burst_reaches_the_subscriber(mode: Mode) {
     h.stop().await;
 }
 
+/// CONTRACT §2 (v1.1): a location update reaches the trip's subscribers except the socket
+/// that sent it; the driver's other sockets (another device, on another node) still get it.
+async fn a_location_update_does_not_echo_to_the_socket_that_sent_it(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let mut sender = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut other = Client::connect(&h.b(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    for c in [&sender, &other] {
+        assert_ok(&c.ack("driver:connect", json!({ "tripId": trip })).await);
+    }
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    for i in 0..3 {
+        let update = json!({ "tripId": trip, "lat": 10.0 + f64::from(i), "lng": 20.0 });
+        assert_ok(&sender.ack("driver:location:update", update).await);
+        tokio::time::sleep(Duration::from_millis(1_100)).await;
+    }
+    for i in 0..3 {
+        let p = passenger.expect("server:location:update", "the passenger").await;
+        let o = other.expect("server:location:update", "the driver's other socket").await;
+        assert_eq!((p["lat"].clone(), o["lat"].clone()), (json!(10.0 + f64::from(i)), json!(10.0 + f64::from(i))));
+    }
+    assert!(sender.next("server:location:update", Duration::from_millis(800)).await.is_none(), "no echo");
+    // The other socket's own update goes to the first one, not back to itself.
+    assert_ok(&other.ack("driver:location:update", json!({ "tripId": trip, "lat": 30.0, "lng": 20.0 })).await);
+    assert_eq!(sender.expect("server:location:update", "the first socket").await["lat"], json!(30.0));
+    assert!(other.next("server:location:update", Duration::from_millis(800)).await.is_none(), "no echo");
+    for c in [sender, other, passenger] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
 both_modes!(
+    a_location_update_does_not_echo_to_the_socket_that_sent_it,
     every_accepted_update_of_a_burst_reaches_the_subscriber,
     location_from_driver_on_node_a_reaches_passenger_on_node_b,
     status_reaches_subscribers_and_emergency_reaches_admins_on_the_other_node,

@@ -23,7 +23,7 @@ pub(super) async fn connect(edge: &Edge, s: &SocketRef, session: &Session, p: Op
 }
 
 /// `driver:location:update {tripId?, lat, lng, speed?, heading?, accuracy?, timestamp?}`.
-pub(super) async fn location(edge: &Edge, _s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+pub(super) async fn location(edge: &Edge, s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
     let p: LocationIn = payload::parse(p)?;
     domain::check_position(p.lat, p.lng, p.speed, p.heading, p.accuracy)?;
     let updated_at = match &p.timestamp {
@@ -41,7 +41,7 @@ pub(super) async fn location(edge: &Edge, _s: &SocketRef, session: &Session, p: 
         accuracy: p.accuracy,
         updated_at,
     };
-    driving::update_location(&edge.app, &session.claims, location).await?;
+    driving::update_location(&edge.app, &session.claims, location, Some(&s.id.to_string())).await?;
     ok()
 }
 
