@@ -204,6 +204,16 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_SSE_HEARTBEAT_MS", default_value_t = 15_000)]
     pub sse_heartbeat_ms: u64,
 
+    /// How long a connection outlives its token's `exp` before it is closed (a socket that
+    /// has not sent `auth:refresh` gets `server:auth:expired`; an SSE stream ends).
+    #[arg(long, env = "FLEETCAST_AUTH_EXPIRY_GRACE_MS", default_value_t = 30_000)]
+    pub auth_expiry_grace_ms: u64,
+
+    /// Largest publish API body (`/api/v1/emit`, orders, runs), bytes; larger is 413
+    /// `INVALID_PAYLOAD` and nothing is published.
+    #[arg(long, env = "FLEETCAST_PUBLISH_MAX_BYTES", default_value_t = 65_536)]
+    pub publish_max_bytes: usize,
+
     /// Active trip subscriptions one user may hold across all sockets and nodes.
     #[arg(long, env = "FLEETCAST_MAX_TRIP_SUBSCRIPTIONS", default_value_t = 5)]
     pub max_trip_subscriptions: u32,

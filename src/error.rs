@@ -8,6 +8,12 @@ pub enum Error {
     /// Payload shape or value is wrong; the message says which field.
     #[error("INVALID_PAYLOAD: {0}")]
     InvalidPayload(String),
+    /// A payload larger than its bound (HTTP 413; the code is still `INVALID_PAYLOAD`).
+    #[error("INVALID_PAYLOAD: {0}")]
+    TooLarge(String),
+    /// A token that is not valid for this (`auth:refresh`).
+    #[error("INVALID_TOKEN")]
+    InvalidToken,
     /// The caller may not do this.
     #[error("FORBIDDEN")]
     Forbidden,
@@ -44,7 +50,8 @@ impl Error {
     /// The contract code.
     pub fn code(&self) -> &'static str {
         match self {
-            Error::InvalidPayload(_) => "INVALID_PAYLOAD",
+            Error::InvalidPayload(_) | Error::TooLarge(_) => "INVALID_PAYLOAD",
+            Error::InvalidToken => "INVALID_TOKEN",
             Error::Forbidden => "FORBIDDEN",
             Error::NotFound => "NOT_FOUND",
             Error::RateLimited { .. } => "RATE_LIMITED",
@@ -60,7 +67,9 @@ impl Error {
     /// A message safe to send to the client, if any.
     pub fn message(&self) -> Option<String> {
         match self {
-            Error::InvalidPayload(m) | Error::Conflict(m) | Error::InvalidTransition(m) => Some(m.clone()),
+            Error::InvalidPayload(m) | Error::TooLarge(m) | Error::Conflict(m) | Error::InvalidTransition(m) => {
+                Some(m.clone())
+            }
             Error::NoSeats => Some("not enough seats left".into()),
             Error::SubscriptionLimit => Some("too many active trip subscriptions".into()),
             Error::Unavailable => Some("a dependency is unavailable, retry later".into()),

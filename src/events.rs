@@ -54,6 +54,8 @@ pub const OFFER_ACCEPTED: &str = "trip.offer.accepted";
 pub const OFFER_EXPIRED: &str = "trip.offer.expired";
 /// `notification` (published through the publish API, payload checked and completed).
 pub const NOTIFICATION: &str = "notification";
+/// `server:auth:expired {}`: the socket's token expired unrefreshed; it is disconnected.
+pub const AUTH_EXPIRED: &str = "server:auth:expired";
 /// `driver_location` of the SSE driver-location stream (volatile).
 pub const DRIVER_LOCATION: &str = "driver_location";
 /// `order_update` of an order room and its SSE stream.
@@ -236,6 +238,10 @@ impl From<&Location> for Position {
     }
 }
 
+/// `server:auth:expired {}` (sent to one socket, not to a room).
+#[derive(Serialize)]
+pub struct AuthExpired {}
+
 /// `order_update {orderId, data}` / `run_update {runId, data}`.
 pub struct EntityUpdate<'a> {
     pub entity: Entity,
@@ -283,6 +289,12 @@ impl ServerEvent for EntityUpdate<'_> {
 impl ServerEvent for BookingChanged<'_> {
     fn name(&self) -> &str {
         if self.cancelled { BOOKING_CANCELLED } else { BOOKING_CONFIRMED }
+    }
+}
+
+impl ServerEvent for AuthExpired {
+    fn name(&self) -> &str {
+        AUTH_EXPIRED
     }
 }
 

@@ -244,6 +244,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         }
     });
     tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), cancel.clone()));
+    tasks.spawn(expiry_loop(socket_edge.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());
         let drain = Duration::from_millis(cfg.shutdown_drain_ms);
@@ -314,6 +315,23 @@ async fn heartbeat_loop(app: Arc<App>, socket_edge: Arc<socket::Edge>, cancel: C
         if !app.migrated() && migrate_all(&app.db).await.is_ok() {
             tracing::info!("migrations applied");
             app.migrated.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
+/// Closes sockets whose token expired unrefreshed, once a second (owner: the node; stops on
+/// shutdown). A socket is closed at most about a second after `exp` plus the grace.
+async fn expiry_loop(socket_edge: Arc<socket::Edge>, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let closed = socket_edge.close_expired(chrono::Utc::now().timestamp_millis());
+        if closed > 0 {
+            tracing::info!(sockets = closed, "sockets closed: token expired without a refresh");
         }
     }
 }

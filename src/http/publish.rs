@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -60,6 +60,13 @@ pub struct TransportResult {
     error: Option<&'static str>,
 }
 
+/// The request body, at most `--publish-max-bytes` (CONTRACT §4 v1.1): a larger one is 413
+/// `INVALID_PAYLOAD`, read no further than the bound, and nothing is published.
+async fn bounded(app: &App, raw: Body) -> Result<Bytes> {
+    let max = app.cfg.publish_max_bytes;
+    axum::body::to_bytes(raw, max).await.map_err(|_| Error::TooLarge(format!("the body is larger than {max} bytes")))
+}
+
 /// The `EmissionResult` of an emission.
 fn result(e: Emission) -> (StatusCode, Json<EmissionResult>) {
     let result = EmissionResult {
@@ -78,12 +85,9 @@ fn result(e: Emission) -> (StatusCode, Json<EmissionResult>) {
 #[utoipa::path(post, path = "/api/v1/emit", tag = "publish", request_body = EmitIn,
     responses((status = 202, body = EmissionResult), (status = 400, body = super::error::ErrorBody),
         (status = 403, body = super::error::ErrorBody)), security(("bearer" = [])))]
-pub async fn emit(
-    State(app): State<Arc<App>>,
-    who: Caller,
-    bytes: Bytes,
-) -> Result<(StatusCode, Json<EmissionResult>)> {
+pub async fn emit(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Result<(StatusCode, Json<EmissionResult>)> {
     may_publish(&who.0)?;
+    let bytes = bounded(&app, raw).await?;
     let input: EmitIn = body(&bytes)?;
     if !valid_id(&input.event) {
         return Err(Error::invalid("event must be 1–128 characters"));
@@ -147,13 +151,13 @@ async fn entity_update(
     who: &Caller,
     entity: Entity,
     id: &str,
-    bytes: &Bytes,
+    raw: Body,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
     may_publish(&who.0)?;
     if !valid_id(id) {
         return Err(Error::NotFound);
     }
-    let input: DataIn = body(bytes)?;
+    let input: DataIn = body(&bounded(app, raw).await?)?;
     let event = EntityUpdate { entity, id, data: input.data };
     let room = RoomKey::entity(&who.0.tenant, entity, id);
     Ok(result(publish::emit(app, &[room], &event).await))
@@ -167,9 +171,9 @@ pub async fn order(
     State(app): State<Arc<App>>,
     who: Caller,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: Body,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    entity_update(&app, &who, Entity::Order, &id, &bytes).await
+    entity_update(&app, &who, Entity::Order, &id, raw).await
 }
 
 /// `POST /api/v1/realtime/runs/{id} {data}` → `run_update {runId, data}` to `run:{id}`.
@@ -180,7 +184,7 @@ pub async fn run(
     State(app): State<Arc<App>>,
     who: Caller,
     Path(id): Path<String>,
-    bytes: Bytes,
+    raw: Body,
 ) -> Result<(StatusCode, Json<EmissionResult>)> {
-    entity_update(&app, &who, Entity::Run, &id, &bytes).await
+    entity_update(&app, &who, Entity::Run, &id, raw).await
 }

@@ -6,7 +6,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, SocketAddr};
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::extract::ConnectInfo;
@@ -108,7 +108,9 @@ pub(super) async fn authenticate(
     // would be dropped without an ack.
     s.on_disconnect(on_disconnect);
     super::handlers::register(&s);
+    edge.watch_expiry(s.id, None, claims.exp);
     s.extensions.insert(Arc::new(Session {
+        exp: AtomicI64::new(claims.exp),
         claims,
         offers: AtomicBool::new(false),
         limiter: RateLimiter::direct_with_clock(
@@ -140,6 +142,7 @@ pub(super) async fn on_disconnect(
 ) {
     let app = &edge.app;
     metrics::gauge!("fleetcast_connections").decrement(1.0);
+    edge.forget_expiry(s.id, session.exp.load(Ordering::SeqCst));
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
     for room in &rooms {
         app.engine.release_room(room).await;

@@ -5,7 +5,7 @@
 
 use std::collections::HashSet;
 use std::sync::Mutex;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicI64};
 
 use governor::DefaultDirectRateLimiter;
 use socketioxide::extract::SocketRef;
@@ -21,6 +21,9 @@ use crate::flows::subscriptions;
 pub struct Session {
     /// Who is connected.
     pub claims: Claims,
+    /// The token's `exp` (seconds), moved by `auth:refresh`; the socket is closed at this
+    /// plus the grace.
+    pub(super) exp: AtomicI64,
     /// This socket made its driver eligible for offers (`driver:subscribe`).
     pub(super) offers: AtomicBool,
     /// Flood cut-off for this socket's events (checked before any work).

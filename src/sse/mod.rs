@@ -265,6 +265,11 @@ async fn open(
     };
     let heartbeat = Duration::from_millis(app.cfg.sse_heartbeat_ms);
     let cancel = app.shutdown_token();
+    // The stream lives no longer than its token (CONTRACT §1 v1.1): it ends at `exp` plus
+    // the grace, and the browser reconnects with a fresh token and its last id.
+    let ends_in_ms = who.exp.saturating_mul(1_000).saturating_add(app.cfg.auth_expiry_grace_ms as i64)
+        - chrono::Utc::now().timestamp_millis();
+    let expires = tokio::time::Instant::now() + Duration::from_millis(ends_in_ms.max(0) as u64);
     let stream = async_stream(move |tx: mpsc::Sender<Event>| async move {
         let _guard = guard;
         let send = |e: Event| {
@@ -295,6 +300,10 @@ async fn open(
         loop {
             tokio::select! {
                 _ = cancel.cancelled() => return,
+                _ = tokio::time::sleep_until(expires) => {
+                    metrics::counter!("fleetcast_sse_expired_total").increment(1);
+                    return;
+                }
                 _ = beat.tick() => {
                     let at = crate::domain::now_iso();
                     let hb = sse_events::Heartbeat { kind: sse_events::HEARTBEAT, at: &at };

@@ -101,7 +101,90 @@ async fn a_user_holds_at_most_the_configured_connections_across_nodes(mode: Mode
     h.stop().await;
 }
 
+/// CONTRACT §1 (v1.1): a connection lives no longer than its token. A socket that does not
+/// refresh gets `server:auth:expired` at `exp` plus the grace and is disconnected; one that
+/// refreshes (same `sub`, `tenant`, `role`) stays; an SSE stream ends at the same time.
+async fn a_connection_lives_no_longer_than_its_token(mode: Mode) {
+    let h = Harness::start(mode, &["--auth-expiry-grace-ms", "1000"]).await;
+    let tenant = unique("tn");
+    let exp = chrono::Utc::now().timestamp() + 3;
+    let short = |sub: &str, role: &str| sign(json!({"sub": sub, "role": role, "tenant": tenant, "exp": exp}));
+    let mut leaving = Client::connect(&h.a(), &short("u1", "PASSENGER")).await;
+    let staying = Client::connect(&h.b(), &short("u2", "PASSENGER")).await;
+    // Refreshing needs a valid token of the same user, tenant and role.
+    let other_user = sign(json!({"sub": "u9", "role": "PASSENGER", "tenant": tenant}));
+    let other_role = sign(json!({"sub": "u2", "role": "DRIVER", "tenant": tenant}));
+    let other_tenant = sign(json!({"sub": "u2", "role": "PASSENGER"}));
+    for bad in [other_user, other_role, other_tenant, "garbage".to_string()] {
+        assert_err(&staying.ack("auth:refresh", json!({ "token": bad })).await, "INVALID_TOKEN");
+    }
+    assert_err(&staying.ack("auth:refresh", json!({})).await, "INVALID_PAYLOAD");
+    let later = chrono::Utc::now().timestamp() + 600;
+    let fresh = sign(json!({"sub": "u2", "role": "PASSENGER", "tenant": tenant, "exp": later}));
+    let ack = staying.ack("auth:refresh", json!({ "token": fresh })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["exp"], json!(later));
+    // An SSE stream with the short token, on the other node.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/api/v1/realtime/orders/o1/stream", h.b()))
+        .bearer_auth(sign(json!({"sub": "u3", "role": "BUSINESS", "tenant": tenant, "exp": exp})))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let ended = tokio::spawn(async move {
+        let mut stream = stream;
+        while let Ok(Some(_)) = stream.chunk().await {}
+        std::time::Instant::now()
+    });
+    // Past exp + grace (+ the once-a-second sweep): the unrefreshed socket is told and closed.
+    let told = leaving.next("server:auth:expired", std::time::Duration::from_secs(8)).await;
+    assert_eq!(told, Some(json!({})), "server:auth:expired {{}}");
+    let deadline = std::time::Duration::from_secs(10);
+    tokio::time::timeout(deadline, ended).await.expect("the SSE stream ended").expect("reader");
+    assert!(chrono::Utc::now().timestamp() >= exp + 1, "not before exp + grace");
+    // The refreshed socket still works; the cluster counts it alone.
+    assert_ok(&staying.ack("heartbeat", json!({})).await);
+    let admin = sign(json!({"sub": "adm", "role": "ADMIN", "tenant": tenant}));
+    let mut connections = None;
+    for _ in 0..50 {
+        let stats: serde_json::Value = reqwest::Client::new()
+            .get(format!("{}/api/v1/admin/stats", h.a()))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .expect("stats")
+            .json()
+            .await
+            .expect("json");
+        connections = stats["cluster"]["connections"].as_u64();
+        if connections == Some(1) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(connections, Some(1), "only the refreshed socket is left");
+    staying.close().await;
+    leaving.close().await;
+    h.stop().await;
+}
+
+/// A `channels` grant no room could have does not make the token unusable: it grants
+/// nothing (issue 13's defect: such a token was refused with `INVALID_TOKEN`).
+async fn an_unusable_grant_grants_nothing(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let long = "r".repeat(300);
+    let c =
+        Client::connect(&h.a(), &sign(json!({"sub": "u1", "role": "PASSENGER", "channels": [long, "chat:c1"]}))).await;
+    assert_err(&c.ack("room:join", json!({ "room": long })).await, "INVALID_PAYLOAD");
+    assert_ok(&c.ack("room:join", json!({ "room": "chat:c1" })).await);
+    c.close().await;
+    h.stop().await;
+}
+
 both_modes!(
+    a_connection_lives_no_longer_than_its_token,
+    an_unusable_grant_grants_nothing,
     missing_or_empty_token_is_refused_with_no_token,
     bad_tokens_are_refused_with_invalid_token,
     bearer_tokens_and_the_authorization_header_are_accepted,

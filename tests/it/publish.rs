@@ -20,6 +20,31 @@ async fn post(url: String, token: Option<String>, body: Value) -> (u16, Value) {
     (status, r.json().await.unwrap_or(Value::Null))
 }
 
+/// CONTRACT §4 (v1.1): a publish body over the bound is 413 `INVALID_PAYLOAD` and nothing is
+/// published; one under it is delivered.
+async fn a_publish_body_over_the_bound_is_refused_and_not_published(mode: Mode) {
+    let h = Harness::start(mode, &["--publish-max-bytes", "4096"]).await;
+    let mut member =
+        Client::connect(&h.b(), &sign(json!({"sub": "u2", "role": "PASSENGER", "channels": ["chat:big"]}))).await;
+    assert_ok(&member.ack("room:join", json!({ "room": "chat:big" })).await);
+    let service = Some(token("backend", "SERVICE"));
+    let big = json!({ "event": "doc.big", "payload": { "text": "x".repeat(1000), "more": vec!["y".repeat(1000); 4] }, "rooms": ["chat:big"] });
+    let (status, body) = post(format!("{}/api/v1/emit", h.a()), service.clone(), big).await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("INVALID_PAYLOAD")), "{body}");
+    let (status, body) =
+        post(format!("{}/api/v1/realtime/orders/o1", h.a()), service.clone(), json!({ "data": "z".repeat(5000) }))
+            .await;
+    assert_eq!((status, body["error"].as_str()), (413, Some("INVALID_PAYLOAD")), "{body}");
+    let small = json!({ "event": "doc.small", "payload": { "text": "x".repeat(1000) }, "rooms": ["chat:big"] });
+    let (status, body) = post(format!("{}/api/v1/emit", h.a()), service, small).await;
+    assert_eq!((status, body["success"].as_bool()), (202, Some(true)), "{body}");
+    let got = member.expect("doc.small", "the member").await;
+    assert_eq!(got["text"].as_str().map(str::len), Some(1000));
+    assert!(member.next("doc.big", Duration::from_millis(300)).await.is_none(), "the refused event was not published");
+    member.close().await;
+    h.stop().await;
+}
+
 async fn published_events_reach_users_and_room_members_on_every_node(mode: Mode) {
     let h = Harness::start(mode, &[]).await;
     let mut user = Client::connect(&h.b(), &token("u1", "PASSENGER")).await;
@@ -183,6 +208,7 @@ async fn one_emission_reaches_a_socket_once_whatever_rooms_it_is_in(mode: Mode) 
 }
 
 both_modes!(
+    a_publish_body_over_the_bound_is_refused_and_not_published,
     one_emission_reaches_a_socket_once_whatever_rooms_it_is_in,
     published_events_reach_users_and_room_members_on_every_node,
     publishing_is_for_backends_and_bad_calls_say_why,

@@ -1,4 +1,5 @@
-//! One handler per client event of CONTRACT §2, by role or concern: [`driver`] (connect,
+//! One handler per client event of CONTRACT §1–2, by role or concern: `auth` (token
+//! refresh), [`driver`] (connect,
 //! location, status), [`passenger`] (subscribe, unsubscribe), [`rooms`] (rooms, chat,
 //! admin subscribe, heartbeat), [`offers`] (offer subscription, accept, decline) and
 //! [`conductor`] (scan). Each takes the raw payload and validates it into domain values
@@ -15,6 +16,7 @@ use super::edge::Edge;
 use super::session::Session;
 use crate::error::Error;
 
+mod auth;
 mod conductor;
 mod driver;
 mod offers;
@@ -67,5 +69,6 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
         "trip:offer:accept" => offers::accept,
         "trip:offer:decline" => offers::decline,
         "conductor:scan" => conductor::scan,
+        "auth:refresh" => auth::refresh,
     }
 }
