@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicBool, AtomicI64};
 use governor::DefaultDirectRateLimiter;
 use socketioxide::extract::SocketRef;
 
-use super::replay::send_to_socket;
+use super::replay::{Replays, send_to_socket};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::domain::{EventId, Role, RoomKey, TripId};
@@ -78,13 +78,13 @@ pub(super) async fn join(app: &App, s: &SocketRef, session: &Session, room: &Roo
 /// whether the replay was complete (`false`: the history no longer reaches back to
 /// `since`).
 pub(super) async fn join_with_replay(
-    edge: &super::edge::Edge,
+    app: &App,
+    replays: &Replays,
     s: &SocketRef,
     session: &Session,
     room: &RoomKey,
     since: EventId,
 ) -> Result<bool> {
-    let app = &edge.app;
     if session.rooms().contains(room) {
         // Already live in the room: only the history after `since` is missing.
         let h = app.engine.history(room, since).await?;
@@ -94,7 +94,7 @@ pub(super) async fn join_with_replay(
         return Ok(h.complete);
     }
     let sid = s.id.to_string();
-    edge.replays.begin(room, &sid);
+    replays.begin(room, &sid);
     let history = async {
         app.engine.hold_room(room).await?;
         match app.engine.history(room, since).await {
@@ -109,7 +109,7 @@ pub(super) async fn join_with_replay(
     let h = match history {
         Ok(h) => h,
         Err(e) => {
-            edge.replays.abandon(room, &sid);
+            replays.abandon(room, &sid);
             return Err(e);
         }
     };
@@ -120,7 +120,7 @@ pub(super) async fn join_with_replay(
         // A concurrent join of the same room won; keep one hold.
         app.engine.release_room(room).await;
     }
-    edge.replays.finish(room, s, h.events.last().map(|(id, _, _)| *id));
+    replays.finish(room, s, h.events.last().map(|(id, _, _)| *id));
     metrics::counter!("fleetcast_replayed_events_total").increment(h.events.len() as u64);
     Ok(h.complete)
 }

@@ -66,6 +66,21 @@ async fn garbage_payloads_get_invalid_payload_and_the_socket_stays_usable(mode: 
     assert_ok(&c.ack_raw("heartbeat", None).await);
     assert_ok(&c.ack_raw("heartbeat", Some(Value::Null)).await);
     assert_err(&c.ack_raw("heartbeat", Some(json!("x"))).await, "INVALID_PAYLOAD");
+    // Deeper than any JSON reader goes (500 levels), on every event — those whose payload is
+    // optional too: never read as "no payload" (issue 13's `driver:subscribe` defect).
+    let very_deep = json!({ "filters": deep(500) });
+    for event in [
+        "driver:subscribe",
+        "driver:unsubscribe",
+        "admin:subscribe",
+        "heartbeat",
+        "room:join",
+        "auth:refresh",
+        "driver:location:update",
+        "no:such:event",
+    ] {
+        assert_err(&c.ack(event, very_deep.clone()).await, "INVALID_PAYLOAD");
+    }
     // Unknown events are answered too.
     assert_err(&c.ack("no:such:event", json!({})).await, "INVALID_PAYLOAD");
     // Still connected and fully usable.

@@ -36,9 +36,27 @@ pub(super) fn register(s: &SocketRef) {
                ack: AckSender,
                State(edge): State<Arc<Edge>>,
                Extension(session): Extension<Arc<Session>>| {
-            dispatch(&edge, &s, &session, &name, p.0.ok(), ack).await;
+            match payload(p) {
+                Ok(p) => dispatch(&edge, &s, &session, &name, p, ack).await,
+                Err(e) => {
+                    metrics::counter!("fleetcast_events_in_total", "event" => "unreadable").increment(1);
+                    send_ack(ack, Err(e));
+                }
+            }
         },
     );
+}
+
+/// The event's payload: `None` when the client sent none, an error when what it sent is
+/// not readable JSON — nested deeper than the JSON reader goes (128 levels), for one: that
+/// must be `INVALID_PAYLOAD`, never taken for "no payload" (which a handler with optional
+/// fields would accept). socketioxide says "no argument" only through its error's text.
+fn payload(p: Payload) -> Result<Option<Value>, Error> {
+    match p.0 {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.to_string().contains("first element not found") => Ok(None),
+        Err(e) => Err(Error::invalid(format!("payload is not readable JSON: {e}"))),
+    }
 }
 
 /// Runs the handler of event `name` (CONTRACT §2), or acks an unknown event with

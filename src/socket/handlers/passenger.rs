@@ -31,7 +31,9 @@ pub(super) async fn subscribe(edge: &Edge, s: &SocketRef, session: &Session, p: 
     for (i, trip) in trips.iter().enumerate() {
         let room = RoomKey::trip_subscribers(&c.tenant, trip);
         let joined = match since.get(&trip.0).or_else(|| since.get(room.name())) {
-            Some(id) => join_with_replay(edge, s, session, &room, *id).await.map(|complete| recovered &= complete),
+            Some(id) => join_with_replay(&edge.app, &edge.replays, s, session, &room, *id)
+                .await
+                .map(|complete| recovered &= complete),
             None => join(app, s, session, &room).await,
         };
         if let Err(e) = joined {

@@ -29,7 +29,7 @@ pub(super) async fn admin_subscribe(edge: &Edge, s: &SocketRef, session: &Sessio
     let tenant = &session.claims.tenant;
     for (name, room) in [(ADMIN_ALERTS, RoomKey::admin_alerts(tenant)), (ADMIN_EVENTS, RoomKey::admin_events(tenant))] {
         match since.get(name) {
-            Some(id) => recovered &= join_with_replay(edge, s, session, &room, *id).await?,
+            Some(id) => recovered &= join_with_replay(&edge.app, &edge.replays, s, session, &room, *id).await?,
             None => join_room(&edge.app, s, session, &room).await?,
         }
     }
@@ -63,7 +63,7 @@ pub(super) async fn join(edge: &Edge, s: &SocketRef, session: &Session, p: Optio
     let mut out = Map::new();
     match since.get(&p.room) {
         Some(id) => {
-            let complete = join_with_replay(edge, s, session, &room, *id).await?;
+            let complete = join_with_replay(&edge.app, &edge.replays, s, session, &room, *id).await?;
             out.insert("recovered".into(), Value::Bool(complete));
         }
         None => join_room(&edge.app, s, session, &room).await?,
