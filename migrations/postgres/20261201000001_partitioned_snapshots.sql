@@ -53,7 +53,7 @@ BEGIN
     END LOOP;
 END $$;
 
--- The time span of each trip's snapshots, kept by the worker in the same statement as each
+-- The time span of each trip's snapshots (in whole hours), kept by the worker in the same statement as each
 -- batch insert: the track query reads it first (a primary-key lookup) and then scans only
 -- the partitions between the trip's first and last snapshot, whatever the driver's clock
 -- said. Rows of dropped partitions leave their span behind until the maintenance that
@@ -65,6 +65,10 @@ CREATE TABLE location_trip_spans (
     last_at   TIMESTAMPTZ NOT NULL,
     PRIMARY KEY (tenant, trip_id)
 );
+-- Spans are kept in whole UTC hours (first hour's start, last hour's end), so the worker
+-- rewrites a trip's span about once an hour, not with every batch.
 INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at)
-SELECT tenant, trip_id, min(recorded_at), max(recorded_at)
+SELECT tenant, trip_id,
+       date_trunc('hour', min(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC',
+       date_trunc('hour', max(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 hour'
 FROM location_snapshots_before WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id;

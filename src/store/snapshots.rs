@@ -207,8 +207,9 @@ pub async fn write_snapshots(
             let r = rows;
             let col = |f: fn(&SnapshotRow) -> String| r.iter().map(f).collect::<Vec<String>>();
             let opt = |f: fn(&SnapshotRow) -> Option<f64>| r.iter().map(f).collect::<Vec<Option<f64>>>();
-            // One statement: the rows, and the span of each trip they belong to (spans in key
-            // order, so two workers upserting the same trips cannot deadlock).
+            // One statement: the rows, and the span of each trip they belong to, in whole hours
+            // (so a trip's span row is rewritten about once an hour, not with every batch),
+            // in key order (two workers upserting the same trips cannot deadlock).
             let (inserted,): (i64,) = sqlx::query_as(
                 "WITH ins AS (INSERT INTO location_snapshots \
                    (tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at) \
@@ -219,11 +220,15 @@ pub async fn write_snapshots(
                  ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING \
                  RETURNING tenant, trip_id, recorded_at), \
                  spans AS (INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at) \
-                   SELECT tenant, trip_id, min(recorded_at), max(recorded_at) FROM ins \
-                   WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id ORDER BY tenant, trip_id \
+                   SELECT tenant, trip_id, \
+                     date_trunc('hour', min(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
+                     date_trunc('hour', max(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 hour' \
+                   FROM ins WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id ORDER BY tenant, trip_id \
                    ON CONFLICT (tenant, trip_id) DO UPDATE \
                    SET first_at = least(location_trip_spans.first_at, excluded.first_at), \
-                       last_at = greatest(location_trip_spans.last_at, excluded.last_at)) \
+                       last_at = greatest(location_trip_spans.last_at, excluded.last_at) \
+                   WHERE excluded.first_at < location_trip_spans.first_at \
+                      OR excluded.last_at > location_trip_spans.last_at) \
                  SELECT count(*) FROM ins",
             )
             .bind(col(|x| x.tenant.clone()))
