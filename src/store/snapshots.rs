@@ -176,6 +176,54 @@ impl Db {
     }
 }
 
+/// A trip's span in whole hours since the epoch: (first hour, last hour), both inclusive.
+type HourSpan = (i64, i64);
+/// (database, tenant, trip) → the span this process last wrote for it there.
+type SpanKey = (String, String, String);
+
+/// Spans written by this process, so a batch sends only the ones that grew. Bounded: past
+/// `SPAN_CACHE` trips it starts over (a forgotten span is only sent once more). Spans in the
+/// database never shrink (retention removes a span only with every row it covered), so a
+/// remembered span is always covered there. The lock is never held across `.await`.
+static SPANS: std::sync::Mutex<Option<std::collections::HashMap<SpanKey, HourSpan>>> = std::sync::Mutex::new(None);
+const SPAN_CACHE: usize = 200_000;
+
+fn hour_of(recorded_at: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(recorded_at).ok().map(|t| t.timestamp().div_euclid(3_600))
+}
+
+fn hour_start(hour: i64) -> chrono::DateTime<chrono::Utc> {
+    chrono::DateTime::from_timestamp(hour * 3_600, 0).unwrap_or_default()
+}
+
+/// The spans of `rows`' trips not already covered by what this process wrote.
+fn grown_spans(database: &str, rows: &[SnapshotRow]) -> Vec<(SpanKey, HourSpan)> {
+    let mut batch: std::collections::BTreeMap<SpanKey, HourSpan> = std::collections::BTreeMap::new();
+    for r in rows {
+        let (Some(trip), Some(h)) = (&r.trip_id, hour_of(&r.recorded_at)) else { continue };
+        let e = batch.entry((database.to_string(), r.tenant.clone(), trip.clone())).or_insert((h, h));
+        *e = (e.0.min(h), e.1.max(h));
+    }
+    let guard = SPANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    batch
+        .into_iter()
+        .filter(|(k, (f, l))| guard.as_ref().and_then(|m| m.get(k)).is_none_or(|(cf, cl)| f < cf || l > cl))
+        .collect()
+}
+
+/// Remembers spans once their write committed.
+fn remember_spans(spans: Vec<(SpanKey, HourSpan)>) {
+    let mut guard = SPANS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let map = guard.get_or_insert_with(Default::default);
+    if map.len() + spans.len() > SPAN_CACHE {
+        map.clear();
+    }
+    for (k, (f, l)) in spans {
+        let e = map.entry(k).or_insert((f, l));
+        *e = (e.0.min(f), e.1.max(l));
+    }
+}
+
 /// Writes a batch in one statement; returns the rows actually inserted (replays insert 0).
 ///
 /// Rows recorded before `keep_since` (the retention bound) are skipped: their day's
@@ -207,9 +255,13 @@ pub async fn write_snapshots(
             let r = rows;
             let col = |f: fn(&SnapshotRow) -> String| r.iter().map(f).collect::<Vec<String>>();
             let opt = |f: fn(&SnapshotRow) -> Option<f64>| r.iter().map(f).collect::<Vec<Option<f64>>>();
-            // One statement: the rows, and the span of each trip they belong to, in whole hours
-            // (so a trip's span row is rewritten about once an hour, not with every batch),
-            // in key order (two workers upserting the same trips cannot deadlock).
+            // One statement: the rows, and the spans of their trips that grew (in whole hours,
+            // in key order so two workers upserting the same trips cannot deadlock). Spans
+            // this process already wrote are not sent again: in steady state a trip's span
+            // row is touched about once an hour, not with every batch.
+            let o = p.connect_options();
+            let database = format!("{}:{}/{}", o.get_host(), o.get_port(), o.get_database().unwrap_or(""));
+            let spans = grown_spans(&database, r);
             let (inserted,): (i64,) = sqlx::query_as(
                 "WITH ins AS (INSERT INTO location_snapshots \
                    (tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy, recorded_at) \
@@ -217,13 +269,10 @@ pub async fn write_snapshots(
                    $1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], \
                    $6::float8[], $7::float8[], $8::float8[], $9::text[]) \
                    AS u(t, d, tr, la, ln, sp, hd, ac, ra) \
-                 ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING \
-                 RETURNING tenant, trip_id, recorded_at), \
+                 ON CONFLICT (tenant, driver_id, recorded_at) DO NOTHING RETURNING 1), \
                  spans AS (INSERT INTO location_trip_spans (tenant, trip_id, first_at, last_at) \
-                   SELECT tenant, trip_id, \
-                     date_trunc('hour', min(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC', \
-                     date_trunc('hour', max(recorded_at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC' + interval '1 hour' \
-                   FROM ins WHERE trip_id IS NOT NULL GROUP BY tenant, trip_id ORDER BY tenant, trip_id \
+                   SELECT t, tr, f, l FROM UNNEST($10::text[], $11::text[], $12::timestamptz[], $13::timestamptz[]) \
+                     AS s(t, tr, f, l) ORDER BY t, tr \
                    ON CONFLICT (tenant, trip_id) DO UPDATE \
                    SET first_at = least(location_trip_spans.first_at, excluded.first_at), \
                        last_at = greatest(location_trip_spans.last_at, excluded.last_at) \
@@ -240,8 +289,13 @@ pub async fn write_snapshots(
             .bind(opt(|x| x.heading))
             .bind(opt(|x| x.accuracy))
             .bind(col(|x| x.recorded_at.clone()))
+            .bind(spans.iter().map(|s| s.0.1.clone()).collect::<Vec<String>>())
+            .bind(spans.iter().map(|s| s.0.2.clone()).collect::<Vec<String>>())
+            .bind(spans.iter().map(|s| hour_start(s.1.0)).collect::<Vec<chrono::DateTime<chrono::Utc>>>())
+            .bind(spans.iter().map(|s| hour_start(s.1.1 + 1)).collect::<Vec<chrono::DateTime<chrono::Utc>>>())
             .fetch_one(p)
             .await?;
+            remember_spans(spans);
             Ok(inserted.max(0) as u64)
         }
         Db::Sqlite(p) => {
