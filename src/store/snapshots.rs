@@ -131,7 +131,7 @@ impl Db {
                      to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS recorded_at \
                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
                      AND recorded_at >= $3 AND recorded_at <= $4 AND (recorded_at, driver_id) > ($5, $6) \
-                     ORDER BY recorded_at, driver_id LIMIT $7",
+                     ORDER BY location_snapshots.recorded_at, driver_id LIMIT $7",
                 )
                 .bind(&tenant.0)
                 .bind(&trip.0)
@@ -153,7 +153,7 @@ impl Db {
                      FROM location_snapshots WHERE tenant = $1 AND trip_id = $2 \
                      AND ($3 IS NULL OR recorded_at >= $3) AND ($4 IS NULL OR recorded_at <= $4) \
                      AND ($5 IS NULL OR (recorded_at, driver_id) > ($5, $6)) \
-                     ORDER BY recorded_at, driver_id LIMIT $7",
+                     ORDER BY location_snapshots.recorded_at, driver_id LIMIT $7",
                 )
                 .bind(&tenant.0)
                 .bind(&trip.0)
