@@ -135,7 +135,8 @@ migration() {
   local took; took=$(echo "$(date +%s.%N) - $t0" | bc)
   local kept; kept=$(psql "$PGURL/$db" -Atqc "SELECT count(*) FROM location_snapshots")
   log "migration of $rows rows: $took s, $kept rows after"
-  echo "- partitioning migration of a populated table: $rows rows in $took s ($(echo "scale=2; $took / ($rows / 1000000)" | bc) s per million rows), $kept rows after" >>"$OUT"
+  local per; per=$(echo "scale=2; $took * 1000000 / $rows" | bc)
+  echo "- partitioning migration of a populated table: $rows rows in $took s ($per s per million rows), $kept rows after" >>"$OUT"
   psql "$PGURL/postgres" -qc "DROP DATABASE $db"
 }
 
