@@ -44,6 +44,7 @@ async fn a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing() {
     let queue = JobQueue::new(db.clone(), 25);
     let prefix = format!("{name}-d");
     let (jobs, per_job) = (400, 250);
+    let base = chrono::Utc::now() - chrono::Duration::hours(1);
     for j in 0..jobs {
         let rows = (0..per_job)
             .map(|r| SnapshotRow {
@@ -55,9 +56,9 @@ async fn a_worker_killed_mid_backlog_loses_nothing_and_duplicates_nothing() {
                 speed: None,
                 heading: None,
                 accuracy: None,
+                // An hour ago onwards: within the worker's retention (older rows are skipped).
                 recorded_at: fleetcast::store::snapshots::snapshot_time(
-                    &(chrono::DateTime::UNIX_EPOCH + chrono::Duration::milliseconds(1_700_000_000_000 + j * 1000 + r))
-                        .to_rfc3339(),
+                    &(base + chrono::Duration::milliseconds(j * 1000 + r)).to_rfc3339(),
                 ),
             })
             .collect();
