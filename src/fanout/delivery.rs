@@ -10,6 +10,8 @@
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, OnceLock};
 
+use serde_json::value::RawValue;
+
 use crate::domain::{EventId, RoomKey, TripId};
 use crate::engine::Deliver;
 use crate::engine::frame::{self, Frame};
@@ -17,9 +19,9 @@ use crate::engine::frame::{self, Frame};
 /// A transport's local members of rooms.
 pub trait Sink: Send + Sync {
     /// A frame for `room` arrived: hand it to this transport's local members of the room.
-    /// `id` is the event id of a recoverable event. Runs on the engine's delivery task:
-    /// must not block or await.
-    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, id: Option<EventId>);
+    /// `raw` is its payload, checked to be JSON once for every sink; `id` is the event id of
+    /// a recoverable event. Runs on the engine's delivery task: must not block or await.
+    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, raw: &RawValue, id: Option<EventId>);
 
     /// A node-to-node command for this transport's local members of `room`.
     fn control(&self, room: &RoomKey, command: &Control);
@@ -104,13 +106,13 @@ impl Delivery {
             }
             return;
         }
-        if serde_json::from_str::<&serde_json::value::RawValue>(f.json).is_err() {
+        let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else {
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
-        }
+        };
         let id = event_id_of(f.json);
         for s in self.sinks() {
-            s.deliver(room, &f, id);
+            s.deliver(room, &f, raw, id);
         }
         metrics::counter!("fleetcast_deliveries_total").increment(1);
     }

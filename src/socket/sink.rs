@@ -18,10 +18,9 @@ use crate::fanout::{Control, LocalCounts, Sink};
 pub struct SocketSink(pub Weak<Edge>);
 
 impl Sink for SocketSink {
-    fn deliver(&self, room: &RoomKey, f: &Frame<'_>, id: Option<EventId>) {
+    fn deliver(&self, room: &RoomKey, f: &Frame<'_>, raw: &RawValue, id: Option<EventId>) {
         let Some(edge) = self.0.upgrade() else { return };
         let Some(io) = edge.io.get() else { return };
-        let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else { return };
         // Kept for replaying sockets and emitted under one lock, so that
         // `Replays::finish` (join + drain) is atomic with respect to delivery.
         edge.replays.keep_then(room, f.event, f.json, id, |skip| {

@@ -103,7 +103,7 @@ impl SseHub {
 }
 
 impl Sink for SseHub {
-    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, id: Option<EventId>) {
+    fn deliver(&self, room: &RoomKey, frame: &Frame<'_>, _raw: &serde_json::value::RawValue, id: Option<EventId>) {
         match id {
             Some(id) => SseHub::deliver(self, room, frame.event, id, frame.json),
             None if frame.event == events::DRIVER_LOCATION => self.deliver_volatile(room, frame.event, frame.json),
