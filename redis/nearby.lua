@@ -1,8 +1,9 @@
 -- Offer candidates near a point (CONTRACT §2 offers): drivers of the tenant's GEO index
--- within a radius, nearest first, whose position is fresh and who subscribed to offers.
--- KEYS[1] GEO index of the tenant   KEYS[2] freshness ZSET   KEYS[3] offer filters HASH
+-- within a radius, nearest first, whose position is fresh. (Their offer filters are
+-- per-driver keys, read by the node with one MGET: a script may only touch keys it is given.)
+-- KEYS[1] GEO index of the tenant   KEYS[2] freshness ZSET
 -- ARGV[1] lng   ARGV[2] lat   ARGV[3] radius km   ARGV[4] freshness bound ms
--- Returns a flat list: driver, lng, lat, filters JSON, … (nearest first).
+-- Returns a flat list: driver, lng, lat, … (nearest first).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'km', 'ASC', 'WITHCOORD')
@@ -15,14 +16,12 @@ for start = 1, #found, chunk do
   local members = {}
   for i = start, stop do members[#members + 1] = found[i][1] end
   local fresh = redis.call('ZMSCORE', KEYS[2], unpack(members))
-  local filters = redis.call('HMGET', KEYS[3], unpack(members))
   for j = 1, #members do
     local f = found[start + j - 1]
-    if fresh[j] and filters[j] and now - tonumber(fresh[j]) <= bound then
+    if fresh[j] and now - tonumber(fresh[j]) <= bound then
       out[#out + 1] = f[1]
       out[#out + 1] = f[2][1]
       out[#out + 1] = f[2][2]
-      out[#out + 1] = filters[j]
     end
   end
 end

@@ -102,10 +102,10 @@ impl Keys {
         format!("{}:offers:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
     }
 
-    /// Offer filters of the tenant's drivers (HASH driver → filters JSON; no TTL, one
-    /// field per driver who ever subscribed).
-    pub fn offer_filters(&self, tenant: &Tenant) -> String {
-        format!("{}:offerf:{}", self.prefix, esc(&tenant.0))
+    /// A driver's offer filters (JSON string, TTL 24 h from the last `driver:subscribe`:
+    /// the lifetime of the driver's offer slots, without which the filters grant nothing).
+    pub fn offer_filters(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:offerf:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
     }
 
     /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a

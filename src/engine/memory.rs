@@ -17,6 +17,9 @@ use crate::error::Result;
 
 type Key = (String, String);
 
+/// How long a driver's offer filters outlive its last `driver:subscribe` (as in Redis).
+const OFFER_FILTERS_TTL: Duration = Duration::from_secs(24 * 3600);
+
 #[derive(Default)]
 struct State {
     driver_loc: HashMap<Key, (Instant, Location)>,
@@ -29,8 +32,9 @@ struct State {
     slots: HashMap<(SlotKind, String, String), HashMap<String, HashSet<String>>>,
     /// Recoverable events per room (local room name), bounded by count and age.
     history: HashMap<String, RoomHistory>,
-    /// Offer filters of drivers: (tenant, driver) → JSON.
-    offer_filters: HashMap<Key, String>,
+    /// Offer filters of drivers: (tenant, driver) → (expiry, JSON), kept as long as the
+    /// Redis engine keeps them (a day after the last `driver:subscribe`).
+    offer_filters: HashMap<Key, (Instant, String)>,
     /// This node's last stats JSON (the one node of the embedded "cluster").
     stats: String,
 }
@@ -250,7 +254,8 @@ impl MemoryEngine {
     }
 
     pub(super) async fn set_offer_filters(&self, tenant: &Tenant, driver: &UserId, filters: &str) -> Result<()> {
-        self.lock().offer_filters.insert(key(tenant, &driver.0), filters.to_string());
+        let expiry = Instant::now() + OFFER_FILTERS_TTL;
+        self.lock().offer_filters.insert(key(tenant, &driver.0), (expiry, filters.to_string()));
         Ok(())
     }
 
@@ -269,7 +274,7 @@ impl MemoryEngine {
             .iter()
             .filter(|(_, g)| g.expiry > now && now.duration_since(g.updated).as_millis() as u64 <= fresh_ms)
             .filter_map(|(driver, g)| {
-                let filters = s.offer_filters.get(&key(tenant, driver))?;
+                let (_, filters) = s.offer_filters.get(&key(tenant, driver)).filter(|(exp, _)| *exp > now)?;
                 let d = crate::domain::rides::haversine_km((lat, lng), (g.lat, g.lng));
                 (d <= radius_km).then(|| {
                     (d, Candidate { driver: driver.clone(), lat: g.lat, lng: g.lng, filters: filters.clone() })
@@ -304,6 +309,7 @@ impl MemoryEngine {
         s.trip_loc.retain(|_, (exp, _)| *exp > now);
         s.windows.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)));
         s.snapshot_marks.retain(|_, until| *until > now);
+        s.offer_filters.retain(|_, (until, _)| *until > now);
         let window = Duration::from_millis(self.limits.window_ms);
         s.history.retain(|_, h| h.touched.is_some_and(|t| now.duration_since(t) < window));
         s.geo.retain(|_, drivers| {

@@ -9,6 +9,7 @@ mod delivery;
 mod fault;
 mod history;
 mod interop_js;
+mod keys;
 mod layers;
 mod limits;
 mod ops;

@@ -171,9 +171,10 @@ impl RedisEngine {
         driver: &UserId,
         filters: &str,
     ) -> Result<()> {
-        let _: i64 = self
+        let expire = Some(Expiration::PX(SLOT_HASH_TTL_MS as i64));
+        let _: Option<String> = self
             .client
-            .hset(self.keys.offer_filters(tenant), (driver.0.as_str(), filters))
+            .set(self.keys.offer_filters(tenant, driver), filters, expire, None, false)
             .await
             .map_err(unavailable)?;
         Ok(())
@@ -187,23 +188,30 @@ impl RedisEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
-        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant), self.keys.offer_filters(tenant)];
+        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant)];
         let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
         let started = std::time::Instant::now();
         let flat: Vec<String> =
             self.nearby_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
-        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
-        Ok(flat
-            .chunks_exact(4)
-            .filter_map(|c| {
+        let mut found = Vec::with_capacity(flat.len() / 3);
+        // The drivers' filters, a thousand keys per MGET; drivers without any are not
+        // subscribed to offers.
+        for chunk in flat.chunks(3 * 1_000) {
+            let drivers: Vec<&[String]> = chunk.chunks_exact(3).collect();
+            let keys: Vec<String> =
+                drivers.iter().map(|c| self.keys.offer_filters(tenant, &UserId(c[0].clone()))).collect();
+            let filters: Vec<Option<String>> = self.client.mget(keys).await.map_err(unavailable)?;
+            found.extend(drivers.iter().zip(filters).filter_map(|(c, filters)| {
                 Some(Candidate {
                     driver: c[0].clone(),
                     lng: c[1].parse().ok()?,
                     lat: c[2].parse().ok()?,
-                    filters: c[3].clone(),
+                    filters: filters?,
                 })
-            })
-            .collect())
+            }));
+        }
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
+        Ok(found)
     }
 
     pub(in crate::engine) async fn heartbeat(&self, stats_json: &str) -> Result<()> {
