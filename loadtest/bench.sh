@@ -78,7 +78,7 @@ start_node() {
 }
 
 LOAD_LIMITS=(--location-min-interval-ms 0 --location-max-per-minute 100000 --conn-rate-per-sec 0
-    --socket-events-per-sec 1000 --socket-events-burst 1000)
+    --socket-events-per-sec 1000 --socket-events-burst 1000 --http-rate-exempt-service)
 
 # A fresh cluster for every scenario group: memory and allocator state of one run must not
 # flatter or spoil the next.

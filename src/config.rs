@@ -100,6 +100,27 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_CONN_RATE_BURST", default_value_t = 1000)]
     pub conn_rate_burst: u32,
 
+    /// HTTP write requests (every POST, PUT and PATCH route) one user may make per second
+    /// on a node (0 disables the limit); beyond it 429 `RATE_LIMITED` with `Retry-After`.
+    #[arg(long, env = "FLEETCAST_HTTP_RATE_PER_USER_PER_SEC", default_value_t = 20)]
+    pub http_rate_per_user_per_sec: u32,
+
+    /// Burst of HTTP write requests allowed per user.
+    #[arg(long, env = "FLEETCAST_HTTP_RATE_PER_USER_BURST", default_value_t = 100)]
+    pub http_rate_per_user_burst: u32,
+
+    /// HTTP write requests one client address may make per second on a node (0 disables).
+    #[arg(long, env = "FLEETCAST_HTTP_RATE_PER_ADDRESS_PER_SEC", default_value_t = 100)]
+    pub http_rate_per_address_per_sec: u32,
+
+    /// Burst of HTTP write requests allowed per client address.
+    #[arg(long, env = "FLEETCAST_HTTP_RATE_PER_ADDRESS_BURST", default_value_t = 400)]
+    pub http_rate_per_address_burst: u32,
+
+    /// Callers with a `SERVICE` token skip both HTTP write limits (trusted backends).
+    #[arg(long, env = "FLEETCAST_HTTP_RATE_EXEMPT_SERVICE")]
+    pub http_rate_exempt_service: bool,
+
     /// Connections (Socket.IO and SSE together) one user may hold across the cluster.
     #[arg(long, env = "FLEETCAST_MAX_CONNECTIONS_PER_USER", default_value_t = 20)]
     pub max_connections_per_user: u32,
@@ -268,8 +289,8 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
-    /// Take the client address for the connection limit from the first `X-Forwarded-For`
-    /// entry (only behind a load balancer that sets it).
+    /// Take the client address for the connection and HTTP limits from the first
+    /// `X-Forwarded-For` entry (only behind a load balancer that sets it).
     #[arg(long, env = "FLEETCAST_TRUST_FORWARDED_FOR")]
     pub trust_forwarded_for: bool,
 
@@ -437,6 +458,12 @@ impl Config {
         }
         if self.socket_events_per_sec == 0 || self.socket_events_burst == 0 {
             return bad("socket-events-per-sec", "rate and burst must be at least 1");
+        }
+        if self.http_rate_per_user_per_sec > 0 && self.http_rate_per_user_burst == 0 {
+            return bad("http-rate-per-user-burst", "must be at least 1 when the limit is on");
+        }
+        if self.http_rate_per_address_per_sec > 0 && self.http_rate_per_address_burst == 0 {
+            return bad("http-rate-per-address-burst", "must be at least 1 when the limit is on");
         }
         if self.conn_rate_per_sec > 0 && self.conn_rate_burst == 0 {
             return bad("conn-rate-burst", "must be at least 1 when the limit is on");

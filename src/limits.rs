@@ -1,7 +1,12 @@
 //! The contract's payload limits (CONTRACT §6), one definition for every edge: JSON nested
 //! at most 32 levels, strings at most 1 KiB, room names 1–200 characters. The Socket.IO
 //! edge checks event payloads with them and the HTTP edge request bodies, the same way.
+//! Also the one reading of a request's client address, which the edges' per-address rate
+//! limits key on.
 
+use std::net::{IpAddr, SocketAddr};
+
+use axum::extract::ConnectInfo;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
@@ -35,4 +40,23 @@ pub fn room_name(s: &str) -> Result<()> {
         return Err(Error::invalid(format!("room must be 1–{MAX_ROOM_NAME} characters")));
     }
     Ok(())
+}
+
+/// The client address of a request: its peer, or the first `X-Forwarded-For` entry when
+/// the node is configured to trust it (`--trust-forwarded-for`).
+pub fn client_ip(
+    headers: &axum::http::HeaderMap,
+    extensions: &axum::http::Extensions,
+    trust_forwarded_for: bool,
+) -> Option<IpAddr> {
+    if trust_forwarded_for
+        && let Some(ip) = headers
+            .get("x-forwarded-for")
+            .and_then(|h| h.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|first| first.trim().parse().ok())
+    {
+        return Some(ip);
+    }
+    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }

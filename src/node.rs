@@ -221,8 +221,9 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
 
     let mut document = http::openapi::http_document();
     document.merge(sse::openapi_document());
+    let throttle = http::throttle::Throttle::new(app.clone());
     let router = Router::new()
-        .merge(http::routes(Arc::new(document)))
+        .merge(http::routes(Arc::new(document), throttle.clone()))
         .merge(sse::routes(sse_hub.clone()))
         .fallback(http::not_found)
         .with_state(app.clone())
@@ -243,7 +244,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             tracing::error!(error = %e, "server failed");
         }
     });
-    tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), cancel.clone()));
+    tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), throttle, cancel.clone()));
     tasks.spawn(expiry_loop(socket_edge.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());
@@ -298,9 +299,14 @@ async fn migrate_all(db: &Db) -> Result<(), JobError> {
 }
 
 /// Node heartbeat (owner: the node; stops on shutdown): presence in the registry, memory
-/// engine sweeps, eviction of idle keys from the connection limiter, and migrations not yet
-/// applied because the database was down at start.
-async fn heartbeat_loop(app: Arc<App>, socket_edge: Arc<socket::Edge>, cancel: CancellationToken) {
+/// engine sweeps, eviction of idle keys from the connection and HTTP limiters, and
+/// migrations not yet applied because the database was down at start.
+async fn heartbeat_loop(
+    app: Arc<App>,
+    socket_edge: Arc<socket::Edge>,
+    throttle: Arc<http::throttle::Throttle>,
+    cancel: CancellationToken,
+) {
     let mut tick = tokio::time::interval(app.cfg.node_heartbeat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -312,6 +318,7 @@ async fn heartbeat_loop(app: Arc<App>, socket_edge: Arc<socket::Edge>, cancel: C
             tracing::debug!(error = %e, "heartbeat failed");
         }
         socket_edge.retain_recent();
+        throttle.retain_recent();
         if !app.migrated() && migrate_all(&app.db).await.is_ok() {
             tracing::info!("migrations applied");
             app.migrated.store(true, Ordering::SeqCst);

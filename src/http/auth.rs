@@ -16,19 +16,19 @@ use crate::auth::{AuthError, Claims};
 /// The verified caller of an HTTP request.
 pub struct Caller(pub Claims);
 
-fn token_from(parts: &Parts) -> Option<String> {
-    if let Some(h) = parts.headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
+/// The request's token as sent (header, query or cookie), not yet verified.
+pub(super) fn token_from(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
+    if let Some(h) = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
         return Some(h.to_string());
     }
-    if let Some(q) = parts.uri.query() {
+    if let Some(q) = uri.query() {
         for pair in q.split('&') {
             if let Some(v) = pair.strip_prefix("token=") {
                 return Some(percent_decode(v));
             }
         }
     }
-    parts
-        .headers
+    headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|h| h.to_str().ok())
@@ -60,7 +60,7 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
-        let code = match token_from(parts).map(|t| app.verifier.verify(&t)) {
+        let code = match token_from(&parts.headers, &parts.uri).map(|t| app.verifier.verify(&t)) {
             Some(Ok(claims)) => return Ok(Caller(claims)),
             None | Some(Err(AuthError::NoToken)) => "NO_TOKEN",
             Some(Err(AuthError::InvalidToken)) => "INVALID_TOKEN",

@@ -1,6 +1,7 @@
 //! HTTP edge (CONTRACT §4): the route table, one file per concern — [`ops`] (liveness,
 //! readiness, metrics, the JSON 404), `rides` (trips, bookings, offers), `publish` (the
-//! unified emitter), `track`, `admin` (stats), [`openapi`] (the document) — with [`auth`]
+//! unified emitter), `track`, `admin` (stats), [`openapi`] (the document), [`throttle`] (the
+//! write routes' rate limits) — with [`auth`]
 //! (the caller's token) and [`error`] (the one error mapping), which the SSE edge shares.
 //!
 //! The route table is data ([`ROUTES`]): the router is built from it and the OpenAPI test
@@ -21,6 +22,7 @@ pub mod openapi;
 pub mod ops;
 mod publish;
 mod rides;
+pub mod throttle;
 mod track;
 
 pub use ops::not_found;
@@ -72,12 +74,17 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<App>>> {
 }
 
 /// Every HTTP route of the node, built from [`ROUTES`]; `document` is the OpenAPI document
-/// served at `/api/openapi.json` (the node assembles it from both HTTP edges).
-pub fn routes(document: Arc<utoipa::openapi::OpenApi>) -> Router<Arc<App>> {
+/// served at `/api/openapi.json` (the node assembles it from both HTTP edges). Every route
+/// but a `GET` passes `throttle` first.
+pub fn routes(document: Arc<utoipa::openapi::OpenApi>, throttle: Arc<throttle::Throttle>) -> Router<Arc<App>> {
     let mut router = Router::new();
     for (method, path) in ROUTES {
         match handler(method, path) {
-            Some(h) => router = router.route(path, h),
+            Some(h) if *method == "GET" => router = router.route(path, h),
+            Some(h) => {
+                let limited = h.layer(axum::middleware::from_fn_with_state(throttle.clone(), throttle::limit));
+                router = router.route(path, limited);
+            }
             None => tracing::error!(method, path, "route without a handler"),
         }
     }

@@ -4,12 +4,11 @@
 //! handler joins the user's room; the disconnect handler releases rooms and slots.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use axum::extract::ConnectInfo;
 use governor::{Quota, RateLimiter};
 use serde_json::Value;
 use socketioxide::SocketIo;
@@ -50,20 +49,10 @@ fn find_token(s: &SocketRef, auth: Option<Value>) -> std::result::Result<String,
         .ok_or(AuthError::NoToken)
 }
 
-/// The client address: the peer, or the first `X-Forwarded-For` entry when configured.
+/// The client address of a socket's handshake request.
 fn client_ip(s: &SocketRef, trust_forwarded_for: bool) -> Option<IpAddr> {
     let parts = s.req_parts();
-    if trust_forwarded_for
-        && let Some(ip) = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|h| h.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|first| first.trim().parse().ok())
-    {
-        return Some(ip);
-    }
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    crate::limits::client_ip(&parts.headers, &parts.extensions, trust_forwarded_for)
 }
 
 /// Connect middleware: address flood limit, token, per-user connection cap.

@@ -180,6 +180,16 @@ impl Harness {
         .expect("statement");
     }
 
+    /// Trips of `tenant` in the test database.
+    pub async fn count_trips(&self, tenant: &str) -> i64 {
+        const SQL: &str = "SELECT COUNT(*) FROM trips WHERE tenant = $1";
+        match &self.db {
+            Db::Pg(p) => sqlx::query_scalar(SQL).bind(tenant).fetch_one(p).await,
+            Db::Sqlite(p) => sqlx::query_scalar(SQL).bind(tenant).fetch_one(p).await,
+        }
+        .expect("count trips")
+    }
+
     /// A trip driven by `d1`, a driver socket on node A and a subscribed passenger `p1` on
     /// node B.
     pub async fn watched_trip(&self) -> (String, Client, Client) {

@@ -1,6 +1,7 @@
 //! Limits of CONTRACT §2/§6: the per-driver location window (minimum interval and
 //! per-minute cap, cluster-wide, refused updates not counted), the per-socket flood cut-off,
-//! the subscription cap across sockets and nodes, and the TTL of live locations.
+//! the subscription cap across sockets and nodes, the TTL of live locations, and the HTTP
+//! write limits (per user and per address, 429 with `Retry-After`, `SERVICE` exemptible).
 
 use std::time::Duration;
 
@@ -132,7 +133,99 @@ async fn live_locations_expire_after_their_ttl(mode: Mode) {
     h.stop().await;
 }
 
+/// A write request; returns the status, the `Retry-After` header and the body.
+async fn write(url: String, token: &str, body: Value) -> (u16, Option<String>, Value) {
+    let r = reqwest::Client::new().post(url).bearer_auth(token).json(&body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let retry = r.headers().get("retry-after").and_then(|v| v.to_str().ok()).map(str::to_string);
+    (status, retry, r.json().await.unwrap_or(Value::Null))
+}
+
+fn trip_body() -> Value {
+    json!({
+        "title": "Rate", "tripType": "SHARED",
+        "origin": { "name": "A", "lat": 48.85, "lng": 2.35 },
+        "destination": { "name": "B", "lat": 48.95, "lng": 2.45 },
+        "departureTime": (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
+        "totalSeats": 3, "pricePerSeat": 10.0, "currency": "EUR",
+    })
+}
+
+async fn http_writes_are_limited_per_user_and_per_address(mode: Mode) {
+    let h = Harness::start(
+        mode,
+        &[
+            "--http-rate-per-user-per-sec",
+            "1",
+            "--http-rate-per-user-burst",
+            "3",
+            "--http-rate-per-address-per-sec",
+            "1",
+            "--http-rate-per-address-burst",
+            "8",
+            "--http-rate-exempt-service",
+        ],
+    )
+    .await;
+    let trips = format!("{}/api/trips", h.a());
+    let started = std::time::Instant::now();
+    // Both limits refill one request a second: a limit allows its burst plus one for every
+    // second the test has taken so far.
+    let allowance = |burst: u64| burst + started.elapsed().as_secs() + 1;
+    // One user: its burst, then 429 RATE_LIMITED with Retry-After, and nothing created.
+    let p1 = token("p1", "BUSINESS");
+    let mut created = 0;
+    let (retry, body) = loop {
+        let (status, retry, body) = write(trips.clone(), &p1, trip_body()).await;
+        if status != 201 {
+            assert_eq!(status, 429, "{body}");
+            break (retry, body);
+        }
+        created += 1;
+        assert!(created <= allowance(3), "the user was never limited");
+    };
+    assert!(created >= 3, "refused within the burst: {body}");
+    assert_eq!(body["error"], json!("RATE_LIMITED"));
+    let retry: u64 = retry.expect("Retry-After").parse().expect("seconds");
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    let mut spent = created + 1;
+    // Reads are not limited.
+    let r = reqwest::Client::new().get(format!("{}/api/openapi.json", h.a())).send().await.expect("get");
+    assert_eq!(r.status(), 200);
+    // The limit is the user's: another user from the same address is served.
+    assert_eq!(write(trips.clone(), &token("p2", "BUSINESS"), trip_body()).await.0, 201);
+    created += 1;
+    spent += 1;
+    // The address's limit counts requests without a token too, and then refuses them.
+    let no_token = || reqwest::Client::new().post(trips.clone()).json(&trip_body()).send();
+    loop {
+        let status = no_token().await.expect("post").status().as_u16();
+        spent += 1;
+        if status == 429 {
+            break;
+        }
+        assert_eq!(status, 401);
+        assert!(spent <= allowance(8), "the address was never limited");
+    }
+    assert!(spent > 8, "the address was refused within its burst");
+    // A trusted backend (SERVICE, exempt by configuration) is limited by neither.
+    let service = token("backend", "SERVICE");
+    for i in 0..20 {
+        let (status, _, body) = write(
+            format!("{}/api/v1/emit", h.a()),
+            &service,
+            json!({ "event": "notification", "payload": { "title": format!("n{i}"), "body": "b" }, "users": ["p1"] }),
+        )
+        .await;
+        assert!(status < 300, "{status} {body}");
+    }
+    // A refused request's trip was never created.
+    assert_eq!(h.count_trips("default").await, created as i64);
+    h.stop().await;
+}
+
 both_modes!(
+    http_writes_are_limited_per_user_and_per_address,
     location_minimum_interval_is_enforced_across_nodes,
     location_per_minute_cap_is_a_sliding_window,
     a_socket_flooding_events_is_cut_off,
