@@ -5,8 +5,16 @@
 --
 -- KEYS[1] the user's HASH
 -- ARGV[1] node heartbeat key prefix   ARGV[2] cap   ARGV[3] this node id   ARGV[4] socket id
--- ARGV[5] HASH TTL ms   ARGV[6] this node's heartbeat TTL ms   ARGV[7..] slots to claim
--- Returns {1, active} when granted, {0, active} when the cap would be exceeded.
+-- ARGV[5] HASH TTL ms   ARGV[6] this node's heartbeat TTL ms
+-- ARGV[7] deadline, ms in Redis time (0 = none): past it the script does nothing
+-- ARGV[8..] slots to claim
+-- Returns {1, active} when granted, {0, active} when the cap would be exceeded, {2, 0} when
+-- it ran after its deadline (nothing written).
+local deadline = tonumber(ARGV[7])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then return {2, 0} end
+end
 local prefix = ARGV[1]
 local cap = tonumber(ARGV[2])
 -- Our own node is alive by definition (its heartbeat key may be briefly missing after a
@@ -37,7 +45,7 @@ end
 
 local new = 0
 local seen = {}
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   local s = ARGV[i]
   if not active[s] and not seen[s] then
     seen[s] = true
@@ -48,7 +56,7 @@ if n + new > cap then
   return {0, n}
 end
 local owner = '\30' .. ARGV[3] .. '\31' .. ARGV[4]
-for i = 7, #ARGV do
+for i = 8, #ARGV do
   redis.call('HSET', KEYS[1], ARGV[i] .. owner, ARGV[3])
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[5])

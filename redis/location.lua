@@ -13,9 +13,13 @@
 -- ARGV[12] unique window entry id
 -- KEYS[7] SSE streams watching the driver's location (HASH; absent = nobody watches)
 -- ARGV[13] channel of the driver's location room   ARGV[14] frame for it
--- Returns {1, sampled(0|1)} when accepted, {0, retryAfterMs} when refused.
+-- ARGV[15] deadline, ms in Redis time (0 = none): past it the update is not applied
+-- Returns {1, sampled(0|1)} when accepted, {0, retryAfterMs} when refused, {2, 0} when it
+-- ran after its deadline (the node has answered UNAVAILABLE; nothing written).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[15])
+if deadline > 0 and now > deadline then return {2, 0} end
 local min_interval = tonumber(ARGV[1])
 local max_per_minute = tonumber(ARGV[2])
 local ttl = tonumber(ARGV[3])

@@ -12,7 +12,13 @@
 -- ARGV[6] payload tail: the JSON object without its opening
 --         brace, e.g. `"emittedAt":"…","tripId":"t1"}`; the payload is
 --         `{"eventId":"<id>",` .. tail
--- Returns the event id.
+-- ARGV[8] deadline, ms in Redis time (0 = none): past it nothing is appended or published
+-- Returns the event id, or "late" when it ran after its deadline.
+local deadline = tonumber(ARGV[8])
+if deadline > 0 then
+  local t = redis.call('TIME')
+  if tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) > deadline then return 'late' end
+end
 local max = tonumber(ARGV[1])
 local len = redis.call('XLEN', KEYS[1])
 if len >= max then

@@ -179,7 +179,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
                 .await
                 .map_err(|e| StartError::Redis(e.to_string()))?;
             let e = Arc::new(e);
-            e.spawn_resubscriber();
+            e.spawn_tasks();
             Engine::Redis(e)
         }
     };

@@ -1,7 +1,9 @@
 //! Degraded mode (issue: node foundation, §8): with Redis gone a node keeps its sockets,
 //! answers acks with `UNAVAILABLE` within the deadline and reports not ready; when Redis
-//! returns, cross-node delivery works again within 2 s without restarting anything. The
-//! test runs its own `redis-server` on a free port and kills it by PID.
+//! returns, cross-node delivery works again within 2 s without restarting anything. With
+//! Redis frozen (a hang, not a refusal), an `UNAVAILABLE` ack is true: what it answered
+//! for never runs when Redis resumes. The tests run their own `redis-server` on a free port
+//! and signal it by PID.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -37,6 +39,13 @@ impl PrivateRedis {
     fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends `SIGSTOP` (`freeze`) or `SIGCONT`.
+    fn signal(&self, freeze: bool) {
+        let sig = if freeze { "-STOP" } else { "-CONT" };
+        let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
+        assert!(ok.success(), "kill {sig}");
     }
 }
 
@@ -108,6 +117,71 @@ async fn redis_outage_degrades_then_recovers_without_restart() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(ready, "node B not ready after Redis returned");
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+    redis.kill();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_acked_unavailable_while_redis_is_frozen_never_run_later() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("fcredis"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let mut redis = PrivateRedis::start(port, &dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "1000"], &url).await;
+    let (trip, driver, mut passenger) = h.watched_trip().await;
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    passenger.expect("server:location:update", "before the freeze").await;
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+    passenger.expect("server:trip:status", "before the freeze").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    // Frozen: each write times out and is answered UNAVAILABLE within the ack deadline...
+    redis.signal(true);
+    let frozen = Instant::now();
+    for (event, payload) in [
+        ("driver:location:update", json!({ "tripId": trip, "lat": 5, "lng": 5 })),
+        ("driver:status", json!({ "tripId": trip, "status": "PAUSED" })),
+        ("driver:location:update", json!({ "tripId": trip, "lat": 6, "lng": 6 })),
+        ("driver:status", json!({ "tripId": trip, "status": "EMERGENCY" })),
+    ] {
+        let started = Instant::now();
+        assert_err(&driver.ack(event, payload).await, "UNAVAILABLE");
+        assert!(started.elapsed() < Duration::from_secs(5), "{event} ack took {:?}", started.elapsed());
+    }
+    // ...and stays frozen a while after the last of them (a fork, a slow script, a stall).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.signal(false);
+    let http = reqwest::Client::new();
+    let mut ready = false;
+    for _ in 0..50 {
+        let a = http.get(format!("{}/readyz", h.a())).send().await.expect("readyz").status();
+        let b = http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status();
+        if a == 200 && b == 200 {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(ready, "nodes not ready after Redis resumed ({:?} after the freeze)", frozen.elapsed());
+
+    // The refused updates did not count in the driver's window: the next one is accepted,
+    // and it is the first position the passenger sees after the freeze.
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 9, "lng": 9 })).await);
+    let loc = passenger.expect("server:location:update", "after the freeze").await;
+    assert_eq!(loc["lat"], json!(9.0), "a location acked UNAVAILABLE was delivered late: {loc}");
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "ENDED" })).await);
+    let status = passenger.expect("server:trip:status", "after the freeze").await;
+    assert_eq!(status["status"], json!("ENDED"), "a status acked UNAVAILABLE was delivered late: {status}");
+    // Nor were they recorded: the trip room's history holds the two acked statuses only.
+    let key = format!("{}:hist:default:trip:{trip}:subscribers", h.prefix);
+    let out =
+        Command::new("redis-cli").args(["-p", &port.to_string(), "XRANGE", &key, "-", "+"]).output().expect("cli");
+    let history = String::from_utf8_lossy(&out.stdout);
+    assert!(history.contains("STARTED") && history.contains("ENDED"), "{history}");
+    assert!(!history.contains("PAUSED") && !history.contains("EMERGENCY"), "{history}");
     driver.close().await;
     passenger.close().await;
     h.stop().await;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use fred::prelude::*;
 use tokio::sync::broadcast::error::RecvError;
 
-use super::{RedisEngine, unavailable};
+use super::{RedisEngine, late, unavailable};
 use crate::domain::{EventId, RoomKey};
 use crate::engine::frame;
 use crate::engine::types::{Deliver, History, with_event_id};
@@ -47,9 +47,8 @@ impl RedisEngine {
         });
     }
 
-    /// Starts the re-subscribe task (owner: this engine). Must run after the engine is in
-    /// an `Arc` so the task can reach the room table.
-    pub fn spawn_resubscriber(self: &Arc<Self>) {
+    /// Starts the re-subscribe task (owner: this engine).
+    pub(super) fn spawn_resubscriber(self: &Arc<Self>) {
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut errors = self.subscriber.error_rx();
         let cancel = self.cancel.clone();
@@ -110,9 +109,14 @@ impl RedisEngine {
 
     pub(in crate::engine) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
         let started = std::time::Instant::now();
-        let _: i64 = self.client.publish(self.keys.room_channel(room), frame).await.map_err(unavailable)?;
+        let args = vec![self.keys.room_channel(room), frame.to_string(), self.clock.deadline()];
+        let r: i64 = self
+            .volatile_script
+            .evalsha_with_reload(&self.client, Vec::<String>::new(), args)
+            .await
+            .map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish").record(started.elapsed());
-        Ok(())
+        if r == 2 { Err(late("publish")) } else { Ok(()) }
     }
 
     pub(in crate::engine) async fn publish_recoverable(
@@ -131,6 +135,7 @@ impl RedisEngine {
             if except.is_empty() { 0 } else { frame::EXCEPT_ROOM }.to_string(),
             tail.to_string(),
             frame::except_rooms(except),
+            self.clock.deadline(),
         ];
         let id: String = self
             .publish_script
@@ -139,6 +144,9 @@ impl RedisEngine {
             .map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish_recoverable")
             .record(started.elapsed());
+        if id == "late" {
+            return Err(late("publish_recoverable"));
+        }
         EventId::parse(&id).ok_or_else(|| {
             tracing::error!(id, "unexpected stream id");
             Error::Internal

@@ -7,7 +7,7 @@ use std::sync::atomic::Ordering;
 
 use fred::prelude::*;
 
-use super::{RedisEngine, SLOT_HASH_TTL_MS, unavailable};
+use super::{RedisEngine, SLOT_HASH_TTL_MS, late, unavailable};
 use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
@@ -53,6 +53,7 @@ impl RedisEngine {
             format!("{}:{seq}", self.node_id),
             k.room_channel(w.driver_room.0),
             w.driver_room.1.to_string(),
+            self.clock.deadline(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<i64> =
@@ -61,6 +62,7 @@ impl RedisEngine {
         match r.as_slice() {
             [1, sampled] => Ok(LocationOutcome::Accepted { sampled: *sampled == 1 }),
             [0, wait] => Ok(LocationOutcome::RateLimited { retry_after_ms: (*wait).max(1) as u64 }),
+            [2, _] => Err(late("location")),
             other => {
                 tracing::error!(reply = ?other, "unexpected location script reply");
                 Err(Error::Internal)
@@ -112,6 +114,7 @@ impl RedisEngine {
             String::new(),
             SLOT_HASH_TTL_MS.to_string(),
             self.heartbeat_ttl_ms.to_string(),
+            "0".to_string(),
         ];
         let r: Vec<i64> = self
             .claim_script
@@ -137,6 +140,7 @@ impl RedisEngine {
             sid.to_string(),
             SLOT_HASH_TTL_MS.to_string(),
             self.heartbeat_ttl_ms.to_string(),
+            self.clock.deadline(),
         ];
         args.extend(slots.iter().map(|s| s.to_string()));
         let started = std::time::Instant::now();
@@ -146,7 +150,11 @@ impl RedisEngine {
             .await
             .map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "claim").record(started.elapsed());
-        Ok(if r.first() == Some(&1) { Claim::Granted } else { Claim::Refused })
+        match r.first() {
+            Some(1) => Ok(Claim::Granted),
+            Some(2) => Err(late("claim")),
+            _ => Ok(Claim::Refused),
+        }
     }
 
     pub(in crate::engine) async fn release(

@@ -6,7 +6,8 @@
 //!
 //! This file owns the connection, the scripts and the engine's life (start, readiness,
 //! shutdown); [`broker`] holds the room pub/sub and history, [`live`] the live state
-//! (locations, slots, offer candidates, node registry).
+//! (locations, slots, offer candidates, node registry), [`clock`] the deadline each write
+//! carries so that a timed-out write never runs later.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -24,6 +25,7 @@ use super::types::{Deliver, HistoryLimits};
 use crate::error::Error;
 
 mod broker;
+mod clock;
 mod live;
 
 /// Per-user slot hashes live a day past their last claim; entries of dead nodes are dropped
@@ -60,12 +62,15 @@ pub struct RedisEngine {
     location_script: Script,
     claim_script: Script,
     publish_script: Script,
+    volatile_script: Script,
     history_script: Script,
     nearby_script: Script,
     nodes_script: Script,
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
+    /// Redis's clock, for the deadline of every write.
+    clock: clock::RedisClock,
     /// Local member count per held room channel. An async mutex because the first join
     /// must finish its SUBSCRIBE (and the last leave its UNSUBSCRIBE) before another join or
     /// leave of any room is decided: that keeps subscribe/unsubscribe ordered per node.
@@ -75,6 +80,14 @@ pub struct RedisEngine {
     seq: AtomicU64,
     cancel: CancellationToken,
     tasks: TaskTracker,
+}
+
+/// A write that reached Redis after its deadline and did nothing (see [`clock`]). Its
+/// reply usually comes after the node's timeout and is never seen; one seen here means the
+/// node's view of Redis's clock is off by a large part of the timeout.
+fn late(command: &'static str) -> Error {
+    metrics::counter!("fleetcast_redis_late_writes_total", "command" => command).increment(1);
+    Error::Unavailable
 }
 
 fn unavailable(e: fred::error::Error) -> Error {
@@ -124,12 +137,14 @@ impl RedisEngine {
             location_script: Script::from_lua(include_str!("../../../redis/location.lua")),
             claim_script: Script::from_lua(include_str!("../../../redis/claim.lua")),
             publish_script: Script::from_lua(include_str!("../../../redis/publish.lua")),
+            volatile_script: Script::from_lua(include_str!("../../../redis/volatile.lua")),
             history_script: Script::from_lua(include_str!("../../../redis/history.lua")),
             nearby_script: Script::from_lua(include_str!("../../../redis/nearby.lua")),
             nodes_script: Script::from_lua(include_str!("../../../redis/nodes.lua")),
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
+            clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),
             seq: AtomicU64::new(0),
@@ -138,6 +153,28 @@ impl RedisEngine {
         };
         engine.spawn_delivery(deliver);
         Ok(engine)
+    }
+
+    /// Starts the tasks that need the engine in an `Arc`: re-subscribing after a reconnect
+    /// and sampling Redis's clock.
+    pub fn spawn_tasks(self: &Arc<Self>) {
+        self.spawn_resubscriber();
+        // The clock task (owner: this engine; stops on shutdown).
+        let this = Arc::downgrade(self);
+        let cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let Some(engine) = this.upgrade() else { break };
+                if let Err(e) = engine.clock.sample(&engine.client).await {
+                    tracing::debug!(error = %e, "redis clock not sampled");
+                }
+                drop(engine);
+                tokio::select! {
+                    _ = cancel.cancelled() => break,
+                    _ = tokio::time::sleep(clock::SAMPLE_EVERY) => {}
+                }
+            }
+        });
     }
 
     pub(in crate::engine) async fn ready(&self) -> bool {
