@@ -100,6 +100,11 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_CONN_RATE_BURST", default_value_t = 1000)]
     pub conn_rate_burst: u32,
 
+    /// A connection whose writes make no progress for this long (the client stopped
+    /// reading) is closed; it reconnects and recovers with `since` / `Last-Event-ID`.
+    #[arg(long, env = "FLEETCAST_WRITE_STALL_TIMEOUT_MS", default_value_t = 10_000)]
+    pub write_stall_timeout_ms: u64,
+
     /// HTTP write requests (every POST, PUT and PATCH route) one user may make per second
     /// on a node (0 disables the limit); beyond it 429 `RATE_LIMITED` with `Retry-After`.
     #[arg(long, env = "FLEETCAST_HTTP_RATE_PER_USER_PER_SEC", default_value_t = 20)]
@@ -458,6 +463,9 @@ impl Config {
         }
         if self.socket_events_per_sec == 0 || self.socket_events_burst == 0 {
             return bad("socket-events-per-sec", "rate and burst must be at least 1");
+        }
+        if !(100..=600_000).contains(&self.write_stall_timeout_ms) {
+            return bad("write-stall-timeout-ms", "must be 100..=600000");
         }
         if self.http_rate_per_user_per_sec > 0 && self.http_rate_per_user_burst == 0 {
             return bad("http-rate-per-user-burst", "must be at least 1 when the limit is on");

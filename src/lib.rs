@@ -13,7 +13,8 @@
 //!   [`jobs`]: job types, the enqueue handle and the queue consumers; [`snapshots`]: the
 //!   node's sampled-position buffer;
 //! - [`domain`]: ids, roles, rooms, positions, ride rules; [`auth`]: tokens;
-//!   [`limits`]: payload limits; [`error`]: the one error type; [`config`]: the one
+//!   [`limits`]: payload limits and client addresses; [`listener`]: the TCP listener that
+//!   cuts off clients that stop reading; [`error`]: the one error type; [`config`]: the one
 //!   `Config`; [`telemetry`]: logs and metrics;
 //! - [`node`]: starts and stops a node (the only module that knows every layer).
 //!
@@ -34,6 +35,7 @@ pub mod flows;
 pub mod http;
 pub mod jobs;
 pub mod limits;
+pub mod listener;
 pub mod node;
 pub mod snapshots;
 pub mod socket;

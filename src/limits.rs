@@ -42,6 +42,10 @@ pub fn room_name(s: &str) -> Result<()> {
     Ok(())
 }
 
+/// The peer address of a connection (the node's connect info, set by `listener`).
+#[derive(Clone, Copy, Debug)]
+pub struct PeerAddr(pub SocketAddr);
+
 /// The client address of a request: its peer, or the first `X-Forwarded-For` entry when
 /// the node is configured to trust it (`--trust-forwarded-for`).
 pub fn client_ip(
@@ -58,5 +62,5 @@ pub fn client_ip(
     {
         return Some(ip);
     }
-    extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip())
 }

@@ -7,12 +7,36 @@ use std::sync::{Arc, Weak};
 
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
+use socketioxide::{BroadcastError, SendError, SocketError};
 
 use super::edge::Edge;
 use super::session::{Session, drop_trip};
 use crate::domain::{EventId, RoomKey};
 use crate::engine::frame::{self, Frame};
 use crate::fanout::{Control, LocalCounts, Sink};
+
+/// Counts the frames sockets' full queues refused: a client reading slower than its rooms
+/// produce loses frames (its queue holds 256); one that stops reading is cut off by the
+/// node's listener after `--write-stall-timeout-ms` and recovers with `since`.
+fn count_dropped(sockets: usize) {
+    if sockets > 0 {
+        metrics::counter!("fleetcast_socket_frames_dropped_total").increment(sockets as u64);
+        tracing::debug!(sockets, "a frame was dropped for sockets whose queue is full");
+    }
+}
+
+fn broadcast_failed(e: &BroadcastError, event: &str) {
+    if let BroadcastError::Socket(errors) = e {
+        count_dropped(errors.iter().filter(|e| matches!(e, SocketError::InternalChannelFull)).count());
+    }
+    tracing::debug!(error = %e, event, "local delivery failed for some sockets");
+}
+
+fn sent(r: Result<(), SendError>) {
+    if let Err(SendError::Socket(SocketError::InternalChannelFull)) = r {
+        count_dropped(1);
+    }
+}
 
 /// The Socket.IO sink (weak: the node owns the edge).
 pub struct SocketSink(pub Weak<Edge>);
@@ -28,7 +52,7 @@ impl Sink for SocketSink {
                 let except: Vec<String> = f.except.unwrap_or_default().split('\u{1e}').map(str::to_string).collect();
                 let op = io.to(room.as_str().to_string()).except(except);
                 if let Some(Err(e)) = op.emit(f.event, raw).now_or_never() {
-                    tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets");
+                    broadcast_failed(&e, f.event);
                 }
                 return;
             }
@@ -41,11 +65,12 @@ impl Sink for SocketSink {
                     if sid == except || skip.contains(&sid) {
                         continue;
                     }
-                    let _ = if f.flags & frame::VOLATILE != 0 {
-                        s.volatile().emit(f.event, raw)
+                    if f.flags & frame::VOLATILE != 0 {
+                        // Volatile: dropped by design when the socket is busy.
+                        let _ = s.volatile().emit(f.event, raw);
                     } else {
-                        s.emit(f.event, raw)
-                    };
+                        sent(s.emit(f.event, raw));
+                    }
                 }
                 return;
             }
@@ -54,7 +79,7 @@ impl Sink for SocketSink {
                 // around a join with `since`).
                 for s in io.to(room.as_str().to_string()).sockets() {
                     if !skip.contains(&s.id.to_string()) {
-                        let _ = s.emit(f.event, raw);
+                        sent(s.emit(f.event, raw));
                     }
                 }
                 return;
@@ -65,7 +90,7 @@ impl Sink for SocketSink {
             }
             match op.emit(f.event, raw).now_or_never() {
                 Some(Ok(())) => {}
-                Some(Err(e)) => tracing::debug!(error = %e, event = f.event, "local delivery failed for some sockets"),
+                Some(Err(e)) => broadcast_failed(&e, f.event),
                 None => tracing::error!("local broadcast did not complete at once"),
             }
         });

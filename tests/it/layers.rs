@@ -23,7 +23,7 @@ use std::path::Path;
 /// layer; the longest matching prefix wins. A file may import its own layer or a lower one.
 #[rustfmt::skip]
 const LAYERS: &[(&str, u8)] = &[
-    ("config", 0), ("error", 0), ("telemetry", 0), ("limits", 0),
+    ("config", 0), ("error", 0), ("telemetry", 0), ("limits", 0), ("listener", 0),
     ("domain", 1), ("auth", 1), ("events", 1),
     ("engine", 2), ("store", 2), ("jobs", 2), ("snapshots", 2),
     ("fanout", 3), ("access", 3), ("app", 3),

@@ -19,4 +19,5 @@ mod recovery;
 mod rides;
 mod snapshots;
 mod sse;
+mod stall;
 mod validation;
