@@ -5,7 +5,10 @@
 # random trips), the time to drop one day's partition, disk per million rows, and the
 # worker's insert rate into the partitioned table against a plain table (same session).
 #
-#   loadtest/history/bench.sh [fill|measure|migration|all]      (default all)
+#   loadtest/history/bench.sh [fill|fleet|measure|migration|all]      (default all)
+#
+# `fleet` reads random 2-hour trips of every day (not one): as the page cache holds them,
+# then (as root) right after dropping the page cache, three 30 s runs in a row.
 #
 # Needs the workspace built (`cargo build --release -p fleetcast-worker --examples`), a
 # Postgres at PGURL (default the machine's) and ≈ 25 GB of disk for 100 M rows.
@@ -113,6 +116,45 @@ SQL
   } >>"$OUT"
 }
 
+# Random trips of every day, through the API's two statements (the span, then the rows in
+# it), as pgbench runs of 30 s each; percentiles of each run.
+fleet_run() {
+  cat > /tmp/history-fleet.sql <<SQL
+\set d random(0, $DRIVERS - 1)
+\set t random(0, 11)
+\set k random(1, $DAYS)
+SELECT extract(epoch FROM first_at) AS f, extract(epoch FROM last_at) AS l FROM location_trip_spans
+ WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-' || to_char(current_date - :k, 'YYYYMMDD') || '-' || :t \gset
+SELECT tenant, driver_id, trip_id, lat, lng, speed, heading, accuracy,
+       to_char(recorded_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS recorded_at
+  FROM location_snapshots
+ WHERE tenant = 'bench' AND trip_id = 'trip-' || :d || '-' || to_char(current_date - :k, 'YYYYMMDD') || '-' || :t
+   AND recorded_at >= to_timestamp(:f) AND recorded_at <= to_timestamp(:l)
+ ORDER BY location_snapshots.recorded_at, driver_id LIMIT 10001;
+SQL
+  rm -f /tmp/pgbench_log.*
+  (cd /tmp && pgbench -n -c 1 -T 30 -f /tmp/history-fleet.sql -l "$PGURL/$DB" >/tmp/history-pgbench.txt)
+  # pgbench logs one line per transaction (both statements): its latency in µs.
+  cat /tmp/pgbench_log.* | awk '{print $3}' | sort -n \
+    | awk '{a[NR]=$1} END {printf "n=%d p50=%.2f ms p99=%.2f ms max=%.2f ms", NR, a[int(NR*0.5)]/1000, a[int(NR*0.99)]/1000, a[NR]/1000}'
+}
+
+fleet() {
+  local warm; warm=$(fleet_run)
+  log "random trips of all $DAYS days, page cache as it is: $warm"
+  echo "### $(date -u +%FT%TZ) $(git rev-parse --short HEAD) fleet" >>"$OUT"
+  echo "- track of a random 2-hour trip (240 rows) of any of the $DAYS days (span, then rows: the API's two statements), pgbench 30 s × 1 client, page cache as the machine left it: $warm" >>"$OUT"
+  if [ -w /proc/sys/vm/drop_caches ]; then
+    sync
+    echo 3 > /proc/sys/vm/drop_caches
+    for i in 1 2 3; do
+      local r; r=$(fleet_run)
+      log "after dropping the page cache, run $i: $r"
+      echo "- the same right after dropping the page cache (echo 3 to /proc/sys/vm/drop_caches), run $i of 3 in a row: $r" >>"$OUT"
+    done
+  fi
+}
+
 # The partitioning migration on a populated table: the schema before it (made by a worker
 # built from the commit before partitioning, OLD_WORKER), MIGRATE_ROWS rows, then the
 # migration alone, timed.
@@ -142,7 +184,8 @@ migration() {
 
 case "$step" in
   fill) fill ;;
+  fleet) fleet ;;
   measure) measure ;;
   migration) migration ;;
-  all) fill; measure; migration ;;
+  all) fill; fleet; measure; migration ;;
 esac

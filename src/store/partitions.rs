@@ -36,6 +36,9 @@ pub struct Partition {
     /// Rows (the planner's estimate: exact after the partition's `VACUUM (ANALYZE)`, which
     /// the worker runs once a day is over; `None` before).
     pub rows: Option<u64>,
+    /// Vacuumed (by the worker or autovacuum) since the server's statistics began: its
+    /// visibility map is set, so track reads are index-only.
+    pub vacuumed: bool,
     /// Bytes on disk, indexes included.
     pub bytes: u64,
 }
@@ -79,19 +82,21 @@ fn parse_bounds(expr: &str) -> Option<(Option<NaiveDate>, NaiveDate)> {
 async fn list(conn: &mut PgConnection) -> Result<Vec<Partition>, sqlx::Error> {
     // Bounds print in the session's time zone; every other query of ours names its zone.
     conn.execute("SET TIME ZONE 'UTC'").await?;
-    let rows: Vec<(String, String, f32, i64)> = sqlx::query_as(
-        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), c.reltuples, pg_total_relation_size(c.oid) \
+    let rows: Vec<(String, String, f32, i64, bool)> = sqlx::query_as(
+        "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid), c.reltuples, pg_total_relation_size(c.oid), \
+                COALESCE(s.last_vacuum, s.last_autovacuum) IS NOT NULL \
          FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid \
+         LEFT JOIN pg_stat_all_tables s ON s.relid = c.oid \
          WHERE i.inhparent = 'location_snapshots'::regclass ORDER BY 1",
     )
     .fetch_all(&mut *conn)
     .await?;
     let mut out: Vec<Partition> = rows
         .into_iter()
-        .filter_map(|(name, expr, tuples, bytes)| {
+        .filter_map(|(name, expr, tuples, bytes, vacuumed)| {
             let (from, to) = parse_bounds(&expr)?;
             let rows = (tuples >= 0.0).then_some(tuples as u64);
-            Some(Partition { name, from, to, rows, bytes: bytes.max(0) as u64 })
+            Some(Partition { name, from, to, rows, bytes: bytes.max(0) as u64, vacuumed })
         })
         .collect();
     out.sort_by_key(|p| p.to);
@@ -139,8 +144,8 @@ impl Db {
 
     /// One maintenance round for day `today`: partitions exist up to `today + ahead`
     /// (from the newest existing one on, so there is never a gap), finished days not yet
-    /// analyzed are vacuumed and analyzed (index-only track reads, planner statistics and
-    /// row counts without autovacuum), and
+    /// vacuumed yet are vacuumed and analyzed (index-only track reads, planner statistics
+    /// and row counts without autovacuum; an `ANALYZE` alone sets no visibility map), and
     /// with `retention_days > 0` partitions wholly before `today - retention_days` are
     /// dropped (SQLite: rows before it are deleted in batches).
     pub async fn maintain_snapshots(
@@ -213,7 +218,7 @@ async fn maintain_pg(
         {
             drop_partition(conn, &p.name).await?;
             m.dropped.push(p.name.clone());
-        } else if p.rows.is_none() && p.to <= today {
+        } else if !p.vacuumed && p.to <= today {
             // VACUUM sets the visibility map, which makes the track read an index-only scan
             // of the covering trip index; ANALYZE gives the planner the day's statistics.
             conn.execute(AssertSqlSafe(format!("VACUUM (ANALYZE) {}", p.name))).await?;
