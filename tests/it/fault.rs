@@ -19,8 +19,14 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     fn start(port: u16, dir: &std::path::Path) -> Self {
+        Self::start_with(port, dir, &[])
+    }
+
+    /// Starts with extra `redis-server` arguments.
+    fn start_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Self {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(extra)
             .arg("--dir")
             .arg(dir)
             .stdout(Stdio::null())
@@ -186,4 +192,116 @@ async fn writes_acked_unavailable_while_redis_is_frozen_never_run_later() {
     passenger.close().await;
     h.stop().await;
     redis.kill();
+}
+
+/// Node B's readiness and, once ready again, whether a location reaches the passenger.
+async fn delivery_resumes(h: &Harness, driver: &Client, passenger: &mut Client, trip: &str, lat: f64) -> Duration {
+    let http = reqwest::Client::new();
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < Duration::from_secs(5), "delivery did not resume within 5 s");
+        let ready = http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status() == 200;
+        if ready {
+            passenger.drain();
+            let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": lat, "lng": 1 })).await;
+            if ack["ok"] == json!(true)
+                && let Some(loc) = passenger.next("server:location:update", Duration::from_millis(300)).await
+            {
+                assert_eq!(loc["lat"], json!(lat));
+                return start.elapsed();
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gap_count(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("fleetcast_pubsub_resubscribed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("fcredis"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    // A small pub/sub output buffer: a burst of large events is more than Redis will hold
+    // for a subscriber, as in production at the default limit under load.
+    let redis = PrivateRedis::start_with(port, &dir, &["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]);
+    let url = format!("redis://127.0.0.1:{port}");
+    let h = Harness::start_with_redis(
+        Mode::Cluster,
+        &["--location-min-interval-ms", "0", "--publish-max-bytes", "1048576", "--http-rate-exempt-service"],
+        &url,
+    )
+    .await;
+    let (trip, driver, mut passenger) = h.watched_trip().await;
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    passenger.expect("server:location:update", "before the cut").await;
+    let http = reqwest::Client::new();
+    let count = || async {
+        gap_count(&http.get(format!("{}/metrics", h.b())).send().await.expect("m").text().await.expect("text"))
+    };
+    let before = count().await;
+
+    // 1. Redis kills every subscriber connection.
+    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", "pubsub"]).output();
+    let killed = String::from_utf8_lossy(&out.expect("redis-cli").stdout).trim().parse::<u32>().unwrap_or(0);
+    assert!(killed >= 2, "CLIENT KILL TYPE pubsub killed {killed}");
+    let took = delivery_resumes(&h, &driver, &mut passenger, &trip, 2.0).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let after_kill = count().await;
+    assert!(after_kill > before, "the gap was not counted ({before} → {after_kill})");
+
+    let subscribers = || {
+        let out = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "CLIENT", "LIST", "TYPE", "pubsub"])
+            .output()
+            .expect("redis-cli");
+        let list = String::from_utf8_lossy(&out.stdout).into_owned();
+        let mut ids: Vec<String> =
+            list.split_whitespace().filter_map(|f| f.strip_prefix("id=").map(str::to_string)).collect();
+        ids.sort();
+        ids
+    };
+    let before_burst = subscribers();
+    assert_eq!(before_burst.len(), 2, "{before_burst:?}");
+
+    // 2. The real thing: a burst of 900 KB events to the passenger's user room passes the
+    // subscriber's output-buffer limit, and Redis closes node B's subscriber connection.
+    let filler: Vec<String> =
+        (0..900).map(|_| (0..31).map(|_| uuid::Uuid::new_v4().simple().to_string()).collect()).collect();
+    for n in 0..5 {
+        let r = http
+            .post(format!("{}/api/v1/emit", h.a()))
+            .bearer_auth(token("backend", "SERVICE"))
+            .json(&json!({ "event": "fleet.memo", "payload": { "n": n, "filler": filler }, "users": ["p1"] }))
+            .send()
+            .await
+            .expect("emit");
+        assert_eq!(r.status(), 202);
+    }
+    let took = delivery_resumes(&h, &driver, &mut passenger, &trip, 3.0).await;
+    assert!(took < Duration::from_secs(3), "{took:?}");
+    let mut counted = false;
+    for _ in 0..20 {
+        if count().await > after_kill {
+            counted = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(counted, "the output-buffer cut was not noticed");
+    let after_burst = subscribers();
+    assert!(
+        before_burst.iter().any(|id| !after_burst.contains(id)),
+        "Redis did not cut a subscriber: {before_burst:?} → {after_burst:?}"
+    );
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+    drop(redis);
 }

@@ -54,17 +54,21 @@ impl RedisEngine {
         let cancel = self.cancel.clone();
         let this = Arc::downgrade(self);
         self.tasks.spawn(async move {
+            // When the subscriber connection was last seen failing: the start of the gap.
+            let mut gap_since: Option<std::time::Instant> = None;
             loop {
                 tokio::select! {
                     _ = cancel.cancelled() => break,
                     e = errors.recv() => {
                         if let Some(this) = this.upgrade() { this.subscriptions_ok.store(false, Ordering::SeqCst); }
+                        gap_since.get_or_insert_with(std::time::Instant::now);
                         if matches!(e, Err(RecvError::Closed)) { break; }
                     }
                     r = reconnects.recv() => {
                         if matches!(r, Err(RecvError::Closed)) { break; }
                         let Some(this) = this.upgrade() else { break };
                         this.subscriptions_ok.store(false, Ordering::SeqCst);
+                        let since = *gap_since.get_or_insert_with(std::time::Instant::now);
                         // Retry until every held room is subscribed and verified.
                         loop {
                             if cancel.is_cancelled() { return; }
@@ -77,7 +81,15 @@ impl RedisEngine {
                             }
                         }
                         this.subscriptions_ok.store(true, Ordering::SeqCst);
-                        tracing::info!("redis reconnected; room subscriptions restored");
+                        gap_since = None;
+                        // Frames published to this node's rooms during the gap were lost
+                        // (volatile ones for good; recoverable ones replay with `since`).
+                        metrics::counter!("fleetcast_pubsub_resubscribed_total").increment(1);
+                        metrics::histogram!("fleetcast_pubsub_gap_seconds").record(since.elapsed());
+                        tracing::warn!(
+                            gap_ms = since.elapsed().as_millis() as u64,
+                            "redis subscriber connection was lost; room subscriptions restored"
+                        );
                     }
                 }
             }
