@@ -62,21 +62,25 @@ pub struct Node {
     /// Shared state (tests inspect it).
     pub app: Arc<App>,
     io: SocketIo,
+    edge: Arc<socket::Edge>,
     sse: Arc<SseHub>,
     cancel: CancellationToken,
     tasks: TaskTracker,
 }
 
 impl Node {
-    /// Graceful shutdown: stop accepting, close every socket cleanly (their disconnect
-    /// handlers release slots and rooms), drain within the configured bound, leave the
-    /// cluster registry.
+    /// Graceful shutdown: report not ready, answer every event already taken (new ones
+    /// get `UNAVAILABLE`), close every socket cleanly (their disconnect handlers release
+    /// slots and rooms), drain within the configured bound, leave the cluster registry.
     pub async fn shutdown(self) {
         self.app.shutting_down.store(true, Ordering::SeqCst);
+        let drain = Duration::from_millis(self.app.cfg.shutdown_drain_ms);
+        // Every event already taken is answered before its socket closes (new ones are
+        // answered UNAVAILABLE): a drain loses no ack.
+        self.edge.drain_events(drain / 2).await;
         // SSE clients reconnect elsewhere with their Last-Event-ID.
         self.app.shutdown.cancel();
         self.sse.close_all();
-        let drain = Duration::from_millis(self.app.cfg.shutdown_drain_ms);
         if tokio::time::timeout(drain, self.io.close()).await.is_err() {
             tracing::warn!("socket close exceeded the drain bound");
         }
@@ -289,7 +293,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         });
     }
     tracing::info!(node = %node_id, %addr, cluster = cfg.is_cluster(), "fleetcast node listening");
-    Ok(Node { addr, app, io, sse: sse_hub, cancel, tasks })
+    Ok(Node { addr, app, io, edge: socket_edge, sse: sse_hub, cancel, tasks })
 }
 
 fn stats_json(app: &App) -> String {

@@ -7,6 +7,7 @@ use std::time::Duration;
 use serde_json::{Map, Value, json};
 use socketioxide::extract::AckSender;
 
+use super::edge::Edge;
 use super::session::Session;
 use crate::error::{Error, Result};
 
@@ -48,12 +49,21 @@ pub(super) fn send_ack(ack: AckSender, result: Result<Map<String, Value>>) {
     let _ = ack.send(&body);
 }
 
-/// Runs one event: flood check, bounded handler, ack.
-pub(super) async fn run_event<F>(name: &'static str, session: &Session, ack: AckSender, fut: F)
+/// Runs one event: flood check, bounded handler, ack. The event counts as in flight until
+/// answered, so a draining node answers it before closing the socket; once the node is
+/// shutting down new events are answered `UNAVAILABLE` (not applied: retry after the
+/// reconnect).
+pub(super) async fn run_event<F>(edge: &Edge, name: &'static str, session: &Session, ack: AckSender, fut: F)
 where
     F: std::future::Future<Output = Result<Map<String, Value>>>,
 {
     metrics::counter!("fleetcast_events_in_total", "event" => name).increment(1);
+    // The token first, then the flag: the drain waits for every event that saw it unset.
+    let _in_flight = edge.in_flight.token();
+    if edge.app.shutting_down() {
+        send_ack(ack, Err(Error::Unavailable));
+        return;
+    }
     let result = match session.limiter.check() {
         Err(not_until) => {
             let wait = not_until.wait_time_from(governor::clock::Clock::now(session.limiter.clock()));

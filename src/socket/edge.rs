@@ -39,6 +39,9 @@ pub struct Edge {
     pub replays: Replays,
     /// The Socket.IO server (set before the listener binds).
     pub io: OnceLock<SocketIo>,
+    /// Events being handled (each holds a token until its ack is sent): a draining node
+    /// waits for them before it closes the sockets.
+    pub in_flight: tokio_util::task::TaskTracker,
     /// Every live socket by its token's `exp`, soonest first: one entry per socket (moved
     /// by `auth:refresh`, removed at disconnect); the lock is never held across `.await`.
     expiries: Mutex<BTreeSet<(i64, Sid)>>,
@@ -54,6 +57,7 @@ impl Edge {
             limiter_clock: governor::clock::DefaultClock::default(),
             replays: Replays::default(),
             io: OnceLock::new(),
+            in_flight: tokio_util::task::TaskTracker::new(),
             expiries: Mutex::new(BTreeSet::new()),
         })
     }
@@ -111,6 +115,15 @@ impl Edge {
             closed += 1;
         }
         closed
+    }
+
+    /// Waits (at most `bound`) until every event in flight is answered; call after the
+    /// node is marked shutting down.
+    pub async fn drain_events(&self, bound: std::time::Duration) {
+        self.in_flight.close();
+        if tokio::time::timeout(bound, self.in_flight.wait()).await.is_err() {
+            tracing::warn!(left = self.in_flight.len(), "events still in flight after the drain bound");
+        }
     }
 
     /// Evicts idle keys of the connection limiter (called by the node's heartbeat).

@@ -305,3 +305,38 @@ async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() 
     h.stop().await;
     drop(redis);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_node_answers_every_event_it_took() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("fcredis"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let redis = PrivateRedis::start(port, &dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    let doomed = h.add_node().await;
+    let driver = Client::connect(&h.url(doomed), &token("d1", "DRIVER")).await;
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    // Redis hangs, so every update the node takes stays in flight for the Redis timeout; the
+    // node is told to shut down meanwhile.
+    redis.signal(true);
+    let acks = futures_util::future::join_all(
+        (0..20).map(|i| driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 2 + i, "lng": 1 }))),
+    );
+    let node = h.nodes.remove(doomed);
+    let drain = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        node.shutdown().await;
+    };
+    let (acks, ()) = tokio::join!(acks, drain);
+    // Every one was answered before its socket closed (the harness panics on a lost ack),
+    // truthfully: none was applied.
+    for a in &acks {
+        assert_err(a, "UNAVAILABLE");
+    }
+    redis.signal(false);
+    driver.close().await;
+    h.stop().await;
+}

@@ -65,7 +65,7 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
     macro_rules! route {
         ($($event:literal => $handler:path,)*) => {
             match name {
-                $($event => run_event($event, session, ack, $handler(edge, s, session, p)).await,)*
+                $($event => run_event(edge, $event, session, ack, $handler(edge, s, session, p)).await,)*
                 _ => send_ack(ack, Err(Error::invalid("unknown event"))),
             }
         };
