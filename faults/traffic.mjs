@@ -35,6 +35,8 @@ const stats = {
   statusRefused: {},
   acksTimedOut: 0,
   acksCutByDisconnect: 0,
+  cutAfterMs: [],
+  cutReasons: {},
   reconnects: 0,
   reconnectMs: [],
   replayedRecovered: 0,
@@ -50,9 +52,12 @@ function ack(socket, event, payload) {
   return new Promise((resolve) => {
     if (!socket.connected) return resolve({ cut: true });
     let done = false;
-    const onDisconnect = () => {
+    const sentAt = Date.now();
+    const onDisconnect = (reason) => {
       if (!done) {
         done = true;
+        stats.cutAfterMs.push(Date.now() - sentAt);
+        count(stats.cutReasons, reason);
         resolve({ cut: true });
       }
     };
@@ -192,6 +197,8 @@ setTimeout(async () => {
     JSON.stringify({
       ...stats,
       reconnectMs: undefined,
+      cutAfterMs: undefined,
+      cutAfterMsMax: stats.cutAfterMs.length ? Math.max(...stats.cutAfterMs) : 0,
       reconnectP99Ms: ms.length ? ms[Math.floor(ms.length * 0.99)] : 0,
       reconnectMaxMs: ms.length ? ms[ms.length - 1] : 0,
       statusMissed: missed,
