@@ -2,9 +2,10 @@
 //! at most 32 levels, strings at most 1 KiB, room names 1–200 characters. The Socket.IO
 //! edge checks event payloads with them and the HTTP edge request bodies, the same way.
 //! Also the one reading of a request's client address, which the edges' per-address rate
-//! limits key on.
+//! limits key on, and the one way they build a keyed limiter.
 
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroU32;
 
 use axum::extract::ConnectInfo;
 use serde_json::Value;
@@ -63,4 +64,15 @@ pub fn client_ip(
         return Some(ip);
     }
     extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip())
+}
+
+/// A keyed rate limiter of `per_sec` with a burst of `burst` (at least the rate), or `None`
+/// when disabled (rate 0): the edges' per-address and per-user limits.
+pub fn keyed_limiter<K: std::hash::Hash + Eq + Clone>(
+    per_sec: u32,
+    burst: u32,
+) -> Option<governor::DefaultKeyedRateLimiter<K>> {
+    let rate = NonZeroU32::new(per_sec)?;
+    let burst = NonZeroU32::new(burst).unwrap_or(rate);
+    Some(governor::RateLimiter::keyed(governor::Quota::per_second(rate).allow_burst(burst)))
 }

@@ -8,18 +8,18 @@
 //! is only counted against its address.
 
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use governor::DefaultKeyedRateLimiter;
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
 use crate::app::App;
 use crate::domain::Role;
 use crate::error::Error;
+use crate::limits::keyed_limiter;
 
 /// The node's HTTP write limiters.
 pub struct Throttle {
@@ -29,18 +29,12 @@ pub struct Throttle {
     clock: DefaultClock,
 }
 
-fn keyed<K: std::hash::Hash + Eq + Clone>(per_sec: u32, burst: u32) -> Option<DefaultKeyedRateLimiter<K>> {
-    let rate = NonZeroU32::new(per_sec)?;
-    let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
-}
-
 impl Throttle {
     /// The limiters `app`'s configuration asks for.
     pub fn new(app: Arc<App>) -> Arc<Self> {
         let c = &app.cfg;
-        let per_user = keyed(c.http_rate_per_user_per_sec, c.http_rate_per_user_burst);
-        let per_address = keyed(c.http_rate_per_address_per_sec, c.http_rate_per_address_burst);
+        let per_user = keyed_limiter(c.http_rate_per_user_per_sec, c.http_rate_per_user_burst);
+        let per_address = keyed_limiter(c.http_rate_per_address_per_sec, c.http_rate_per_address_burst);
         Arc::new(Self { app, per_user, per_address, clock: DefaultClock::default() })
     }
 

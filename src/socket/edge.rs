@@ -3,11 +3,9 @@
 
 use std::collections::BTreeSet;
 use std::net::IpAddr;
-use std::num::NonZeroU32;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 
-use governor::{Quota, RateLimiter};
 use socketioxide::SocketIo;
 use socketioxide::socket::Sid;
 
@@ -18,13 +16,6 @@ use crate::events::{self, AuthExpired};
 
 /// Connection-attempt limiter keyed by client address.
 pub type ConnLimiter = governor::DefaultKeyedRateLimiter<IpAddr>;
-
-/// Builds the connection limiter, or `None` when disabled (rate 0).
-pub fn conn_limiter(per_sec: u32, burst: u32) -> Option<ConnLimiter> {
-    let rate = NonZeroU32::new(per_sec)?;
-    let burst = NonZeroU32::new(burst).unwrap_or(rate);
-    Some(RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst)))
-}
 
 /// The Socket.IO edge of a node: its state in every handler.
 pub struct Edge {
@@ -50,7 +41,7 @@ pub struct Edge {
 impl Edge {
     /// The edge of `app`.
     pub fn new(app: Arc<App>) -> Arc<Self> {
-        let conn_limiter = conn_limiter(app.cfg.conn_rate_per_sec, app.cfg.conn_rate_burst);
+        let conn_limiter = crate::limits::keyed_limiter(app.cfg.conn_rate_per_sec, app.cfg.conn_rate_burst);
         Arc::new(Self {
             app,
             conn_limiter,
