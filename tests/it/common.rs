@@ -109,6 +109,13 @@ impl Harness {
 
     /// Starts one more node with the harness settings.
     pub async fn add_node(&mut self) -> usize {
+        let url = self.redis_url.clone();
+        self.add_node_via(&url).await
+    }
+
+    /// Starts one more node that reaches the cluster's Redis at `redis_url` (a fault test's
+    /// proxy in front of it).
+    pub async fn add_node_via(&mut self, redis_url: &str) -> usize {
         let i = self.nodes.len();
         let mut args: Vec<String> = vec![
             "--bind".into(),
@@ -123,7 +130,7 @@ impl Harness {
             "2000".into(),
         ];
         if self.mode == Mode::Cluster {
-            args.extend(["--redis-url".into(), self.redis_url.clone(), "--redis-prefix".into(), self.prefix.clone()]);
+            args.extend(["--redis-url".into(), redis_url.to_string(), "--redis-prefix".into(), self.prefix.clone()]);
         }
         args.extend(self.extra.iter().cloned());
         let cfg = Config::from_args(args).expect("valid test config");

@@ -340,3 +340,116 @@ async fn a_draining_node_answers_every_event_it_took() {
     driver.close().await;
     h.stop().await;
 }
+
+/// A TCP relay between one node and Redis that a test can partition: while partitioned it
+/// forwards nothing in either direction (bytes wait, as behind dropped packets that TCP
+/// retransmits), and delivers what waited when healed.
+struct Partition {
+    port: u16,
+    cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl Partition {
+    async fn start(to: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let cut = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let tx = cut.clone();
+        tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { continue };
+                let (cr, cw) = client.into_split();
+                let (sr, sw) = server.into_split();
+                tokio::spawn(relay(cr, sw, tx.subscribe()));
+                tokio::spawn(relay(sr, cw, tx.subscribe()));
+            }
+        });
+        Partition { port, cut }
+    }
+
+    fn set(&self, partitioned: bool) {
+        self.cut.send_replace(partitioned);
+    }
+}
+
+async fn relay(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mut cut: tokio::sync::watch::Receiver<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        if cut.wait_for(|c| !*c).await.is_err() {
+            return;
+        }
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        // Bytes read just as the partition begins wait for it to heal.
+        if cut.wait_for(|c| !*c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_partitioned_from_redis_reports_unready_answers_unavailable_and_recovers() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(unique("fcredis"));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let redis = PrivateRedis::start(port, &dir);
+    let url = format!("redis://127.0.0.1:{port}");
+    let mut h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "1000"], &url).await;
+    let partition = Partition::start(port).await;
+    let cut_off = h.add_node_via(&format!("redis://127.0.0.1:{}", partition.port)).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.url(cut_off), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.a(), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    passenger.expect("server:location:update", "before the partition").await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+
+    partition.set(true);
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 5, "lng": 5 })).await;
+    assert_err(&ack, "UNAVAILABLE");
+    assert!(started.elapsed() < Duration::from_secs(5), "ack took {:?}", started.elapsed());
+    assert_err(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await, "UNAVAILABLE");
+    // Not ready within its Redis timeout (1 s) plus the readiness probe's own (2 s).
+    let mut unready = None;
+    while started.elapsed() < Duration::from_secs(6) {
+        if http.get(format!("{}/readyz", h.url(cut_off))).send().await.expect("readyz").status() == 503 {
+            unready = Some(started.elapsed());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(unready.is_some(), "the partitioned node kept reporting ready");
+    // The other node is unaffected.
+    assert_eq!(http.get(format!("{}/readyz", h.a())).send().await.expect("readyz").status(), 200);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    // Healed: ready again, and nothing answered UNAVAILABLE ran late.
+    partition.set(false);
+    let healed = Instant::now();
+    while http.get(format!("{}/readyz", h.url(cut_off))).send().await.expect("readyz").status() != 200 {
+        assert!(healed.elapsed() < Duration::from_secs(5), "not ready 5 s after the partition healed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 9, "lng": 9 })).await);
+    let loc = passenger.expect("server:location:update", "after the partition").await;
+    assert_eq!(loc["lat"], json!(9.0), "an update answered UNAVAILABLE was delivered late: {loc}");
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "PAUSED" })).await);
+    let status = passenger.expect("server:trip:status", "after the partition").await;
+    assert_eq!(status["status"], json!("PAUSED"), "a status answered UNAVAILABLE was delivered late: {status}");
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+    drop(redis);
+}
