@@ -39,7 +39,7 @@ cleanup() {
   [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
   sleep 1
   psql "$PG/postgres" -qc "DROP DATABASE IF EXISTS $DB WITH (FORCE)" >/dev/null 2>&1 || true
-  rm -rf "$WORK"
+  if [ -n "${KEEP:-}" ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
 }
 trap cleanup EXIT
 
@@ -56,7 +56,7 @@ start_node() { # index 0..2
   FLEETCAST_JWT_SECRET=$SECRET "$SERVER" --bind "127.0.0.1:$port" --node-id "fault-$((i + 1))" \
     --redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix "$PREFIX" --database-url "$PG/$DB" \
     --trust-forwarded-for --conn-rate-per-sec 0 --location-min-interval-ms 500 \
-    --max-connections-per-user 50 >"$WORK/node$i.log" 2>&1 &
+    --max-connections-per-user 50 >>"$WORK/node$i.log" 2>&1 &
   PIDS[node$i]=$!
 }
 
