@@ -5,14 +5,14 @@
 # status events, three passengers per trip, official socket.io-client with reconnection
 # and `since`), one fault per case, one row per case appended to faults/results.md.
 #
-#   faults/run.sh [case ...]      cases: drain kill redis-stop redis-kill   (default: all)
+#   faults/run.sh [case ...]      cases: drain kill redis-stop redis-kill partition   (default: all)
 #   TRIPS=… SECONDS=… faults/run.sh kill
 #
 # Needs: cargo (builds the release node), node + npm, redis-server, psql, root for apt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-CASES=${*:-drain kill redis-stop redis-kill}
+CASES=${*:-drain kill redis-stop redis-kill partition}
 TRIPS=${TRIPS:-750}
 SECONDS_RUN=${SECONDS:-60}
 PG=${PGURL:-postgres://postgres@127.0.0.1:5432}
@@ -22,6 +22,7 @@ WORK=$(mktemp -d /tmp/fcfaults.XXXXXX)
 NODE_PORTS=(3211 3212 3213)
 LB_PORT=3210
 REDIS_PORT=${REDIS_PORT:-6391}
+RELAY_PORT=${RELAY_PORT:-6392}
 DB=""
 PREFIX=""
 ADMIN=""
@@ -51,10 +52,11 @@ start_redis() {
   log "redis did not start"; exit 1
 }
 
-start_node() { # index 0..2
-  local i=$1 port=${NODE_PORTS[$1]}
+start_node() { # index 0..2; node 3 reaches Redis through the relay when one runs
+  local i=$1 port=${NODE_PORTS[$1]} rport=$REDIS_PORT
+  if [ "$i" = 2 ] && [ -n "${PIDS[relay]:-}" ]; then rport=$RELAY_PORT; fi
   FLEETCAST_JWT_SECRET=$SECRET "$SERVER" --bind "127.0.0.1:$port" --node-id "fault-$((i + 1))" \
-    --redis-url "redis://127.0.0.1:$REDIS_PORT" --redis-prefix "$PREFIX" --database-url "$PG/$DB" \
+    --redis-url "redis://127.0.0.1:$rport" --redis-prefix "$PREFIX" --database-url "$PG/$DB" \
     --trust-forwarded-for --conn-rate-per-sec 0 --location-min-interval-ms 500 \
     --max-connections-per-user 50 >>"$WORK/node$i.log" 2>&1 &
   PIDS[node$i]=$!
@@ -112,6 +114,11 @@ run_case() { # name, description, fault function
   PREFIX=fcf$RANDOM$RANDOM
   psql "$PG/postgres" -qc "CREATE DATABASE $DB" >/dev/null
   start_redis
+  if [ "$name" = "${RELAY_CASE:-}" ]; then
+    LISTEN=$RELAY_PORT TARGET=$REDIS_PORT node faults/relay.mjs >"$WORK/relay.log" 2>&1 &
+    PIDS[relay]=$!
+    sleep 0.5
+  fi
   for i in 0 1 2; do start_node "$i"; done
   for i in 0 1 2; do [ "$(wait_ready "$i")" != never ] || { log "node $i not ready"; tail "$WORK/node$i.log"; exit 1; }; done
   start_nginx
@@ -192,6 +199,20 @@ fault_redis_stop() { # SIGSTOP Redis for 10 s
   for i in 0 1 2; do wait_ready "$i" >/dev/null; done
   echo "$(echo "$(date +%s.%N) - $t0" | bc) after SIGCONT (frozen 10 s)" >"$WORK/back"
 }
+fault_partition() { # node 3 cut off from Redis for 10 s (the relay holds every byte)
+  kill -USR1 "${PIDS[relay]}"
+  local t0; t0=$(date +%s.%N) unready="no"
+  for _ in $(seq 1 60); do
+    [ "$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:${NODE_PORTS[2]}/readyz")" = 503 ] && {
+      unready="$(echo "$(date +%s.%N) - $t0" | bc) s"; break; }
+    sleep 0.1
+  done
+  sleep "$(echo "10 - ($(date +%s.%N) - $t0)" | bc)"
+  kill -USR2 "${PIDS[relay]}"
+  local t1; t1=$(date +%s.%N)
+  local r; r=$(wait_ready 2)
+  echo "$r after the heal (partitioned 10 s; node 3 not ready after $unready)" >"$WORK/back"
+}
 fault_redis_kill() { # SIGKILL Redis, restart after 5 s (empty)
   kill -KILL "${PIDS[redis]}"
   wait "${PIDS[redis]}" 2>/dev/null || true
@@ -211,6 +232,7 @@ for c in $CASES; do
     drain) run_case "node drained (SIGTERM)" "SIGTERM to node 2 at 20 s, restarted 10 s later" fault_drain ;;
     kill) run_case "node killed (SIGKILL)" "SIGKILL to node 3 at 20 s, not restarted" fault_kill ;;
     redis-stop) run_case "Redis frozen (SIGSTOP 10 s)" "SIGSTOP to Redis at 20 s, SIGCONT 10 s later" fault_redis_stop ;;
+    partition) RELAY_CASE="node 3 partitioned from Redis" run_case "node 3 partitioned from Redis" "node 3's Redis traffic held both ways for 10 s at 20 s (a relay), then healed" fault_partition ;;
     redis-kill) run_case "Redis killed (SIGKILL)" "SIGKILL to Redis at 20 s, restarted empty 5 s later" fault_redis_kill ;;
     *) log "unknown case $c"; exit 2 ;;
   esac
