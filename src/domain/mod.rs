@@ -190,6 +190,11 @@ pub fn check_timestamp(ts: &str, now: chrono::DateTime<chrono::Utc>) -> Result<c
     Ok(t)
 }
 
+/// Current time in milliseconds since the Unix epoch (0 before it).
+pub fn now_ms() -> u64 {
+    chrono::Utc::now().timestamp_millis().max(0) as u64
+}
+
 /// Current time as the contract's ISO-8601 UTC string (milliseconds).
 pub fn now_iso() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)

@@ -95,8 +95,7 @@ impl MemoryEngine {
         tail: &str,
         except: &[&RoomKey],
     ) -> Result<EventId> {
-        let now_ms =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now_ms = crate::domain::now_ms();
         let mut s = self.lock();
         let h = s.history.entry(room.as_str().to_string()).or_default();
         let id = match h.last {

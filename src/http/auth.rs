@@ -16,6 +16,11 @@ use crate::auth::{AuthError, Claims};
 /// The verified caller of an HTTP request.
 pub struct Caller(pub Claims);
 
+/// Claims a middleware already verified for this request (the write routes' throttle), so
+/// that [`Caller`] does not verify the token a second time.
+#[derive(Clone)]
+pub(super) struct Verified(pub(super) Claims);
+
 /// The request's token as sent (header, query or cookie), not yet verified.
 pub(super) fn token_from(headers: &axum::http::HeaderMap, uri: &axum::http::Uri) -> Option<String> {
     if let Some(h) = headers.get(header::AUTHORIZATION).and_then(|h| h.to_str().ok()) {
@@ -60,6 +65,9 @@ impl FromRequestParts<Arc<App>> for Caller {
     type Rejection = Response;
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<App>) -> Result<Self, Self::Rejection> {
+        if let Some(Verified(claims)) = parts.extensions.remove::<Verified>() {
+            return Ok(Caller(claims));
+        }
         let code = match token_from(&parts.headers, &parts.uri).map(|t| app.verifier.verify(&t)) {
             Some(Ok(claims)) => return Ok(Caller(claims)),
             None | Some(Err(AuthError::NoToken)) => "NO_TOKEN",

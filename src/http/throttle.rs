@@ -4,8 +4,9 @@
 //! handler never runs. Callers with a `SERVICE` token skip both when the node is configured
 //! so (`--http-rate-exempt-service`, for trusted backends). The limits are per node, like
 //! the socket edge's connection limit (a balancer over N nodes lets a client N times the
-//! rate at most); token checks stay with the handlers, so a request without a valid token
-//! is only counted against its address.
+//! rate at most); a token it verified is handed to the handler's `Caller` (checked once),
+//! and a request without a valid token is only counted against its address (its handler
+//! answers 401).
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use governor::DefaultKeyedRateLimiter;
 use governor::clock::{Clock, DefaultClock};
 
+use super::auth::Verified;
 use crate::app::App;
 use crate::domain::Role;
 use crate::error::Error;
@@ -49,9 +51,18 @@ impl Throttle {
     }
 
     /// `Err(wait in ms)` when this request is over a limit.
-    fn check(&self, req: &Request) -> Result<(), u64> {
-        let caller = super::auth::token_from(req.headers(), req.uri()).and_then(|t| self.app.verifier.verify(&t).ok());
-        if self.app.cfg.http_rate_exempt_service && caller.as_ref().is_some_and(|c| c.role == Role::Service) {
+    fn check(&self, req: &mut Request) -> Result<(), u64> {
+        let exempt_service = self.app.cfg.http_rate_exempt_service;
+        // The caller matters only to the per-user limit and the exemption.
+        let caller = if self.per_user.is_some() || exempt_service {
+            super::auth::token_from(req.headers(), req.uri()).and_then(|t| self.app.verifier.verify(&t).ok())
+        } else {
+            None
+        };
+        if let Some(c) = &caller {
+            req.extensions_mut().insert(Verified(c.clone()));
+        }
+        if exempt_service && caller.as_ref().is_some_and(|c| c.role == Role::Service) {
             return Ok(());
         }
         let wait = |not_until: governor::NotUntil<_>| not_until.wait_time_from(self.clock.now()).as_millis() as u64;
@@ -69,8 +80,8 @@ impl Throttle {
 }
 
 /// The middleware of every write route.
-pub async fn limit(State(throttle): State<Arc<Throttle>>, req: Request, next: Next) -> Response {
-    match throttle.check(&req) {
+pub async fn limit(State(throttle): State<Arc<Throttle>>, mut req: Request, next: Next) -> Response {
+    match throttle.check(&mut req) {
         Ok(()) => next.run(req).await,
         Err(wait_ms) => {
             metrics::counter!("fleetcast_http_rate_limited_total").increment(1);

@@ -83,7 +83,7 @@ impl SseHub {
         if !self.lock().contains_key(room.as_str()) {
             return;
         }
-        let ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let ms = crate::domain::now_ms();
         let seq = self.next.fetch_add(1, Ordering::Relaxed);
         self.deliver(room, event, EventId { ms, seq }, json);
     }

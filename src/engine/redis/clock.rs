@@ -34,7 +34,7 @@ pub(super) struct RedisClock {
 }
 
 fn unix_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+    crate::domain::now_ms() as i64
 }
 
 impl RedisClock {

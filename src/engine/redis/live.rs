@@ -244,8 +244,7 @@ impl RedisEngine {
     }
 
     pub(in crate::engine) async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
-        let now =
-            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let now = crate::domain::now_ms();
         let min = now.saturating_sub(fresh_ms) as f64;
         let n: u64 = self.client.zcount(self.keys.geo_fresh(tenant), min, f64::INFINITY).await.map_err(unavailable)?;
         Ok(n)
