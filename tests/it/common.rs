@@ -232,6 +232,28 @@ impl Harness {
 }
 
 /// An HS256 token for `sub` with `role` (tenant `default`).
+/// A `POST /api/trips` body: a trip of `trip_type` with `seats` from `origin`, leaving in
+/// 30 minutes.
+pub fn trip_body(trip_type: &str, seats: u32, origin: (f64, f64)) -> Value {
+    json!({
+        "title": "Airport run", "tripType": trip_type,
+        "origin": { "name": "Central Station", "lat": origin.0, "lng": origin.1 },
+        "destination": { "name": "Airport", "lat": origin.0 + 0.2, "lng": origin.1 + 0.2 },
+        "departureTime": (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
+        "totalSeats": seats, "pricePerSeat": 12.5, "currency": "EUR",
+    })
+}
+
+/// The sum over all label sets of the metric `name` in a `/metrics` text (the test binary's
+/// nodes share one recorder).
+pub fn metric_sum(metrics: &str, name: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.strip_prefix(name).is_some_and(|rest| rest.starts_with(['{', ' '])))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
 pub fn token(sub: &str, role: &str) -> String {
     sign(json!({ "sub": sub, "role": role }))
 }

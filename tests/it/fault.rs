@@ -12,18 +12,25 @@ use serde_json::json;
 
 use crate::common::*;
 
+/// A `redis-server` of the test's own, on a free port, in a temp directory.
 struct PrivateRedis {
     child: Child,
+    port: u16,
     dir: std::path::PathBuf,
+    extra: Vec<String>,
 }
 
 impl PrivateRedis {
-    fn start(port: u16, dir: &std::path::Path) -> Self {
-        Self::start_with(port, dir, &[])
+    /// Starts one with extra `redis-server` arguments.
+    fn start(extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(unique("fcredis"));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let extra: Vec<String> = extra.iter().map(|a| a.to_string()).collect();
+        let port = free_port();
+        PrivateRedis { child: Self::spawn(port, &dir, &extra), port, dir, extra }
     }
 
-    /// Starts with extra `redis-server` arguments.
-    fn start_with(port: u16, dir: &std::path::Path, extra: &[&str]) -> Self {
+    fn spawn(port: u16, dir: &std::path::Path, extra: &[String]) -> Child {
         let child = Command::new("redis-server")
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .args(extra)
@@ -33,13 +40,22 @@ impl PrivateRedis {
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH");
-        let r = PrivateRedis { child, dir: dir.to_path_buf() };
         let deadline = Instant::now() + Duration::from_secs(5);
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
             assert!(Instant::now() < deadline, "private redis did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        r
+        child
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts it again (empty, as after a real restart) on the same port.
+    fn restart(&mut self) {
+        self.kill();
+        self.child = Self::spawn(self.port, &self.dir, &self.extra);
     }
 
     fn kill(&mut self) {
@@ -52,6 +68,13 @@ impl PrivateRedis {
         let sig = if freeze { "-STOP" } else { "-CONT" };
         let ok = Command::new("kill").args([sig, &self.child.id().to_string()]).status().expect("kill");
         assert!(ok.success(), "kill {sig}");
+    }
+
+    /// `redis-cli` against it.
+    fn cli(&self, args: &[&str]) -> String {
+        let out =
+            Command::new("redis-cli").args(["-p", &self.port.to_string()]).args(args).output().expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).into_owned()
     }
 }
 
@@ -68,11 +91,8 @@ fn free_port() -> u16 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_outage_degrades_then_recovers_without_restart() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("fcredis"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut redis = PrivateRedis::start(port, &dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = PrivateRedis::start(&[]);
+    let url = redis.url();
     let h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
     let (trip, driver, mut passenger) = h.watched_trip().await;
     assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
@@ -96,7 +116,7 @@ async fn redis_outage_degrades_then_recovers_without_restart() {
     assert_ok(&driver.ack("heartbeat", json!({})).await);
 
     // Redis returns (empty, as after a real restart).
-    let mut redis = PrivateRedis::start(port, &dir);
+    redis.restart();
     let back = Instant::now();
     passenger.drain();
     let mut delivered = None;
@@ -131,11 +151,8 @@ async fn redis_outage_degrades_then_recovers_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_acked_unavailable_while_redis_is_frozen_never_run_later() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("fcredis"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let mut redis = PrivateRedis::start(port, &dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let mut redis = PrivateRedis::start(&[]);
+    let url = redis.url();
     let h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "1000"], &url).await;
     let (trip, driver, mut passenger) = h.watched_trip().await;
     assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
@@ -183,9 +200,7 @@ async fn writes_acked_unavailable_while_redis_is_frozen_never_run_later() {
     assert_eq!(status["status"], json!("ENDED"), "a status acked UNAVAILABLE was delivered late: {status}");
     // Nor were they recorded: the trip room's history holds the two acked statuses only.
     let key = format!("{}:hist:default:trip:{trip}:subscribers", h.prefix);
-    let out =
-        Command::new("redis-cli").args(["-p", &port.to_string(), "XRANGE", &key, "-", "+"]).output().expect("cli");
-    let history = String::from_utf8_lossy(&out.stdout);
+    let history = redis.cli(&["XRANGE", &key, "-", "+"]);
     assert!(history.contains("STARTED") && history.contains("ENDED"), "{history}");
     assert!(!history.contains("PAUSED") && !history.contains("EMERGENCY"), "{history}");
     driver.close().await;
@@ -215,23 +230,12 @@ async fn delivery_resumes(h: &Harness, driver: &Client, passenger: &mut Client, 
     }
 }
 
-fn gap_count(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with("fleetcast_pubsub_resubscribed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("fcredis"));
-    std::fs::create_dir_all(&dir).expect("dir");
     // A small pub/sub output buffer: a burst of large events is more than Redis will hold
     // for a subscriber, as in production at the default limit under load.
-    let redis = PrivateRedis::start_with(port, &dir, &["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]);
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = PrivateRedis::start(&["--client-output-buffer-limit", "pubsub 256kb 128kb 1"]);
+    let url = redis.url();
     let h = Harness::start_with_redis(
         Mode::Cluster,
         &["--location-min-interval-ms", "0", "--publish-max-bytes", "1048576", "--http-rate-exempt-service"],
@@ -243,13 +247,13 @@ async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() 
     passenger.expect("server:location:update", "before the cut").await;
     let http = reqwest::Client::new();
     let count = || async {
-        gap_count(&http.get(format!("{}/metrics", h.b())).send().await.expect("m").text().await.expect("text"))
+        let text = http.get(format!("{}/metrics", h.b())).send().await.expect("m").text().await.expect("text");
+        metric_sum(&text, "fleetcast_pubsub_resubscribed_total")
     };
     let before = count().await;
 
     // 1. Redis kills every subscriber connection.
-    let out = Command::new("redis-cli").args(["-p", &port.to_string(), "CLIENT", "KILL", "TYPE", "pubsub"]).output();
-    let killed = String::from_utf8_lossy(&out.expect("redis-cli").stdout).trim().parse::<u32>().unwrap_or(0);
+    let killed = redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]).trim().parse::<u32>().unwrap_or(0);
     assert!(killed >= 2, "CLIENT KILL TYPE pubsub killed {killed}");
     let took = delivery_resumes(&h, &driver, &mut passenger, &trip, 2.0).await;
     assert!(took < Duration::from_secs(3), "{took:?}");
@@ -257,11 +261,7 @@ async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() 
     assert!(after_kill > before, "the gap was not counted ({before} → {after_kill})");
 
     let subscribers = || {
-        let out = Command::new("redis-cli")
-            .args(["-p", &port.to_string(), "CLIENT", "LIST", "TYPE", "pubsub"])
-            .output()
-            .expect("redis-cli");
-        let list = String::from_utf8_lossy(&out.stdout).into_owned();
+        let list = redis.cli(&["CLIENT", "LIST", "TYPE", "pubsub"]);
         let mut ids: Vec<String> =
             list.split_whitespace().filter_map(|f| f.strip_prefix("id=").map(str::to_string)).collect();
         ids.sort();
@@ -308,11 +308,8 @@ async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_draining_node_answers_every_event_it_took() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("fcredis"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let redis = PrivateRedis::start(port, &dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = PrivateRedis::start(&[]);
+    let url = redis.url();
     let mut h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
     let trip = unique("t");
     h.insert_trip("default", &trip, Some("d1")).await;
@@ -396,13 +393,10 @@ async fn relay(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_partitioned_from_redis_reports_unready_answers_unavailable_and_recovers() {
-    let port = free_port();
-    let dir = std::env::temp_dir().join(unique("fcredis"));
-    std::fs::create_dir_all(&dir).expect("dir");
-    let redis = PrivateRedis::start(port, &dir);
-    let url = format!("redis://127.0.0.1:{port}");
+    let redis = PrivateRedis::start(&[]);
+    let url = redis.url();
     let mut h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "1000"], &url).await;
-    let partition = Partition::start(port).await;
+    let partition = Partition::start(redis.port).await;
     let cut_off = h.add_node_via(&format!("redis://127.0.0.1:{}", partition.port)).await;
     let trip = unique("t");
     h.insert_trip("default", &trip, Some("d1")).await;

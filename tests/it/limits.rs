@@ -141,14 +141,8 @@ async fn write(url: String, token: &str, body: Value) -> (u16, Option<String>, V
     (status, retry, r.json().await.unwrap_or(Value::Null))
 }
 
-fn trip_body() -> Value {
-    json!({
-        "title": "Rate", "tripType": "SHARED",
-        "origin": { "name": "A", "lat": 48.85, "lng": 2.35 },
-        "destination": { "name": "B", "lat": 48.95, "lng": 2.45 },
-        "departureTime": (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
-        "totalSeats": 3, "pricePerSeat": 10.0, "currency": "EUR",
-    })
+fn shared_trip() -> Value {
+    trip_body("SHARED", 3, (48.85, 2.35))
 }
 
 async fn http_writes_are_limited_per_user_and_per_address(mode: Mode) {
@@ -176,7 +170,7 @@ async fn http_writes_are_limited_per_user_and_per_address(mode: Mode) {
     let p1 = token("p1", "BUSINESS");
     let mut created = 0;
     let (retry, body) = loop {
-        let (status, retry, body) = write(trips.clone(), &p1, trip_body()).await;
+        let (status, retry, body) = write(trips.clone(), &p1, shared_trip()).await;
         if status != 201 {
             assert_eq!(status, 429, "{body}");
             break (retry, body);
@@ -193,11 +187,11 @@ async fn http_writes_are_limited_per_user_and_per_address(mode: Mode) {
     let r = reqwest::Client::new().get(format!("{}/api/openapi.json", h.a())).send().await.expect("get");
     assert_eq!(r.status(), 200);
     // The limit is the user's: another user from the same address is served.
-    assert_eq!(write(trips.clone(), &token("p2", "BUSINESS"), trip_body()).await.0, 201);
+    assert_eq!(write(trips.clone(), &token("p2", "BUSINESS"), shared_trip()).await.0, 201);
     created += 1;
     spent += 1;
     // The address's limit counts requests without a token too, and then refuses them.
-    let no_token = || reqwest::Client::new().post(trips.clone()).json(&trip_body()).send();
+    let no_token = || reqwest::Client::new().post(trips.clone()).json(&shared_trip()).send();
     loop {
         let status = no_token().await.expect("post").status().as_u16();
         spent += 1;

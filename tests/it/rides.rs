@@ -27,16 +27,6 @@ async fn post(url: String, token: &str, body: Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, Some(token), Some(body)).await
 }
 
-fn trip_body(trip_type: &str, seats: u32, origin: (f64, f64)) -> Value {
-    json!({
-        "title": "Airport run", "tripType": trip_type,
-        "origin": { "name": "Central Station", "lat": origin.0, "lng": origin.1 },
-        "destination": { "name": "Airport", "lat": origin.0 + 0.2, "lng": origin.1 + 0.2 },
-        "departureTime": (chrono::Utc::now() + chrono::Duration::minutes(30)).to_rfc3339(),
-        "totalSeats": seats, "pricePerSeat": 12.5, "currency": "EUR",
-    })
-}
-
 /// A connected driver subscribed to offers, reporting a position `km` north of `origin`.
 async fn driver_at(url: &str, id: &str, origin: (f64, f64), km: f64, filters: Value) -> Client {
     let c = Client::connect(url, &sign(json!({"sub": id, "role": "DRIVER", "name": format!("Driver {id}")}))).await;

@@ -86,11 +86,7 @@ async fn a_client_that_stops_reading_is_cut_off() {
     // Not before the stall timeout, and not long after the buffers filled.
     assert!(cut_after >= Duration::from_secs(2), "cut off after {cut_after:?}");
     let metrics = http.get(format!("{}/metrics", h.a())).send().await.expect("metrics").text().await.expect("text");
-    let stalled: f64 = metrics
-        .lines()
-        .filter(|l| l.starts_with("fleetcast_connections_stalled_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum();
+    let stalled = metric_sum(&metrics, "fleetcast_connections_stalled_total");
     assert!(stalled >= 2.0, "stalled connections counted: {stalled}");
     // The healthy one is still served.
     assert_ok(&fast.ack("heartbeat", json!({})).await);
