@@ -7,7 +7,13 @@
 // (expected 0), locations acked ok and delivered (at most once), acks that timed out or
 // were cut by a disconnect, reconnect times.
 //
-// env: URL, SECRET, TRIPS_FILE (lines "tripId driverId p1 p2 p3"), SECONDS, TENANT
+// Drivers use the client's own at-least-once emits (`retries`, socket.io-client ≥ 4.6): an
+// event whose ack was cut by a disconnect is sent again after the reconnect, as an app that
+// must not lose a status change does; a node guarantees that an event it did not answer was
+// not applied, so the retry is safe (counted: `retriedAfterCut`, `statusDuplicates`).
+// RETRIES=0 turns that off (then a cut ack counts as `acksCutByDisconnect`).
+//
+// env: URL, SECRET, TRIPS_FILE (lines "tripId driverId p1 p2 p3"), SECONDS, TENANT, RETRIES
 import { io } from "socket.io-client";
 import { createHmac } from "node:crypto";
 import { readFileSync } from "node:fs";
@@ -15,6 +21,7 @@ import { readFileSync } from "node:fs";
 const { URL, SECRET, TRIPS_FILE, TENANT = "default" } = process.env;
 const SECONDS = Number(process.env.SECONDS ?? 60);
 const STATUS_EVERY_MS = Number(process.env.STATUS_EVERY_MS ?? 3000);
+const RETRIES = Number(process.env.RETRIES ?? 3);
 
 const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
 function token(sub, role) {
@@ -35,6 +42,8 @@ const stats = {
   statusRefused: {},
   acksTimedOut: 0,
   acksCutByDisconnect: 0,
+  retriedAfterCut: 0,
+  statusDuplicates: 0,
   cutAfterMs: [],
   cutReasons: {},
   reconnects: 0,
@@ -54,14 +63,18 @@ function ack(socket, event, payload) {
     let done = false;
     const sentAt = Date.now();
     const onDisconnect = (reason) => {
-      if (!done) {
-        done = true;
-        stats.cutAfterMs.push(Date.now() - sentAt);
-        count(stats.cutReasons, reason);
-        resolve({ cut: true });
+      if (done) return;
+      stats.cutAfterMs.push(Date.now() - sentAt);
+      count(stats.cutReasons, reason);
+      if (RETRIES > 0) {
+        // The client keeps the event queued and sends it again after the reconnect.
+        stats.retriedAfterCut += 1;
+        return;
       }
+      done = true;
+      resolve({ cut: true });
     };
-    socket.once("disconnect", onDisconnect);
+    socket.on("disconnect", onDisconnect);
     socket.timeout(5000).emit(event, payload, (err, reply) => {
       socket.off("disconnect", onDisconnect);
       if (done) return;
@@ -71,8 +84,9 @@ function ack(socket, event, payload) {
   });
 }
 
-function connect(sub, role) {
+function connect(sub, role, retries = 0) {
   const socket = io(URL, {
+    retries,
     auth: { token: token(sub, role) },
     transports: ["websocket"],
     reconnection: true,
@@ -121,12 +135,14 @@ for (const [trip, driver, ...riders] of trips) {
     };
     socket.on("connect", subscribe);
     socket.on("server:trip:status", (e) => {
-      me.seen.add(Date.parse(e.timestamp));
+      const ts = Date.parse(e.timestamp);
+      if (me.seen.has(ts)) stats.statusDuplicates += 1;
+      me.seen.add(ts);
       if (e.eventId) me.since = e.eventId;
     });
     socket.on("server:location:update", () => (stats.locationsDelivered += 1));
   }
-  const socket = connect(driver, "DRIVER");
+  const socket = connect(driver, "DRIVER", RETRIES);
   let n = 0;
   const tick = async () => {
     if (!running) return;
