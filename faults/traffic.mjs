@@ -13,15 +13,22 @@
 // not applied, so the retry is safe (counted: `retriedAfterCut`, `statusDuplicates`).
 // RETRIES=0 turns that off (then a cut ack counts as `acksCutByDisconnect`).
 //
-// env: URL, SECRET, TRIPS_FILE (lines "tripId driverId p1 p2 p3"), SECONDS, TENANT, RETRIES
+// Each delivered location's latency is `now - emittedAt` (the node stamps `emittedAt` when
+// it accepts the update, so this is accept → passenger, on one machine's clock). With
+// LAT_FILE, every latency is written there at the end, by epoch second
+// ({"bins": {"<epoch s>": [ms, …]}}), so faults/run.sh can take percentiles over the
+// windows of a fault; the summary carries the whole run's p50/p99.
+//
+// env: URL, SECRET, TRIPS_FILE (lines "tripId driverId p1 p2 p3"), SECONDS, TENANT, RETRIES, LAT_FILE
 import { io } from "socket.io-client";
 import { createHmac } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 
 const { URL, SECRET, TRIPS_FILE, TENANT = "default" } = process.env;
 const SECONDS = Number(process.env.SECONDS ?? 60);
 const STATUS_EVERY_MS = Number(process.env.STATUS_EVERY_MS ?? 3000);
 const RETRIES = Number(process.env.RETRIES ?? 3);
+const LAT_FILE = process.env.LAT_FILE;
 
 const b64 = (o) => Buffer.from(JSON.stringify(o)).toString("base64url");
 function token(sub, role) {
@@ -52,6 +59,19 @@ const stats = {
   replayedIncomplete: 0,
 };
 const count = (m, k) => (m[k] = (m[k] ?? 0) + 1);
+// Delivery latencies (ms) of locations, by epoch second of their arrival.
+const latency = new Map();
+function delivered(e) {
+  stats.locationsDelivered += 1;
+  const at = Date.now();
+  const emitted = Date.parse(e?.emittedAt);
+  if (!Number.isFinite(emitted)) return;
+  const sec = Math.floor(at / 1000);
+  let bin = latency.get(sec);
+  if (!bin) latency.set(sec, (bin = []));
+  bin.push(at - emitted);
+}
+const pct = (sorted, p) => (sorted.length ? sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * p))] : 0);
 let running = true;
 let addr = 0;
 const nextAddr = () => `127.0.0.${2 + (addr++ % 250)}`;
@@ -140,7 +160,7 @@ for (const [trip, driver, ...riders] of trips) {
       me.seen.add(ts);
       if (e.eventId) me.since = e.eventId;
     });
-    socket.on("server:location:update", () => (stats.locationsDelivered += 1));
+    socket.on("server:location:update", delivered);
   }
   const socket = connect(driver, "DRIVER", RETRIES);
   let n = 0;
@@ -209,6 +229,8 @@ setTimeout(async () => {
   }
   const expected = stats.locationsOk * 3;
   const ms = stats.reconnectMs.sort((a, b) => a - b);
+  const all = [...latency.values()].flat().sort((a, b) => a - b);
+  if (LAT_FILE) writeFileSync(LAT_FILE, JSON.stringify({ bins: Object.fromEntries(latency) }));
   console.log(
     JSON.stringify({
       ...stats,
@@ -217,6 +239,8 @@ setTimeout(async () => {
       cutAfterMsMax: stats.cutAfterMs.length ? Math.max(...stats.cutAfterMs) : 0,
       reconnectP99Ms: ms.length ? ms[Math.floor(ms.length * 0.99)] : 0,
       reconnectMaxMs: ms.length ? ms[ms.length - 1] : 0,
+      latencyP50Ms: pct(all, 0.5),
+      latencyP99Ms: pct(all, 0.99),
       statusMissed: missed,
       passengersNeverSubscribed: unsubscribed,
       locationsExpected: expected,
