@@ -4,13 +4,14 @@
 //! Also the one reading of a request's client address, which the edges' per-address rate
 //! limits key on, and the one way they build a keyed limiter.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 
 use axum::extract::ConnectInfo;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::listener::Peer;
 
 /// Deepest JSON nesting accepted.
 pub const MAX_DEPTH: usize = 32;
@@ -43,10 +44,6 @@ pub fn room_name(s: &str) -> Result<()> {
     Ok(())
 }
 
-/// The peer address of a connection (the node's connect info, set by `listener`).
-#[derive(Clone, Copy, Debug)]
-pub struct PeerAddr(pub SocketAddr);
-
 /// The client address of a request: its peer, or the first `X-Forwarded-For` entry when
 /// the node is configured to trust it (`--trust-forwarded-for`).
 pub fn client_ip(
@@ -63,7 +60,7 @@ pub fn client_ip(
     {
         return Some(ip);
     }
-    extensions.get::<ConnectInfo<PeerAddr>>().map(|c| c.0.0.ip())
+    extensions.get::<ConnectInfo<Peer>>().map(|c| c.0.addr.ip())
 }
 
 /// A keyed rate limiter of `per_sec` with a burst of `burst` (at least the rate), or `None`

@@ -23,8 +23,8 @@ use crate::engine::{self, Engine, HistoryLimits};
 use crate::fanout::{Delivery, Sink};
 use crate::jobs::consume::{self, ConsumerSettings};
 use crate::jobs::{JobError, JobQueue};
-use crate::limits::PeerAddr;
 use crate::listener::GuardedListener;
+use crate::listener::Peer;
 use crate::snapshots::Sampler;
 use crate::sse::SseHub;
 use crate::store::Db;
@@ -246,7 +246,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let stall_ms = cfg.write_stall_timeout_ms;
     tasks.spawn(async move {
         let listener = GuardedListener::new(listener, Duration::from_millis(stall_ms));
-        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<PeerAddr>())
+        let serve = axum::serve(listener, router.into_make_service_with_connect_info::<Peer>())
             .with_graceful_shutdown(async move { stop.cancelled().await });
         if let Err(e) = serve.await {
             tracing::error!(error = %e, "server failed");

@@ -3,6 +3,8 @@
 //! Flags say how a frame is delivered; a control frame carries a node-to-node command
 //! (`fanout::Control`) and never reaches a client.
 
+use crate::domain::EventId;
+
 /// Flag: deliver as volatile (may be dropped for a slow socket, never queued).
 pub const VOLATILE: u8 = 1;
 /// Flag: the except field names local rooms (separated by `\x1e`) whose members are
@@ -15,6 +17,21 @@ pub fn except_rooms(rooms: &[&crate::domain::RoomKey]) -> String {
 }
 /// Flag: a node-to-node command for the room's local sockets, never sent to clients.
 pub const CONTROL: u8 = 4;
+
+/// The control command an engine delivers for a room whose recoverable events it may have
+/// missed and cannot deliver (its history no longer reaches back after a pub/sub gap).
+pub const GAP: &str = "gap";
+
+/// The gap control frame (see [`GAP`]).
+pub fn gap() -> String {
+    encode(GAP, CONTROL, None, "")
+}
+
+/// The `eventId` at the head of a recoverable payload.
+pub fn event_id_of(json: &str) -> Option<EventId> {
+    let rest = json.strip_prefix("{\"eventId\":\"")?;
+    EventId::parse(&rest[..rest.find('"')?])
+}
 
 /// Encodes a frame.
 pub fn encode(event: &str, flags: u8, except: Option<&str>, json: &str) -> String {
@@ -64,5 +81,10 @@ mod tests {
         assert_eq!(f.except, Some("sid1"));
         assert_eq!(f.json, "{\"a\":\"x\\ny\"}");
         assert!(super::decode("nonsense").is_none());
+        assert_eq!(super::event_id_of(r#"{"eventId":"5-1","a":1}"#), Some(super::EventId { ms: 5, seq: 1 }));
+        assert_eq!(super::event_id_of(r#"{"a":1}"#), None);
+        let gap = super::gap();
+        let f = super::decode(&gap).expect("decodes");
+        assert_eq!((f.event, f.flags), (super::GAP, super::CONTROL));
     }
 }

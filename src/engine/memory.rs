@@ -49,7 +49,9 @@ struct GeoEntry {
 
 #[derive(Default)]
 struct RoomHistory {
+    /// `(id, event name, payload JSON)` in order, each with the id before it (`prev`).
     events: VecDeque<(EventId, String, String)>,
+    prev: VecDeque<Option<EventId>>,
     last: Option<EventId>,
     /// Largest id dropped by a bound: a replay from before it is incomplete.
     max_deleted: Option<EventId>,
@@ -102,20 +104,18 @@ impl MemoryEngine {
             Some(last) if last.ms >= now_ms => EventId { ms: last.ms, seq: last.seq + 1 },
             _ => EventId { ms: now_ms, seq: 0 },
         };
-        h.last = Some(id);
+        let prev = h.last.replace(id);
         h.touched = Some(Instant::now());
-        while h.events.len() >= self.limits.max_events {
-            if let Some((old, _, _)) = h.events.pop_front() {
-                h.max_deleted = Some(old);
-            }
-        }
-        while h.events.front().is_some_and(|(old, _, _)| old.ms + self.limits.window_ms < id.ms) {
-            if let Some((old, _, _)) = h.events.pop_front() {
-                h.max_deleted = Some(old);
-            }
+        while h.events.len() >= self.limits.max_events
+            || h.events.front().is_some_and(|(old, _, _)| old.ms + self.limits.window_ms < id.ms)
+        {
+            let Some((old, _, _)) = h.events.pop_front() else { break };
+            h.prev.pop_front();
+            h.max_deleted = Some(old);
         }
         let payload = with_event_id(id, tail);
         h.events.push_back((id, event.to_string(), payload.clone()));
+        h.prev.push_back(prev);
         // Delivered under the lock: ids and delivery order agree even with concurrent
         // publishers to one room.
         let (flags, except) = match except {
@@ -131,10 +131,17 @@ impl MemoryEngine {
         let Some(h) = s.history.get(room.as_str()) else {
             return Ok(History { complete: false, events: Vec::new() });
         };
-        Ok(History {
-            complete: h.max_deleted.is_none_or(|d| since >= d),
-            events: h.events.iter().filter(|(id, _, _)| *id > since).cloned().collect(),
-        })
+        // As `redis/history.lua`: complete when the history links back to `since`.
+        let first = h.events.iter().position(|(id, _, _)| *id > since);
+        let zero = EventId { ms: 0, seq: 0 };
+        let complete = match first {
+            Some(i) => {
+                let prev = h.prev[i].unwrap_or(zero);
+                prev == since || (prev != zero && prev <= since)
+            }
+            None => h.events.iter().any(|(id, _, _)| *id == since) || h.max_deleted.is_none_or(|d| since >= d),
+        };
+        Ok(History { complete, events: first.map_or_else(Vec::new, |i| h.events.range(i..).cloned().collect()) })
     }
 
     pub(super) async fn hold_room(&self, _room: &RoomKey) -> Result<()> {

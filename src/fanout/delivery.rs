@@ -48,6 +48,10 @@ pub enum Control {
     /// The user's sockets leave the trip's room and free its subscription slot (a
     /// cancelled booking: CONTRACT §6).
     LeaveTrip(TripId),
+    /// This node may have missed recoverable events of the room and cannot deliver them
+    /// (sent by the engine itself, `frame::GAP`): the room's local members are cut off and
+    /// recover with `since` / `Last-Event-ID`, which tells them whether it reaches back.
+    Gap,
 }
 
 const LEAVE_TRIP: &str = "leave-trip";
@@ -57,12 +61,14 @@ impl Control {
     pub fn frame(&self) -> String {
         match self {
             Control::LeaveTrip(trip) => frame::encode(LEAVE_TRIP, frame::CONTROL, None, &trip.0),
+            Control::Gap => frame::gap(),
         }
     }
 
     fn decode(f: &Frame<'_>) -> Option<Self> {
         match f.event {
             LEAVE_TRIP => Some(Control::LeaveTrip(TripId(f.json.to_string()))),
+            frame::GAP => Some(Control::Gap),
             _ => None,
         }
     }
@@ -110,7 +116,7 @@ impl Delivery {
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
-        let id = event_id_of(f.json);
+        let id = frame::event_id_of(f.json);
         for s in self.sinks() {
             s.deliver(room, &f, raw, id);
         }
@@ -132,12 +138,6 @@ impl Delivery {
     }
 }
 
-/// The `eventId` at the head of a recoverable payload.
-pub fn event_id_of(json: &str) -> Option<EventId> {
-    let rest = json.strip_prefix("{\"eventId\":\"")?;
-    EventId::parse(&rest[..rest.find('"')?])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -149,7 +149,7 @@ mod tests {
         let f = frame::decode(&text).expect("decodes");
         assert_ne!(f.flags & frame::CONTROL, 0);
         assert_eq!(Control::decode(&f), Some(c));
-        assert_eq!(event_id_of(r#"{"eventId":"5-1","a":1}"#), Some(EventId { ms: 5, seq: 1 }));
-        assert_eq!(event_id_of(r#"{"a":1}"#), None);
+        let gap = frame::decode(&Control::Gap.frame()).map(|f| Control::decode(&f));
+        assert_eq!(gap, Some(Some(Control::Gap)));
     }
 }

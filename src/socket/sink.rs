@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 
+use axum::extract::ConnectInfo;
 use futures_util::FutureExt;
 use serde_json::value::RawValue;
 use socketioxide::{BroadcastError, SendError, SocketError};
@@ -14,6 +15,7 @@ use super::session::{Session, drop_trip};
 use crate::domain::{EventId, RoomKey};
 use crate::engine::frame::{self, Frame};
 use crate::fanout::{Control, LocalCounts, Sink};
+use crate::listener::Peer;
 
 /// Counts the frames sockets' full queues refused: a client reading slower than its rooms
 /// produce loses frames (its queue holds 256); one that stops reading is cut off by the
@@ -111,6 +113,18 @@ impl Sink for SocketSink {
                         }
                     });
                 }
+            }
+            Control::Gap => {
+                // The transport closes under the client, which reconnects and re-subscribes
+                // with `since` (a `disconnect` packet would stop it from reconnecting).
+                let sockets = io.to(room.as_str().to_string()).sockets();
+                for s in &sockets {
+                    match s.req_parts().extensions.get::<ConnectInfo<Peer>>() {
+                        Some(peer) => peer.0.cut.cut(),
+                        None => tracing::warn!(sid = %s.id, "socket without its connection's cut; not told of the gap"),
+                    }
+                }
+                metrics::counter!("fleetcast_gap_connections_cut_total").increment(sockets.len() as u64);
             }
         }
     }

@@ -111,7 +111,19 @@ impl Sink for SseHub {
         }
     }
 
-    fn control(&self, _room: &RoomKey, _command: &Control) {}
+    fn control(&self, room: &RoomKey, command: &Control) {
+        match command {
+            Control::LeaveTrip(_) => {}
+            // Ended: the browser reconnects with its last id and learns whether the replay
+            // reaches back.
+            Control::Gap => {
+                if let Some(list) = self.lock().remove(room.as_str()) {
+                    metrics::gauge!("fleetcast_sse_streams").decrement(list.len() as f64);
+                    metrics::counter!("fleetcast_gap_connections_cut_total").increment(list.len() as u64);
+                }
+            }
+        }
+    }
 
     fn counts(&self) -> HashMap<String, LocalCounts> {
         let mut out: HashMap<String, LocalCounts> = HashMap::new();

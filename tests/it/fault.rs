@@ -340,10 +340,12 @@ async fn a_draining_node_answers_every_event_it_took() {
 
 /// A TCP relay between one node and Redis that a test can partition: while partitioned it
 /// forwards nothing in either direction (bytes wait, as behind dropped packets that TCP
-/// retransmits), and delivers what waited when healed.
+/// retransmits), and delivers what waited when healed. Taken down, it closes every
+/// connection and refuses new ones until it is up again (Redis unreachable for the node).
 struct Partition {
     port: u16,
     cut: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
+    down: std::sync::Arc<tokio::sync::watch::Sender<bool>>,
 }
 
 impl Partition {
@@ -351,21 +353,29 @@ impl Partition {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let port = listener.local_addr().expect("addr").port();
         let cut = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
-        let tx = cut.clone();
+        let down = std::sync::Arc::new(tokio::sync::watch::channel(false).0);
+        let (tx, dx) = (cut.clone(), down.clone());
         tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if *dx.borrow() {
+                    continue;
+                }
                 let Ok(server) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else { continue };
                 let (cr, cw) = client.into_split();
                 let (sr, sw) = server.into_split();
-                tokio::spawn(relay(cr, sw, tx.subscribe()));
-                tokio::spawn(relay(sr, cw, tx.subscribe()));
+                tokio::spawn(relay(cr, sw, tx.subscribe(), dx.subscribe()));
+                tokio::spawn(relay(sr, cw, tx.subscribe(), dx.subscribe()));
             }
         });
-        Partition { port, cut }
+        Partition { port, cut, down }
     }
 
     fn set(&self, partitioned: bool) {
         self.cut.send_replace(partitioned);
+    }
+
+    fn set_down(&self, down: bool) {
+        self.down.send_replace(down);
     }
 }
 
@@ -373,22 +383,138 @@ async fn relay(
     mut from: tokio::net::tcp::OwnedReadHalf,
     mut to: tokio::net::tcp::OwnedWriteHalf,
     mut cut: tokio::sync::watch::Receiver<bool>,
+    mut down: tokio::sync::watch::Receiver<bool>,
 ) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut buf = vec![0u8; 64 * 1024];
-    loop {
-        if cut.wait_for(|c| !*c).await.is_err() {
-            return;
+    let relay = async {
+        loop {
+            if cut.wait_for(|c| !*c).await.is_err() {
+                return;
+            }
+            let n = match from.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => n,
+            };
+            // Bytes read just as the partition begins wait for it to heal.
+            if cut.wait_for(|c| !*c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
+                return;
+            }
         }
-        let n = match from.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(n) => n,
-        };
-        // Bytes read just as the partition begins wait for it to heal.
-        if cut.wait_for(|c| !*c).await.is_err() || to.write_all(&buf[..n]).await.is_err() {
-            return;
-        }
+    };
+    // Dropping both halves closes the connection.
+    tokio::select! {
+        _ = relay => {}
+        _ = down.wait_for(|d| *d) => {}
     }
+}
+
+/// Waits until `url`'s `/readyz` answers `status`.
+async fn wait_readyz(url: &str, status: u16, within: Duration) {
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while http.get(format!("{url}/readyz")).send().await.expect("readyz").status() != status {
+        assert!(started.elapsed() < within, "{url}/readyz not {status} within {within:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A node's `/metrics` text (the recorder is process-wide in tests: counters add up over
+/// every node of the process, so tests compare before and after).
+async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text")
+}
+
+/// The statuses a passenger receives within `within`, in order.
+async fn statuses(c: &mut Client, within: Duration) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    while let Some(e) = c.next("server:trip:status", within).await {
+        got.push((e["status"].as_str().unwrap_or("").to_string(), e["eventId"].as_str().unwrap_or("").to_string()));
+    }
+    got
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_published_while_a_node_was_cut_from_redis_reach_its_sockets_when_it_returns() {
+    let redis = PrivateRedis::start(&[]);
+    let mut h = Harness::start_with_redis(Mode::Cluster, &[], &redis.url()).await;
+    let relay = Partition::start(redis.port).await;
+    let behind = h.add_node_via(&format!("redis://127.0.0.1:{}", relay.port)).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+    passenger.expect("server:trip:status", "before the cut").await;
+    let before = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_catchup_events_total");
+
+    // Redis unreachable for the node behind the relay: its subscriber connection is gone
+    // while the other node publishes.
+    relay.set_down(true);
+    wait_readyz(&h.url(behind), 503, Duration::from_secs(6)).await;
+    let sent = ["PAUSED", "STARTED", "PAUSED"];
+    for status in sent {
+        assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": status })).await);
+    }
+    relay.set_down(false);
+    wait_readyz(&h.url(behind), 200, Duration::from_secs(10)).await;
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+
+    // All of them, in order, once each: the catch-up, then the live one after it.
+    let got = statuses(&mut passenger, Duration::from_secs(2)).await;
+    let names: Vec<&str> = got.iter().map(|(s, _)| s.as_str()).collect();
+    assert_eq!(names, ["PAUSED", "STARTED", "PAUSED", "STARTED"], "{got:?}");
+    assert!(got.windows(2).all(|w| w[0].1 < w[1].1), "ids in order: {got:?}");
+    let after = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_catchup_events_total");
+    assert!(after - before >= 3.0, "catch-up not counted: {before} → {after}");
+    driver.close().await;
+    passenger.close().await;
+    h.stop().await;
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gap_the_history_cannot_fill_cuts_the_rooms_sockets_off_and_the_replay_says_so() {
+    let redis = PrivateRedis::start(&[]);
+    let mut h = Harness::start_with_redis(Mode::Cluster, &["--history-max-events", "2"], &redis.url()).await;
+    let relay = Partition::start(redis.port).await;
+    let behind = h.add_node_via(&format!("redis://127.0.0.1:{}", relay.port)).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+    let seen = passenger.expect("server:trip:status", "before the cut").await;
+    let cuts = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_gap_connections_cut_total");
+
+    relay.set_down(true);
+    wait_readyz(&h.url(behind), 503, Duration::from_secs(6)).await;
+    // More than the history keeps: the oldest missed event is gone from it.
+    for status in ["PAUSED", "STARTED", "PAUSED", "STARTED"] {
+        assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": status })).await);
+    }
+    relay.set_down(false);
+    wait_readyz(&h.url(behind), 200, Duration::from_secs(10)).await;
+
+    // The passenger's connection is cut (not left believing it missed nothing) …
+    let cut = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_gap_connections_cut_total");
+    assert!(cut > cuts, "no connection cut after an unfillable gap");
+    assert!(statuses(&mut passenger, Duration::from_millis(500)).await.is_empty(), "a partial catch-up was delivered");
+    // … and its reconnect with `since` learns that the replay does not reach back.
+    let mut back = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
+    let ack = back.ack("passenger:subscribe", json!({ "tripId": trip, "since": seen["eventId"] })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["recovered"], json!(false), "{ack}");
+    let got = statuses(&mut back, Duration::from_millis(500)).await;
+    assert_eq!(got.iter().map(|(s, _)| s.as_str()).collect::<Vec<_>>(), ["PAUSED", "STARTED"], "what is kept");
+    driver.close().await;
+    back.close().await;
+    h.stop().await;
+    drop(redis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -444,6 +570,43 @@ async fn a_node_partitioned_from_redis_reports_unready_answers_unavailable_and_r
     assert_eq!(status["status"], json!("PAUSED"), "a status answered UNAVAILABLE was delivered late: {status}");
     driver.close().await;
     passenger.close().await;
+    h.stop().await;
+    drop(redis);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_restarted_without_its_data_cuts_off_the_rooms_that_lost_events_and_replays_say_so() {
+    let mut redis = PrivateRedis::start(&[]);
+    let h = Harness::start_with_redis(Mode::Cluster, &[], &redis.url()).await;
+    let trip = unique("t");
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
+    let seen = passenger.expect("server:trip:status", "before the restart").await;
+    let cuts = metric_sum(&metrics(&h.b()).await, "fleetcast_gap_connections_cut_total");
+
+    // Whatever Redis held (the trip's history included) is gone.
+    redis.restart();
+    wait_readyz(&h.a(), 200, Duration::from_secs(10)).await;
+    wait_readyz(&h.b(), 200, Duration::from_secs(10)).await;
+    let cut = metric_sum(&metrics(&h.b()).await, "fleetcast_gap_connections_cut_total");
+    assert!(cut > cuts, "the passenger's connection was not cut after Redis lost the trip's history");
+
+    // The driver's own user room lost its history too: it reconnects as well.
+    driver.close().await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    // A new history begins; a replay from before the restart is not complete.
+    assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "PAUSED" })).await);
+    let mut back = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let ack = back.ack("passenger:subscribe", json!({ "tripId": trip, "since": seen["eventId"] })).await;
+    assert_ok(&ack);
+    assert_eq!(ack["recovered"], json!(false), "a replay across the lost history claimed to be complete: {ack}");
+    assert_eq!(back.expect("server:trip:status", "after the restart").await["status"], json!("PAUSED"));
+    driver.close().await;
+    back.close().await;
     h.stop().await;
     drop(redis);
 }

@@ -1,14 +1,25 @@
 //! The Redis engine's broker: room channels held while a local member is in the room
 //! (`SUBSCRIBE` on the first local join, `UNSUBSCRIBE` after the last leave), the delivery
 //! task that hands received frames to the node's delivery callback in channel order, the
-//! re-subscribe task after a reconnect, and recoverable publishes with their history
-//! (`redis/publish.lua`, `redis/history.lua`).
+//! re-subscribe task after a reconnect and the catch-up that follows it, and recoverable
+//! publishes with their history (`redis/publish.lua`, `redis/history.lua`).
+//!
+//! Catch-up: frames published while the subscriber connection was down never reach this
+//! node. For recoverable events the room's history still holds them, so after a gap the
+//! delivery task reads, for each held room, the events after the last one it delivered
+//! and delivers them before the frames buffered meanwhile (skipping those it delivered).
+//! A room whose history no longer links back to that event (trimmed past it, or lost by a
+//! Redis that restarted without its data) gets a gap control frame: its local members are
+//! cut off and recover with `since` / `Last-Event-ID`, where `recovered: false` tells them
+//! to refetch state. Nothing recoverable is lost silently.
 
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use fred::prelude::*;
+use futures_util::StreamExt;
 use tokio::sync::broadcast::error::RecvError;
 
 use super::{RedisEngine, late, unavailable};
@@ -17,17 +28,73 @@ use crate::engine::frame;
 use crate::engine::types::{Deliver, History, with_event_id};
 use crate::error::{Error, Result};
 
+/// Per held channel: the last recoverable event delivered (where a catch-up starts).
+type Cursors = HashMap<String, EventId>;
+
+/// How often the delivery task forgets the cursors of rooms no longer held.
+const PRUNE_EVERY: Duration = Duration::from_secs(30);
+
+/// Rooms caught up at once after a gap (one history read each).
+const CATCH_UP_CONCURRENCY: usize = 32;
+
+/// One entry of a room's history, as `history.lua` returns it.
+struct Entry {
+    id: EventId,
+    event: String,
+    tail: String,
+    flags: u8,
+    except: String,
+}
+
+impl Entry {
+    /// The frame this event was published as.
+    fn frame(&self) -> String {
+        let except = (!self.except.is_empty()).then_some(self.except.as_str());
+        frame::encode(&self.event, self.flags, except, &with_event_id(self.id, &self.tail))
+    }
+}
+
+/// A room's history after some id: `history.lua`'s verdict and entries.
+struct Entries {
+    /// 1 complete, 0 the history no longer links back, -1 the stream does not exist.
+    verdict: i64,
+    entries: Vec<Entry>,
+}
+
 impl RedisEngine {
     /// The delivery task (owner: this engine; stops on shutdown): reads the subscriber's
-    /// messages and hands them to the local delivery callback, in channel order.
-    pub(super) fn spawn_delivery(&self, deliver: Deliver) {
+    /// messages and hands them to the local delivery callback, in channel order; after a
+    /// gap (signalled by the re-subscribe task) it catches up first, then marks the node's
+    /// subscriptions whole again.
+    pub(super) fn spawn_delivery(self: &Arc<Self>, deliver: Deliver) {
         let mut rx = self.subscriber.message_rx();
         let keys = self.keys.clone();
         let cancel = self.cancel.clone();
+        let resubscribed = self.resubscribed.clone();
+        let this = Arc::downgrade(self);
         self.tasks.spawn(async move {
+            let mut cursors = Cursors::new();
+            // Per channel: the last event a catch-up delivered. A buffered live frame up to
+            // it is a duplicate; the first newer one ends the overlap.
+            let mut caught_up = Cursors::new();
+            let mut prune = tokio::time::interval(PRUNE_EVERY);
             loop {
                 let msg = tokio::select! {
+                    biased;
                     _ = cancel.cancelled() => break,
+                    _ = resubscribed.notified() => {
+                        let Some(engine) = this.upgrade() else { break };
+                        engine.catch_up(&deliver, &mut cursors, &mut caught_up).await;
+                        engine.subscriptions_ok.store(true, Ordering::SeqCst);
+                        continue;
+                    }
+                    _ = prune.tick() => {
+                        let Some(engine) = this.upgrade() else { break };
+                        let held = engine.held_channels().await;
+                        cursors.retain(|c, _| held.contains(c));
+                        caught_up.retain(|c, _| held.contains(c));
+                        continue;
+                    }
                     m = rx.recv() => m,
                 };
                 match msg {
@@ -35,6 +102,21 @@ impl RedisEngine {
                         let (Some(room), Some(text)) = (keys.room_from_channel(&m.channel), m.value.as_str()) else {
                             continue;
                         };
+                        if let Some(id) = frame::decode(&text).and_then(|f| frame::event_id_of(f.json)) {
+                            let channel: &str = &m.channel;
+                            if let Some(last) = caught_up.get(channel) {
+                                if id <= *last {
+                                    continue;
+                                }
+                                caught_up.remove(channel);
+                            }
+                            match cursors.get_mut(channel) {
+                                Some(c) => *c = id,
+                                None => {
+                                    cursors.insert(channel.to_string(), id);
+                                }
+                            }
+                        }
                         deliver(&room, &text);
                     }
                     Err(RecvError::Lagged(n)) => {
@@ -45,6 +127,73 @@ impl RedisEngine {
                 }
             }
         });
+    }
+
+    /// Catches up every held room after a gap (see the module doc).
+    async fn catch_up(&self, deliver: &Deliver, cursors: &mut Cursors, caught_up: &mut Cursors) {
+        let held = self.held_channels().await;
+        cursors.retain(|c, _| held.contains(c));
+        caught_up.clear();
+        let started = std::time::Instant::now();
+        let work: Vec<(String, EventId)> = cursors.iter().map(|(c, id)| (c.clone(), *id)).collect();
+        let reads = futures_util::stream::iter(work)
+            .map(|(channel, since)| async move {
+                let read = match self.keys.room_from_channel(&channel) {
+                    Some(room) => self.entries(&room, since).await.map(|e| (room, e)),
+                    None => Err(Error::Internal),
+                };
+                (channel, since, read)
+            })
+            .buffered(CATCH_UP_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .await;
+        let now_ms = crate::domain::now_ms();
+        let (mut events, mut gaps) = (0u64, 0u64);
+        for (channel, since, read) in reads {
+            let (room, entries) = match read {
+                Ok(r) => r,
+                Err(_) => {
+                    // Unknown what it missed: its members recover on their own.
+                    cursors.remove(&channel);
+                    if let Some(room) = self.keys.room_from_channel(&channel) {
+                        deliver(&room, &frame::gap());
+                        gaps += 1;
+                    }
+                    continue;
+                }
+            };
+            // A stream gone because the room was quiet for the whole window lost nothing;
+            // one gone sooner was lost with Redis's data.
+            let expired = entries.verdict == -1 && now_ms.saturating_sub(since.ms) >= self.history.window_ms;
+            if entries.verdict != 1 && !expired {
+                // Nothing of it is delivered: a member that got the newest would reconnect
+                // with that id and never learn of the hole before it.
+                cursors.remove(&channel);
+                deliver(&room, &frame::gap());
+                gaps += 1;
+                continue;
+            }
+            for e in &entries.entries {
+                deliver(&room, &e.frame());
+                cursors.insert(channel.clone(), e.id);
+                caught_up.insert(channel.clone(), e.id);
+                events += 1;
+            }
+        }
+        metrics::counter!("fleetcast_catchup_events_total").increment(events);
+        metrics::counter!("fleetcast_catchup_gaps_total").increment(gaps);
+        tracing::warn!(
+            rooms = held.len(),
+            events,
+            gaps,
+            ms = started.elapsed().as_millis() as u64,
+            "caught up after a pub/sub gap"
+        );
+    }
+
+    /// The channels of rooms with local members.
+    async fn held_channels(&self) -> HashSet<String> {
+        self.rooms.lock().await.keys().cloned().collect()
     }
 
     /// Starts the re-subscribe task (owner: this engine).
@@ -80,10 +229,11 @@ impl RedisEngine {
                                 }
                             }
                         }
-                        this.subscriptions_ok.store(true, Ordering::SeqCst);
+                        // The delivery task catches up, then marks the subscriptions whole.
+                        this.resubscribed.notify_one();
                         gap_since = None;
-                        // Frames published to this node's rooms during the gap were lost
-                        // (volatile ones for good; recoverable ones replay with `since`).
+                        // Volatile frames published to this node's rooms during the gap are
+                        // lost; recoverable ones come back with the catch-up.
                         metrics::counter!("fleetcast_pubsub_resubscribed_total").increment(1);
                         metrics::histogram!("fleetcast_pubsub_gap_seconds").record(since.elapsed());
                         tracing::warn!(
@@ -166,6 +316,15 @@ impl RedisEngine {
     }
 
     pub(in crate::engine) async fn history(&self, room: &RoomKey, since: EventId) -> Result<History> {
+        let e = self.entries(room, since).await?;
+        Ok(History {
+            complete: e.verdict == 1,
+            events: e.entries.into_iter().map(|e| (e.id, e.event, with_event_id(e.id, &e.tail))).collect(),
+        })
+    }
+
+    /// The room's history after `since` (`redis/history.lua`).
+    async fn entries(&self, room: &RoomKey, since: EventId) -> Result<Entries> {
         let started = std::time::Instant::now();
         let reply: Vec<Value> = self
             .history_script
@@ -177,18 +336,20 @@ impl RedisEngine {
             .await
             .map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "history").record(started.elapsed());
-        let complete = reply.first().and_then(Value::as_i64) == Some(1);
-        let mut events = Vec::new();
-        for entry in reply.get(1..).unwrap_or_default().chunks(3) {
-            let [id, event, tail] = entry else { break };
+        let verdict = reply.first().and_then(Value::as_i64).unwrap_or(0);
+        let mut entries = Vec::new();
+        for entry in reply.get(1..).unwrap_or_default().chunks(5) {
+            let [id, event, tail, flags, except] = entry else { break };
             let (Some(id), Some(event), Some(tail)) =
-                (id.as_str().and_then(|s| EventId::parse(&s)), event.as_string(), tail.as_str())
+                (id.as_str().and_then(|s| EventId::parse(&s)), event.as_string(), tail.as_string())
             else {
                 continue;
             };
-            events.push((id, event, with_event_id(id, &tail)));
+            let flags = flags.as_str().and_then(|f| f.parse().ok()).unwrap_or(0);
+            let except = except.as_string().unwrap_or_default();
+            entries.push(Entry { id, event, tail, flags, except });
         }
-        Ok(History { complete, events })
+        Ok(Entries { verdict, entries })
     }
 
     pub(in crate::engine) async fn hold_room(&self, room: &RoomKey) -> Result<()> {

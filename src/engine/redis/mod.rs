@@ -5,7 +5,7 @@
 //! reconnect every held room is re-subscribed and verified before the node reports ready.
 //!
 //! This file owns the connection, the scripts and the engine's life (start, readiness,
-//! shutdown); [`broker`] holds the room pub/sub and history, [`live`] the live state
+//! shutdown); [`broker`] holds the room pub/sub, history and the catch-up after a gap, [`live`] the live state
 //! (locations, slots, offer candidates, node registry), [`clock`] the deadline each write
 //! carries so that a timed-out write never runs later.
 
@@ -75,8 +75,14 @@ pub struct RedisEngine {
     /// must finish its SUBSCRIBE (and the last leave its UNSUBSCRIBE) before another join or
     /// leave of any room is decided: that keeps subscribe/unsubscribe ordered per node.
     rooms: tokio::sync::Mutex<HashMap<String, usize>>,
-    /// False from a disconnect until every held room is re-subscribed and verified.
+    /// False from a disconnect until every held room is re-subscribed, verified and
+    /// caught up.
     subscriptions_ok: Arc<AtomicBool>,
+    /// Signalled by the re-subscribe task once every held room is subscribed again: the
+    /// delivery task catches up.
+    resubscribed: Arc<tokio::sync::Notify>,
+    /// The node's delivery callback, handed to the delivery task by `spawn_tasks`.
+    deliver: Deliver,
     seq: AtomicU64,
     cancel: CancellationToken,
     tasks: TaskTracker,
@@ -98,8 +104,7 @@ fn unavailable(e: fred::error::Error) -> Error {
 
 impl RedisEngine {
     /// Connects both clients (waiting at most a few seconds: a node starts even while Redis
-    /// is down and becomes ready when it returns) and starts the delivery and re-subscribe
-    /// tasks.
+    /// is down and becomes ready when it returns); [`Self::spawn_tasks`] starts delivering.
     pub async fn connect(s: RedisSettings, deliver: Deliver) -> Result<Self, fred::error::Error> {
         let config = Config::from_url(&s.url)?;
         let mut builder = Builder::from_config(config);
@@ -147,17 +152,19 @@ impl RedisEngine {
             clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),
+            resubscribed: Arc::new(tokio::sync::Notify::new()),
+            deliver,
             seq: AtomicU64::new(0),
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
-        engine.spawn_delivery(deliver);
         Ok(engine)
     }
 
-    /// Starts the tasks that need the engine in an `Arc`: re-subscribing after a reconnect
-    /// and sampling Redis's clock.
+    /// Starts the engine's tasks: delivery (and its catch-up after a gap), re-subscribing
+    /// after a reconnect, and sampling Redis's clock.
     pub fn spawn_tasks(self: &Arc<Self>) {
+        self.spawn_delivery(self.deliver.clone());
         self.spawn_resubscriber();
         // The clock task (owner: this engine; stops on shutdown).
         let this = Arc::downgrade(self);
