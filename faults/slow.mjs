@@ -11,11 +11,15 @@
 //                                 "ready" once both get events; run.sh then freezes it with
 //                                 SIGSTOP, so neither reads again. After SIGCONT it prints
 //                                 what became of each ("ws-disconnect <reason>", "sse-end").
+//   node faults/slow.mjs probe    a few light subscribers of other trips on given nodes, their
+//                                 delivery latencies by second (LAT_FILE) on SIGTERM.
 //
-// env: URL, SECRET, TENANT, BUSY_TRIP, BUSY_DRIVER, RATE (driver), READER (reader's user id)
+// env: URL, SECRET, TENANT, BUSY_TRIP, BUSY_DRIVER, RATE (driver), READER (reader's user id),
+//   TARGETS (probe: label=url,…), PROBE_TRIPS (probe: trip ids), LAT_FILE (probe)
 import { io } from "socket.io-client";
 import { createHmac } from "node:crypto";
 import http from "node:http";
+import { writeFileSync } from "node:fs";
 
 const { URL, SECRET, TENANT = "default", BUSY_TRIP, BUSY_DRIVER } = process.env;
 const role = process.argv[2];
@@ -68,7 +72,13 @@ if (role === "driver") {
   const tok = token(me, "BUSINESS");
   let wsUp = false;
   let sseUp = false;
-  const ready = () => wsUp && sseUp && console.log("ready");
+  let ssePort = 0;
+  // "ready", then the local ports of the websocket and the SSE stream (run.sh follows them with ss).
+  const ready = () => {
+    if (!(wsUp && sseUp)) return;
+    console.log("ready");
+    console.log(`ports ${socket.io.engine?.transport?.ws?._socket?.localPort ?? 0} ${ssePort}`);
+  };
   const socket = io(URL, { auth: { token: tok }, transports: ["websocket"], reconnection: false });
   let got = 0;
   socket.on("connect", () => {
@@ -110,9 +120,39 @@ if (role === "driver") {
     res.on("end", () => console.log("sse-end"));
     res.on("error", (e) => console.log(`sse-error ${e.message}`));
   });
+  req.on("socket", (sock) => sock.on("connect", () => (ssePort = sock.localPort)));
   req.on("error", (e) => console.log(`sse-error ${e.message}`));
   setInterval(() => {}, 1000);
+} else if (role === "probe") {
+  // A few light subscribers beside the traffic (whose one process is saturated): per node
+  // label, BUSINESS sockets each subscribed to PER trips; every location's latency
+  // (now - emittedAt) by epoch second, written to LAT_FILE on SIGTERM.
+  const targets = process.env.TARGETS.split(","); // label=url
+  const trips = process.env.PROBE_TRIPS.split(",");
+  const PER = 5; // the default subscription limit per user
+  const bins = {};
+  let k = 0;
+  for (const t of targets) {
+    const [label, url] = t.split("=");
+    bins[label] = {};
+    for (let i = 0; i + PER <= trips.length && i < 10; i += PER) {
+      const mine = trips.slice(i, i + PER);
+      const socket = io(url, { auth: { token: token(`probe-${label}-${k++}`, "BUSINESS") }, transports: ["websocket"] });
+      socket.on("connect", () => socket.emit("passenger:subscribe", { tripIds: mine }, () => {}));
+      socket.on("server:location:update", (e) => {
+        const at = Date.now();
+        const emitted = Date.parse(e?.emittedAt);
+        if (!Number.isFinite(emitted)) return;
+        const sec = Math.floor(at / 1000);
+        (bins[label][sec] ??= []).push(at - emitted);
+      });
+    }
+  }
+  process.on("SIGTERM", () => {
+    writeFileSync(process.env.LAT_FILE, JSON.stringify(bins));
+    process.exit(0);
+  });
 } else {
-  console.error("usage: slow.mjs driver|reader");
+  console.error("usage: slow.mjs driver|reader|probe");
   process.exit(2);
 }
