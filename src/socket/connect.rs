@@ -124,13 +124,32 @@ pub(super) async fn on_connect(
     }
 }
 
+/// A short label for a disconnect reason.
+fn disconnect_reason(r: socketioxide::socket::DisconnectReason) -> &'static str {
+    use socketioxide::socket::DisconnectReason::*;
+    match r {
+        TransportClose => "transport close",
+        MultipleHttpPollingError => "polling error",
+        PacketParsingError => "packet parsing error",
+        TransportError => "transport error",
+        HeartbeatTimeout => "heartbeat timeout",
+        ClientNSDisconnect => "client disconnect",
+        ServerNSDisconnect => "server disconnect",
+        ClosingServer => "closing server",
+    }
+}
+
 pub(super) async fn on_disconnect(
     s: SocketRef,
+    reason: socketioxide::socket::DisconnectReason,
     State(edge): State<Arc<Edge>>,
     Extension(session): Extension<Arc<Session>>,
 ) {
     let app = &edge.app;
     metrics::gauge!("fleetcast_connections").decrement(1.0);
+    // Why sockets go: a frozen client is cut by the stall guard (`transport error`) or by
+    // the heartbeat (`heartbeat timeout`), whichever comes first.
+    metrics::counter!("fleetcast_disconnects_total", "reason" => disconnect_reason(reason)).increment(1);
     edge.forget_expiry(s.id, session.exp.load(Ordering::SeqCst));
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
     for room in &rooms {

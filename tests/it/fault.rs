@@ -487,6 +487,22 @@ async fn a_gap_the_history_cannot_fill_cuts_the_rooms_sockets_off_and_the_replay
     let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
     let mut passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
     assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    // An SSE stream of the same trip on the same node, read to its end.
+    let stream = reqwest::Client::new()
+        .get(format!("{}/api/realtime/trip-status/{trip}", h.url(behind)))
+        .bearer_auth(token("p1", "PASSENGER"))
+        .send()
+        .await
+        .expect("stream");
+    assert_eq!(stream.status(), 200);
+    let (ended_tx, ended) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        use futures_util::StreamExt;
+        let mut body = stream.bytes_stream();
+        while let Some(Ok(_)) = body.next().await {}
+        let _ = ended_tx.send(());
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
     let seen = passenger.expect("server:trip:status", "before the cut").await;
     let cuts = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_gap_connections_cut_total");
@@ -502,7 +518,8 @@ async fn a_gap_the_history_cannot_fill_cuts_the_rooms_sockets_off_and_the_replay
 
     // The passenger's connection is cut (not left believing it missed nothing) …
     let cut = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_gap_connections_cut_total");
-    assert!(cut > cuts, "no connection cut after an unfillable gap");
+    assert!(cut >= cuts + 2.0, "the socket and the SSE stream not both cut after an unfillable gap: {cuts} → {cut}");
+    tokio::time::timeout(Duration::from_secs(3), ended).await.expect("the SSE stream did not end").expect("ended");
     assert!(statuses(&mut passenger, Duration::from_millis(500)).await.is_empty(), "a partial catch-up was delivered");
     // … and its reconnect with `since` learns that the replay does not reach back.
     let mut back = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;

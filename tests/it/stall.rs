@@ -88,6 +88,13 @@ async fn a_client_that_stops_reading_is_cut_off() {
     let metrics = http.get(format!("{}/metrics", h.a())).send().await.expect("metrics").text().await.expect("text");
     let stalled = metric_sum(&metrics, "fleetcast_connections_stalled_total");
     assert!(stalled >= 2.0, "stalled connections counted: {stalled}");
+    // And the socket's disconnect says why.
+    let cut: f64 = metrics
+        .lines()
+        .filter(|l| l.starts_with("fleetcast_disconnects_total") && l.contains(r#"reason="transport error""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(cut >= 1.0, "the cut socket's disconnect is not counted by reason");
     // The healthy one is still served.
     assert_ok(&fast.ack("heartbeat", json!({})).await);
     let _ = Command::new("kill").args(["-CONT", &pid]).status();
