@@ -52,7 +52,11 @@ end
 local sampled = 0
 if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
 
-redis.call('GEOADD', KEYS[4], ARGV[6], ARGV[7], ARGV[8])
+-- GEO cells end at ±85.05112878° (Web Mercator); a valid position nearer a pole is indexed at
+-- that edge (GEOADD would fail after the writes above and leave half an update).
+local glat = ARGV[7]
+if tonumber(glat) > 85.05112878 then glat = '85.05112878' elseif tonumber(glat) < -85.05112878 then glat = '-85.05112878' end
+redis.call('GEOADD', KEYS[4], ARGV[6], glat, ARGV[8])
 redis.call('ZADD', KEYS[5], now, ARGV[8])
 -- Housekeeping of the tenant's index rides on sampled updates (one per driver per
 -- snapshot interval, so at least one per interval while any driver is live; every update

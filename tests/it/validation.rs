@@ -205,3 +205,23 @@ async fn oversized_messages_affect_only_their_own_connection(mode: Mode) {
 }
 
 both_modes!(oversized_messages_affect_only_their_own_connection);
+
+/// Every latitude the contract allows is a position, the poles included: Redis's GEO index
+/// ends at ±85.05°, and an update beyond it must still be applied whole (found by the
+/// socket fuzzer, `faults/fuzz.sh`).
+async fn positions_near_the_poles_are_accepted_and_delivered(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0"]).await;
+    let (trip, driver, mut passenger) = h.watched_trip().await;
+    for lat in [90.0, -90.0, 85.06, -89.999] {
+        let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": lat, "lng": 179.9 })).await;
+        assert_ok(&ack);
+        let got = passenger.expect("server:location:update", "a polar position").await;
+        assert_eq!(got["lat"], json!(lat), "{got}");
+    }
+    for c in [driver, passenger] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+both_modes!(positions_near_the_poles_are_accepted_and_delivered);
