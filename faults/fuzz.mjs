@@ -20,7 +20,7 @@
 //      RATE (packets/s per socket, 12), NODE_PID, NODE_LOG, TRIPS (fuzz trip ids, comma),
 //      OPEN_TRIPS (driverless trips, comma), CONTROL_TRIP, CONTROL_DRIVER, CONTROL_PASSENGER,
 //      SEED, INCIDENTS (jsonl path), OUT (faults/fuzz-results.md; "" = no row), MODE (label),
-//      RSS_LIMIT_MB (512), POLLING (1 = also fuzz the long-polling transport)
+//      RSS_LIMIT_MB (512), POLLING (1 = also fuzz the long-polling transport), NODE_COMMIT (of a prebuilt node)
 import WebSocket from "ws";
 import { io } from "socket.io-client";
 import { createHmac, randomBytes } from "node:crypto";
@@ -929,6 +929,8 @@ console.log(JSON.stringify(summary, null, 2));
 if (OUT) {
   let commit = "?";
   try { commit = execSync("git rev-parse --short HEAD", { encoding: "utf8" }).trim(); } catch { /* not a checkout */ }
+  // A prebuilt node may come from another commit (its directory's COMMIT file says which).
+  if (env.NODE_COMMIT && !commit.startsWith(env.NODE_COMMIT.slice(0, 7))) commit += ` (node ${env.NODE_COMMIT.slice(0, 7)})`;
   const closes = Object.entries(stats.protocolCloses).sort((a, b) => b[1] - a[1]).slice(0, 4).map(([k, v]) => `${k} ${v}`).join(", ");
   const row = `| ${new Date().toISOString().slice(0, 16).replace("T", " ")}Z ${commit} | socket fuzz, ${MODE}, ${MINUTES} min, seed ${SEED} | ${stats.connsOpened} sockets (${CONNS} at once), ${stats.packets} packets, ` +
     `${stats.polling.requests} polling requests | ${stats.acksChecked} must-acks: ${stats.acksAnswered} answered (p50 ${summary.acks.p50Ms} ms, p99 ${summary.acks.p99Ms} ms, max ${summary.acks.maxMs} ms), ` +

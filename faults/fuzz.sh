@@ -80,7 +80,7 @@ log "fuzzing $MODE on :$PORT for ${MINUTES:-10} min (work dir $WORK)"
 set +e
 URL="http://127.0.0.1:$PORT" SECRET=$SECRET NODE_PID=$NODE NODE_LOG=$WORK/node.log TRIPS=$TRIPS OPEN_TRIPS=$OPEN \
   CONTROL_TRIP=ctl-trip CONTROL_DRIVER=ctl-driver CONTROL_PASSENGER=ctl-passenger INCIDENTS=$WORK/incidents.jsonl MODE=$MODE \
-  OUT=${OUT-faults/fuzz-results.md} node faults/fuzz.mjs >"$WORK/summary.json" 2>"$WORK/fuzz.log"
+  NODE_COMMIT=$(cat "$(dirname "$BIN")/COMMIT" 2>/dev/null || true) OUT=${OUT-faults/fuzz-results.md} node faults/fuzz.mjs >"$WORK/summary.json" 2>"$WORK/fuzz.log"
 rc=$?
 set -e
 cat "$WORK/summary.json"
