@@ -23,3 +23,10 @@ pub mod sink;
 
 pub use connect::attach;
 pub use edge::Edge;
+
+/// What the fuzz targets in `fuzz/` call (not an API): the step every event's payload goes
+/// through between socketioxide's `TryData` and the handler's typed parse.
+#[doc(hidden)]
+pub mod fuzzing {
+    pub use super::handlers::payload as event_payload;
+}

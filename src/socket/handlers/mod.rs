@@ -51,7 +51,7 @@ pub(super) fn register(s: &SocketRef) {
 /// not readable JSON — nested deeper than the JSON reader goes (128 levels), for one: that
 /// must be `INVALID_PAYLOAD`, never taken for "no payload" (which a handler with optional
 /// fields would accept). socketioxide says "no argument" only through its error's text.
-fn payload(p: Payload) -> Result<Option<Value>, Error> {
+pub fn payload(p: Payload) -> Result<Option<Value>, Error> {
     match p.0 {
         Ok(v) => Ok(Some(v)),
         Err(e) if e.to_string().contains("first element not found") => Ok(None),
