@@ -97,7 +97,9 @@ async fn sampled_updates_are_written_once_per_interval(mode: Mode) {
     let driver = unique("d");
     h.insert_trip("default", &trip, Some(&driver)).await;
     let d = Client::connect(&h.a(), &token(&driver, "DRIVER")).await;
-    // 12 updates 50 ms apart span ~600 ms: two sampling windows of 400 ms.
+    // 12 updates 50 ms apart span ~600 ms: two sampling windows of 400 ms (more on a busy
+    // machine, where the acks take longer: windows are on the clock, not the timestamps).
+    let started = std::time::Instant::now();
     for i in 0..12 {
         let ack = d
             .ack(
@@ -108,17 +110,23 @@ async fn sampled_updates_are_written_once_per_interval(mode: Mode) {
         assert_ok(&ack);
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let windows = started.elapsed().as_millis() as usize / 400 + 1;
     let rows = wait_for_rows(&h.db, "default", &driver, 2, Duration::from_secs(10)).await;
-    assert_eq!(rows.len(), 2, "one snapshot per 400 ms window: {rows:?}");
+    assert!((2..=windows.max(2)).contains(&rows.len()), "one snapshot per 400 ms window ({windows} windows): {rows:?}");
     assert!(rows[0].starts_with(&ts(0)[..23]), "first update of the first window: {rows:?}");
     // Trip end stores the final position whatever the interval says, once.
     assert_ok(&d.ack("driver:status", json!({ "tripId": trip, "status": "ENDED" })).await);
-    let rows = wait_for_rows(&h.db, "default", &driver, 3, Duration::from_secs(10)).await;
-    assert_eq!(rows.len(), 3, "final snapshot at trip end: {rows:?}");
-    assert!(rows[2].starts_with(&ts(11 * 50)[..23]), "{rows:?}");
+    let n = rows.len();
+    let rows = wait_for_rows(&h.db, "default", &driver, n + 1, Duration::from_secs(10)).await;
+    assert_eq!(rows.len(), n + 1, "final snapshot at trip end: {rows:?}");
+    assert!(rows[n].starts_with(&ts(11 * 50)[..23]), "{rows:?}");
     assert_ok(&d.ack("driver:status", json!({ "tripId": trip, "status": "ENDED" })).await);
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(snapshot_times(&h.db, "default", &driver).await.len(), 3, "the same final position is not stored twice");
+    assert_eq!(
+        snapshot_times(&h.db, "default", &driver).await.len(),
+        n + 1,
+        "the same final position is not stored twice"
+    );
     d.close().await;
     if let Some(w) = worker {
         w.cancel();
