@@ -6,7 +6,10 @@
 -- Returns a flat list: driver, lng, lat, … (nearest first).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], ARGV[2], 'BYRADIUS', ARGV[3], 'km', 'ASC', 'WITHCOORD')
+-- GEO cells end at ±85.05112878° (location.lua indexes positions beyond at that edge).
+local lat = ARGV[2]
+if tonumber(lat) > 85.05112878 then lat = '85.05112878' elseif tonumber(lat) < -85.05112878 then lat = '-85.05112878' end
+local found = redis.call('GEOSEARCH', KEYS[1], 'FROMLONLAT', ARGV[1], lat, 'BYRADIUS', ARGV[3], 'km', 'ASC', 'WITHCOORD')
 local out = {}
 local bound = tonumber(ARGV[4])
 -- In chunks: unpack() of thousands of arguments overflows Lua's stack.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use axum::Router;
 use axum::extract::Request;
-use socketioxide::SocketIo;
+use socketioxide::{ParserConfig, SocketIo};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -222,6 +222,15 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         .max_payload(cfg.ws_max_message_bytes as u64)
         .max_buffer_size(256)
         .ws_read_buffer_size(cfg.ws_read_buffer_bytes)
+        // Binary attachments wait in the parser, before any token is checked: bound them
+        // like one message (socketioxide's defaults, 10 MB and 10,000 per packet held for a
+        // minute, let unauthenticated sockets pin memory; found by faults/fuzz.sh).
+        .with_parser(
+            ParserConfig::common()
+                .max_incoming_binary_buf_size(cfg.ws_max_message_bytes)
+                .max_incoming_binaries(16)
+                .packet_completion_timeout(Duration::from_secs(5)),
+        )
         .build_layer();
     socket::attach(&socket_edge, &io);
 

@@ -60,3 +60,22 @@ async fn a_browser_compatible_event_source_follows_an_order_stream() {
     assert!(stdout.contains("sse interop ok"), "{stdout}");
     h.stop().await;
 }
+
+/// Binary attachments wait in the parser before any token is checked; past one message's
+/// bound their connection is closed at once, not held (found by `faults/fuzz.sh`: 50
+/// unauthenticated sockets pinned 460 MB with socketioxide's defaults).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn binary_attachments_past_one_message_bound_close_their_connection() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(js.join("node_modules/ws").exists(), "ws missing: run `npm ci --prefix tests/js`");
+    let h = Harness::start(Mode::Embedded, &[]).await;
+    let out = Command::new("node").arg(js.join("attachments.mjs")).env("URL", h.a()).output().expect("node on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "attachments held\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    // The node still serves everyone else.
+    let c = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    c.close().await;
+    h.stop().await;
+}

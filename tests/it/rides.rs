@@ -566,7 +566,27 @@ async fn equal_ids_in_two_tenants_never_mix(mode: Mode) {
     h.stop().await;
 }
 
+/// A trip near a pole is a trip: Redis's GEO search ends at ±85.05°, and its offer search
+/// must not fail there (found by the socket fuzzer).
+async fn trips_near_the_poles_are_created_and_offered(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let _driver = driver_at(&h.a(), "d-polar", (89.5, 10.0), 1.0, json!({})).await;
+    let organizer = sign(json!({"sub": "p-polar", "role": "PASSENGER", "name": "Amundsen"}));
+    let (status, trip) = post(format!("{}/api/trips", h.a()), &organizer, trip_body("PRIVATE", 2, (89.5, 10.0))).await;
+    assert_eq!(status, 201, "{trip}");
+    let id = trip["id"].as_str().expect("id");
+    let r = reqwest::Client::new()
+        .post(format!("{}/api/trips/{id}/broadcast-offer", h.a()))
+        .bearer_auth(&organizer)
+        .send()
+        .await
+        .expect("broadcast");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap_or_default());
+    h.stop().await;
+}
+
 both_modes!(
+    trips_near_the_poles_are_created_and_offered,
     equal_ids_in_two_tenants_never_mix,
     the_ride_flow_runs_end_to_end,
     concurrent_bookings_never_oversell,
