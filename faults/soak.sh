@@ -275,12 +275,17 @@ two passengers per trip subscribed throughout (one on the driver's node, one on 
 other), `SSE_STREAMS` steady SSE streams, and churn: `CHURN_PER_SEC` short-lived sockets a
 second (subscribe/unsubscribe, `room:join`/`chat:typing`/`room:leave`,
 `admin:subscribe`/`heartbeat`, each held 0.2–2.5 s, then disconnected) plus one short SSE
-stream every 2 s. Sampled every 10 s.
+stream every 2 s. Sampled every 10 s. Shorter runs with one part of the load changed
+(`STEADY=0`: churn only; `SSE_STREAMS=0`; `STATUS_EVERY_MS`: driver status interval,
+10 s by default, 1000000000 = none) tell which part of the load grows what.
 
 Columns: **when** (UTC) and **commit**; **settings**; **load**: steady sockets, accepted
-locations per second, churn sockets made; **churn achieved**: connects and disconnects per
+locations per second, churn sockets made (and, in rows from the second 30-minute run on, the machine's
+1-minute load average over the load, mean and max: the machine is shared, 2 cores); **churn achieved**: connects and disconnects per
 second, min/avg over the 10 s windows; **RSS**: per node, median over the minute after
-warm-up → median over the last minute of load (growth; criterion < 5 %); **open files**:
+warm-up → median over the last minute of load (growth; criterion < 5 %), and the
+least-squares slope of RSS over all samples after warm-up in MiB per hour (a plateau is
+≈ 0; a steady climb shows here before it crosses 5 %); **open files**:
 per node baseline/peak/after the cool-down (Postgres pool connections before → after,
 which are not counted in the criterion: bounded by `--db-max-connections` and closed by
 the pool's idle timeout); **Redis keys**: under the run's prefix, baseline/peak/after (and
