@@ -434,18 +434,37 @@ async fn statuses(c: &mut Client, within: Duration) -> Vec<(String, String)> {
     got
 }
 
+/// Two nodes on a private Redis and a third that reaches it through a [`Partition`]; a
+/// driver on the first node and its trip's passenger, subscribed, on the one behind.
+struct Behind {
+    redis: PrivateRedis,
+    h: Harness,
+    relay: Partition,
+    behind: usize,
+    trip: String,
+    driver: Client,
+    passenger: Client,
+}
+
+impl Behind {
+    async fn start(extra: &[&str]) -> Self {
+        let redis = PrivateRedis::start(&[]);
+        let mut h = Harness::start_with_redis(Mode::Cluster, extra, &redis.url()).await;
+        let relay = Partition::start(redis.port).await;
+        let behind = h.add_node_via(&format!("redis://127.0.0.1:{}", relay.port)).await;
+        let trip = unique("t");
+        h.insert_trip("default", &trip, Some("d1")).await;
+        h.insert_booking("default", &trip, "p1").await;
+        let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+        let passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
+        assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+        Behind { redis, h, relay, behind, trip, driver, passenger }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_published_while_a_node_was_cut_from_redis_reach_its_sockets_when_it_returns() {
-    let redis = PrivateRedis::start(&[]);
-    let mut h = Harness::start_with_redis(Mode::Cluster, &[], &redis.url()).await;
-    let relay = Partition::start(redis.port).await;
-    let behind = h.add_node_via(&format!("redis://127.0.0.1:{}", relay.port)).await;
-    let trip = unique("t");
-    h.insert_trip("default", &trip, Some("d1")).await;
-    h.insert_booking("default", &trip, "p1").await;
-    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
-    let mut passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
-    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let Behind { redis, h, relay, behind, trip, driver, mut passenger } = Behind::start(&[]).await;
     assert_ok(&driver.ack("driver:status", json!({ "tripId": trip, "status": "STARTED" })).await);
     passenger.expect("server:trip:status", "before the cut").await;
     let before = metric_sum(&metrics(&h.url(behind)).await, "fleetcast_catchup_events_total");
@@ -477,16 +496,8 @@ async fn events_published_while_a_node_was_cut_from_redis_reach_its_sockets_when
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_gap_the_history_cannot_fill_cuts_the_rooms_sockets_off_and_the_replay_says_so() {
-    let redis = PrivateRedis::start(&[]);
-    let mut h = Harness::start_with_redis(Mode::Cluster, &["--history-max-events", "2"], &redis.url()).await;
-    let relay = Partition::start(redis.port).await;
-    let behind = h.add_node_via(&format!("redis://127.0.0.1:{}", relay.port)).await;
-    let trip = unique("t");
-    h.insert_trip("default", &trip, Some("d1")).await;
-    h.insert_booking("default", &trip, "p1").await;
-    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
-    let mut passenger = Client::connect(&h.url(behind), &token("p1", "PASSENGER")).await;
-    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let Behind { redis, h, relay, behind, trip, driver, mut passenger } =
+        Behind::start(&["--history-max-events", "2"]).await;
     // An SSE stream of the same trip on the same node, read to its end.
     let stream = reqwest::Client::new()
         .get(format!("{}/api/realtime/trip-status/{trip}", h.url(behind)))
@@ -574,11 +585,7 @@ async fn a_node_partitioned_from_redis_reports_unready_answers_unavailable_and_r
 
     // Healed: ready again, and nothing answered UNAVAILABLE ran late.
     partition.set(false);
-    let healed = Instant::now();
-    while http.get(format!("{}/readyz", h.url(cut_off))).send().await.expect("readyz").status() != 200 {
-        assert!(healed.elapsed() < Duration::from_secs(5), "not ready 5 s after the partition healed");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_readyz(&h.url(cut_off), 200, Duration::from_secs(5)).await;
     assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 9, "lng": 9 })).await);
     let loc = passenger.expect("server:location:update", "after the partition").await;
     assert_eq!(loc["lat"], json!(9.0), "an update answered UNAVAILABLE was delivered late: {loc}");

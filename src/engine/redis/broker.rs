@@ -135,32 +135,25 @@ impl RedisEngine {
         cursors.retain(|c, _| held.contains(c));
         caught_up.clear();
         let started = std::time::Instant::now();
-        let work: Vec<(String, EventId)> = cursors.iter().map(|(c, id)| (c.clone(), *id)).collect();
+        let work: Vec<(String, RoomKey, EventId)> =
+            cursors.iter().filter_map(|(c, id)| Some((c.clone(), self.keys.room_from_channel(c)?, *id))).collect();
         let reads = futures_util::stream::iter(work)
-            .map(|(channel, since)| async move {
-                let read = match self.keys.room_from_channel(&channel) {
-                    Some(room) => self.entries(&room, since).await.map(|e| (room, e)),
-                    None => Err(Error::Internal),
-                };
-                (channel, since, read)
+            .map(|(channel, room, since)| async move {
+                let read = self.entries(&room, since).await;
+                (channel, room, since, read)
             })
             .buffered(CATCH_UP_CONCURRENCY)
             .collect::<Vec<_>>()
             .await;
         let now_ms = crate::domain::now_ms();
         let (mut events, mut gaps) = (0u64, 0u64);
-        for (channel, since, read) in reads {
-            let (room, entries) = match read {
-                Ok(r) => r,
-                Err(_) => {
-                    // Unknown what it missed: its members recover on their own.
-                    cursors.remove(&channel);
-                    if let Some(room) = self.keys.room_from_channel(&channel) {
-                        deliver(&room, &frame::gap());
-                        gaps += 1;
-                    }
-                    continue;
-                }
+        for (channel, room, since, read) in reads {
+            let Ok(entries) = read else {
+                // Unknown what it missed: its members recover on their own.
+                cursors.remove(&channel);
+                deliver(&room, &frame::gap());
+                gaps += 1;
+                continue;
             };
             // A stream gone because the room was quiet for the whole window lost nothing;
             // one gone sooner was lost with Redis's data.
