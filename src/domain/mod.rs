@@ -128,6 +128,54 @@ pub struct Location {
     pub updated_at: String,
 }
 
+/// A driver's position report as sent (CONTRACT §2 `driver:location:update`, §7 the HTTP
+/// ingest bodies): one shape for the socket event and both HTTP routes.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PositionReport {
+    /// Trip the driver reports for.
+    pub trip_id: Option<String>,
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lng: f64,
+    /// Speed, ≥ 0.
+    pub speed: Option<f64>,
+    /// Heading in [0, 360).
+    pub heading: Option<f64>,
+    /// Accuracy, ≥ 0.
+    pub accuracy: Option<f64>,
+    /// ISO-8601 time of the fix.
+    pub timestamp: Option<String>,
+}
+
+impl PositionReport {
+    /// Validates the report (ranges, timestamp at most 60 s ahead, trip id) into the
+    /// `driver`'s [`Location`]; without a timestamp the position is dated now.
+    pub fn into_location(self, driver: UserId) -> Result<Location, Invalid> {
+        check_position(self.lat, self.lng, self.speed, self.heading, self.accuracy)?;
+        let updated_at = match &self.timestamp {
+            Some(ts) => iso(check_timestamp(ts, chrono::Utc::now())?),
+            None => now_iso(),
+        };
+        let trip = match self.trip_id {
+            Some(t) if valid_id(&t) => Some(TripId(t)),
+            Some(_) => return Err(Invalid("tripId must be 1–128 characters".into())),
+            None => None,
+        };
+        Ok(Location {
+            trip,
+            driver,
+            lat: self.lat,
+            lng: self.lng,
+            speed: self.speed,
+            heading: self.heading,
+            accuracy: self.accuracy,
+            updated_at,
+        })
+    }
+}
+
 /// Why a position or status report is not valid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{0}")]

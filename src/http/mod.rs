@@ -1,8 +1,9 @@
-//! HTTP edge (CONTRACT §4): the route table, one file per concern — [`ops`] (liveness,
+//! HTTP edge (CONTRACT §4, §7): the route table, one file per concern — [`ops`] (liveness,
 //! readiness, metrics, the JSON 404), `rides` (trips, bookings, offers), `publish` (the
-//! unified emitter), `track`, `admin` (stats), [`openapi`] (the document), [`throttle`] (the
-//! write routes' rate limits) — with [`auth`]
-//! (the caller's token) and [`error`] (the one error mapping), which the SSE edge shares.
+//! unified emitter, notifications), `ingest` (HTTP location updates), `track`, `admin`
+//! (stats), [`openapi`] (the document), [`throttle`] (the write routes' rate limits) — with
+//! [`auth`] (the caller's token) and [`error`] (the one error mapping), which the SSE edge
+//! shares.
 //!
 //! The route table is data ([`ROUTES`]): the router is built from it and the OpenAPI test
 //! checks the document against it.
@@ -17,6 +18,7 @@ use crate::app::App;
 mod admin;
 pub mod auth;
 mod body;
+mod ingest;
 pub mod error;
 pub mod openapi;
 pub mod ops;
@@ -37,6 +39,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/v1/emit"),
     ("POST", "/api/v1/realtime/orders/{id}"),
     ("POST", "/api/v1/realtime/runs/{id}"),
+    ("POST", "/api/v1/notifications"),
+    ("POST", "/api/v1/drivers/me/location"),
+    ("POST", "/api/v1/locations"),
     ("POST", "/api/trips"),
     ("GET", "/api/trips/{id}"),
     ("POST", "/api/trips/{id}/broadcast-offer"),
@@ -59,6 +64,9 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<App>>> {
         ("POST", "/api/v1/emit") => post(publish::emit),
         ("POST", "/api/v1/realtime/orders/{id}") => post(publish::order),
         ("POST", "/api/v1/realtime/runs/{id}") => post(publish::run),
+        ("POST", "/api/v1/notifications") => post(publish::notify),
+        ("POST", "/api/v1/drivers/me/location") => post(ingest::own),
+        ("POST", "/api/v1/locations") => post(ingest::batch),
         ("POST", "/api/trips") => post(rides::create_trip),
         ("GET", "/api/trips/{id}") => get(rides::get_trip),
         ("POST", "/api/trips/{id}/broadcast-offer") => post(rides::broadcast_offer),

@@ -1,5 +1,5 @@
-//! The unified emitter (CONTRACT §4 "Publish"): `POST /api/v1/emit`, and the order and run
-//! shortcuts, for SERVICE and ADMIN callers. Every event goes through the one publish path
+//! The unified emitter (CONTRACT §4 "Publish"): `POST /api/v1/emit`, the order and run
+//! shortcuts, and `POST /api/v1/notifications` (§7), for SERVICE and ADMIN callers. Every event goes through the one publish path
 //! as a recoverable event (`eventId`, `emittedAt` added), so it reaches Socket.IO members of
 //! the rooms on every node and SSE streams of those rooms, and can be replayed. The `sse`
 //! part of the result counts the rooms' SSE streams across the cluster.
@@ -40,6 +40,16 @@ pub struct EmitIn {
 #[derive(Deserialize, utoipa::ToSchema)]
 pub struct DataIn {
     data: Value,
+}
+
+/// `POST /api/v1/notifications` body (CONTRACT §7).
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct NotifyIn {
+    users: Vec<String>,
+    title: Value,
+    body: Value,
+    level: Option<Value>,
+    data: Option<Value>,
 }
 
 /// `EmissionResult`.
@@ -119,15 +129,25 @@ pub async fn emit(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Result
     Ok(result(publish::emit(&app, &rooms, &event).await))
 }
 
-/// A `notification` payload is `{id, title, body, level, data?}` (CONTRACT §2): `title` and
-/// `body` are required strings, `level` one of `info` (default), `success`, `warning`,
-/// `error`, and `id` is generated when absent.
+/// A `notification` payload is `{id, title, body, level, data?}` (CONTRACT §2, §7): `title`
+/// a string of at most 200 characters, `body` one of at most 1 KiB, `level` one of `info`
+/// (default), `success`, `warning`, `error`, `data` an object when given, and `id`
+/// generated when absent.
 fn notification(p: &mut Map<String, Value>) -> Result<()> {
-    for field in ["title", "body"] {
-        match p.get(field) {
-            Some(Value::String(s)) if s.len() <= 1024 => {}
-            _ => return Err(Error::invalid(format!("notification {field} must be a string of at most 1 KiB"))),
+    match p.get("title") {
+        Some(Value::String(s)) if s.chars().count() <= 200 => {}
+        _ => return Err(Error::invalid("notification title must be a string of at most 200 characters")),
+    }
+    match p.get("body") {
+        Some(Value::String(s)) if s.len() <= 1024 => {}
+        _ => return Err(Error::invalid("notification body must be a string of at most 1 KiB")),
+    }
+    match p.get("data") {
+        None | Some(Value::Object(_)) => {}
+        Some(Value::Null) => {
+            p.remove("data");
         }
+        Some(_) => return Err(Error::invalid("notification data must be an object")),
     }
     match p.get("level") {
         None | Some(Value::Null) => {
@@ -144,6 +164,40 @@ fn notification(p: &mut Map<String, Value>) -> Result<()> {
         _ => return Err(Error::invalid("notification id must be 1–128 characters")),
     }
     Ok(())
+}
+
+/// `POST /api/v1/notifications {users, title, body, level?, data?}` (CONTRACT §7): one
+/// `notification` (one generated `id`) to each user's room, recoverable, so a client that
+/// was away gets it back with `user:sync`.
+#[utoipa::path(post, path = "/api/v1/notifications", tag = "publish", request_body = NotifyIn,
+    responses((status = 202, body = EmissionResult), (status = 400, body = super::error::ErrorBody),
+        (status = 403, body = super::error::ErrorBody), (status = 413, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn notify(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Result<(StatusCode, Json<EmissionResult>)> {
+    may_publish(&who.0)?;
+    let input: NotifyIn = body(&bounded(&app, raw).await?)?;
+    if input.users.is_empty() || input.users.len() > MAX_TARGETS {
+        return Err(Error::invalid(format!("users must list 1–{MAX_TARGETS} user ids")));
+    }
+    let mut rooms = Vec::with_capacity(input.users.len());
+    for u in input.users {
+        if !valid_id(&u) {
+            return Err(Error::invalid("users must be ids of 1–128 characters"));
+        }
+        rooms.push(RoomKey::user(&who.0.tenant, &UserId(u)));
+    }
+    rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+    rooms.dedup();
+    let mut fields = Map::new();
+    fields.insert("title".into(), input.title);
+    fields.insert("body".into(), input.body);
+    fields.insert("level".into(), input.level.unwrap_or(Value::Null));
+    if let Some(data) = input.data {
+        fields.insert("data".into(), data);
+    }
+    notification(&mut fields)?;
+    let event = Published { name: events::NOTIFICATION.to_string(), payload: fields };
+    Ok(result(publish::emit(&app, &rooms, &event).await))
 }
 
 async fn entity_update(

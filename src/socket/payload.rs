@@ -51,26 +51,6 @@ pub struct TripRef {
     pub trip_id: String,
 }
 
-/// `driver:location:update`.
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct LocationIn {
-    /// Trip the driver reports for.
-    pub trip_id: Option<String>,
-    /// Latitude.
-    pub lat: f64,
-    /// Longitude.
-    pub lng: f64,
-    /// Speed, ≥ 0.
-    pub speed: Option<f64>,
-    /// Heading in [0, 360).
-    pub heading: Option<f64>,
-    /// Accuracy, ≥ 0.
-    pub accuracy: Option<f64>,
-    /// ISO-8601 time of the fix.
-    pub timestamp: Option<String>,
-}
-
 /// `driver:status`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -131,6 +111,13 @@ pub struct ReadIn {
 pub struct AdminSubscribeIn {
     /// Last event ids seen.
     pub since: Option<Value>,
+}
+
+/// `user:sync`: `{since}` — the last event id the client saw in its user room (required).
+#[derive(Debug, Deserialize)]
+pub struct UserSyncIn {
+    /// Last event id seen.
+    pub since: String,
 }
 
 /// Reads `since` for the given keys: a bare id applies to `single` (when given), a map

@@ -76,7 +76,9 @@ pub(super) async fn join(app: &App, s: &SocketRef, session: &Session, room: &Roo
 /// Joins `room` and first sends what the socket missed after `since`, in order, then live
 /// events — none lost or doubled at the seam (see [`super::replay::Replays`]). Returns
 /// whether the replay was complete (`false`: the history no longer reaches back to
-/// `since`).
+/// `since`). A socket already in the room (its user room, for `user:sync`) leaves it
+/// locally for the replay, so nothing live overtakes the replayed events; the node keeps
+/// holding the room throughout.
 pub(super) async fn join_with_replay(
     app: &App,
     replays: &Replays,
@@ -85,22 +87,24 @@ pub(super) async fn join_with_replay(
     room: &RoomKey,
     since: EventId,
 ) -> Result<bool> {
-    if session.rooms().contains(room) {
-        // Already live in the room: only the history after `since` is missing.
-        let h = app.engine.history(room, since).await?;
-        for (_, event, json) in &h.events {
-            send_to_socket(s, event, json);
-        }
-        return Ok(h.complete);
-    }
     let sid = s.id.to_string();
+    let held = session.rooms().contains(room);
+    if held {
+        // Left before the frames are kept: a frame delivered in between was published
+        // before the history read below, so the replay carries it.
+        s.leave(room.as_str().to_string());
+    }
     replays.begin(room, &sid);
     let history = async {
-        app.engine.hold_room(room).await?;
+        if !held {
+            app.engine.hold_room(room).await?;
+        }
         match app.engine.history(room, since).await {
             Ok(h) => Ok(h),
             Err(e) => {
-                app.engine.release_room(room).await;
+                if !held {
+                    app.engine.release_room(room).await;
+                }
                 Err(e)
             }
         }
@@ -108,6 +112,11 @@ pub(super) async fn join_with_replay(
     .await;
     let h = match history {
         Ok(h) => h,
+        Err(e) if held => {
+            // Back to live, with what arrived meanwhile.
+            replays.finish(room, s, None);
+            return Err(e);
+        }
         Err(e) => {
             replays.abandon(room, &sid);
             return Err(e);
@@ -116,7 +125,7 @@ pub(super) async fn join_with_replay(
     for (_, event, json) in &h.events {
         send_to_socket(s, event, json);
     }
-    if !session.rooms().insert(room.clone()) {
+    if !held && !session.rooms().insert(room.clone()) {
         // A concurrent join of the same room won; keep one hold.
         app.engine.release_room(room).await;
     }

@@ -3,12 +3,12 @@
 use serde_json::Value;
 use socketioxide::extract::SocketRef;
 
-use crate::domain::{self, DriverStatus, Location, RoomKey};
+use crate::domain::{self, DriverStatus, PositionReport, RoomKey};
 use crate::error::Error;
 use crate::flows::driving;
 use crate::socket::ack::{Reply, ok};
 use crate::socket::edge::Edge;
-use crate::socket::payload::{self, LocationIn, StatusIn, TripRef};
+use crate::socket::payload::{self, StatusIn, TripRef};
 use crate::socket::session::{Session, join};
 
 /// `driver:connect {tripId}`: the trip's driver joins `driver:{tripId}` and the trip room.
@@ -24,23 +24,8 @@ pub(super) async fn connect(edge: &Edge, s: &SocketRef, session: &Session, p: Op
 
 /// `driver:location:update {tripId?, lat, lng, speed?, heading?, accuracy?, timestamp?}`.
 pub(super) async fn location(edge: &Edge, s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
-    let p: LocationIn = payload::parse(p)?;
-    domain::check_position(p.lat, p.lng, p.speed, p.heading, p.accuracy)?;
-    let updated_at = match &p.timestamp {
-        Some(ts) => domain::iso(domain::check_timestamp(ts, chrono::Utc::now())?),
-        None => domain::now_iso(),
-    };
-    let trip = p.trip_id.map(|t| payload::trip_id("tripId", t)).transpose()?;
-    let location = Location {
-        trip,
-        driver: session.claims.user.clone(),
-        lat: p.lat,
-        lng: p.lng,
-        speed: p.speed,
-        heading: p.heading,
-        accuracy: p.accuracy,
-        updated_at,
-    };
+    let report: PositionReport = payload::parse(p)?;
+    let location = report.into_location(session.claims.user.clone())?;
     driving::update_location(&edge.app, &session.claims, location, Some(&s.id.to_string())).await?;
     ok()
 }

@@ -77,6 +77,7 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
         "passenger:subscribe" => passenger::subscribe,
         "passenger:unsubscribe" => passenger::unsubscribe,
         "admin:subscribe" => rooms::admin_subscribe,
+        "user:sync" => rooms::user_sync,
         "heartbeat" => rooms::heartbeat,
         "room:join" => rooms::join,
         "room:leave" => rooms::leave,

@@ -1,17 +1,17 @@
-//! `room:join`, `room:leave`, `admin:subscribe`, `heartbeat`, `chat:typing`, `chat:read`
-//! (flow of the chat events: `flows::chat`; the room events are the edge's own).
+//! `room:join`, `room:leave`, `admin:subscribe`, `user:sync`, `heartbeat`, `chat:typing`,
+//! `chat:read` (flow of the chat events: `flows::chat`; the room events are the edge's own).
 
 use serde_json::{Map, Value};
 use socketioxide::extract::SocketRef;
 
 use crate::domain::rooms::{ADMIN_ALERTS, ADMIN_EVENTS};
-use crate::domain::{self, Role, RoomKey};
+use crate::domain::{self, EventId, Role, RoomKey};
 use crate::error::{Error, Result};
 use crate::flows::chat;
 use crate::limits::room_name;
 use crate::socket::ack::{Reply, ok};
 use crate::socket::edge::Edge;
-use crate::socket::payload::{self, AdminSubscribeIn, ReadIn, RoomIn, TypingIn};
+use crate::socket::payload::{self, AdminSubscribeIn, ReadIn, RoomIn, TypingIn, UserSyncIn};
 use crate::socket::session::{Session, join as join_room, join_with_replay, leave as leave_room};
 
 /// `admin:subscribe {since?}`: an ADMIN joins `admin:alerts` and `admin:events`.
@@ -37,6 +37,18 @@ pub(super) async fn admin_subscribe(edge: &Edge, s: &SocketRef, session: &Sessio
     if !since.is_empty() {
         out.insert("recovered".into(), Value::Bool(recovered));
     }
+    Ok(out)
+}
+
+/// `user:sync {since}` (CONTRACT §7): the socket's own user room after `since`, replayed
+/// before any later live event of it → `{ok:true, recovered}`.
+pub(super) async fn user_sync(edge: &Edge, s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+    let p: UserSyncIn = payload::parse(p)?;
+    let since = EventId::parse(&p.since).ok_or_else(|| Error::invalid("since must be an event id \"<ms>-<seq>\""))?;
+    let room = RoomKey::user(&session.claims.tenant, &session.claims.user);
+    let complete = join_with_replay(&edge.app, &edge.replays, s, session, &room, since).await?;
+    let mut out = Map::new();
+    out.insert("recovered".into(), Value::Bool(complete));
     Ok(out)
 }
 
