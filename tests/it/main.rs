@@ -6,6 +6,7 @@ mod common;
 mod auth;
 mod binary;
 mod delivery;
+mod dispatch;
 mod fault;
 mod history;
 mod interop_js;
