@@ -185,18 +185,19 @@ mod tests {
 
     #[test]
     fn wrong_types_and_missing_fields_name_the_field() {
-        let e = parse::<LocationIn>(Some(json!({"lat": "1", "lng": 2}))).expect_err("string lat");
+        let e = parse::<crate::domain::PositionReport>(Some(json!({"lat": "1", "lng": 2}))).expect_err("string lat");
         assert_eq!(e.code(), "INVALID_PAYLOAD");
         assert!(e.to_string().contains("lat"), "{e}");
-        let e = parse::<LocationIn>(Some(json!({"lat": 1}))).expect_err("missing lng");
+        let e = parse::<crate::domain::PositionReport>(Some(json!({"lat": 1}))).expect_err("missing lng");
         assert!(e.to_string().contains("lng"), "{e}");
-        assert!(parse::<LocationIn>(Some(json!([1, 2]))).is_err());
-        assert!(parse::<LocationIn>(None).is_err());
+        assert!(parse::<crate::domain::PositionReport>(Some(json!([1, 2]))).is_err());
+        assert!(parse::<crate::domain::PositionReport>(None).is_err());
     }
 
     #[test]
     fn nulls_are_absent_and_unknown_fields_ignored() {
-        let p: LocationIn = parse(Some(json!({"lat": 1, "lng": 2, "speed": null, "extra": {"x": 1}}))).expect("valid");
+        let p: crate::domain::PositionReport =
+            parse(Some(json!({"lat": 1, "lng": 2, "speed": null, "extra": {"x": 1}}))).expect("valid");
         assert_eq!(p.speed, None);
         assert_eq!(p.lat, 1.0);
     }
