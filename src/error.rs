@@ -77,6 +77,19 @@ impl Error {
         }
     }
 
+    /// The contract's refusal object `{ok:false, error, message?, retryAfterMs?}` (CONTRACT
+    /// §2 acks, §7 per-update batch results).
+    pub fn refusal(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({ "ok": false, "error": self.code() });
+        if let Some(m) = self.message() {
+            v["message"] = m.into();
+        }
+        if let Error::RateLimited { retry_after_ms } = self {
+            v["retryAfterMs"] = (*retry_after_ms).into();
+        }
+        v
+    }
+
     /// Shorthand for an invalid payload.
     pub fn invalid(msg: impl Into<String>) -> Self {
         Error::InvalidPayload(msg.into())

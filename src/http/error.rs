@@ -40,14 +40,13 @@ impl IntoResponse for Error {
             _ => self.code().to_lowercase(),
         });
         let mut body = json!({ "error": self.code(), "message": message });
-        if let Error::RateLimited { retry_after_ms } = self {
-            // CONTRACT §7: a 429 also says when to retry in milliseconds.
-            body["retryAfterMs"] = json!(retry_after_ms);
-        }
+        let Error::RateLimited { retry_after_ms } = self else {
+            return (status, axum::Json(body)).into_response();
+        };
+        // CONTRACT §7: a 429 also says when to retry in milliseconds, besides `Retry-After`.
+        body["retryAfterMs"] = json!(retry_after_ms);
         let mut resp = (status, axum::Json(body)).into_response();
-        if let Error::RateLimited { retry_after_ms } = self
-            && let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string())
-        {
+        if let Ok(v) = HeaderValue::from_str(&retry_after_ms.div_ceil(1000).max(1).to_string()) {
             resp.headers_mut().insert(header::RETRY_AFTER, v);
         }
         resp

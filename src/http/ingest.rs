@@ -15,7 +15,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use futures_util::StreamExt;
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use super::auth::Caller;
 use super::body::body;
@@ -83,6 +83,7 @@ pub async fn batch(State(app): State<Arc<App>>, Caller(who): Caller, bytes: Byte
     }
     // Wave k holds each driver's k-th update: waves run one after the other, the updates
     // of a wave concurrently.
+    let mut results = vec![Value::Null; input.updates.len()];
     let mut waves: Vec<Vec<(usize, Value)>> = Vec::new();
     let mut seen: HashMap<String, usize> = HashMap::new();
     for (i, v) in input.updates.into_iter().enumerate() {
@@ -94,7 +95,6 @@ pub async fn batch(State(app): State<Arc<App>>, Caller(who): Caller, bytes: Byte
         waves[*k].push((i, v));
         *k += 1;
     }
-    let mut results = vec![Value::Null; seen.values().sum()];
     for wave in waves {
         let done: Vec<(usize, Value)> = futures_util::stream::iter(wave)
             .map(|(i, v)| {
@@ -130,23 +130,12 @@ async fn one(app: &App, service: &Claims, v: Value) -> Result<()> {
     driving::update_location(app, &as_driver, location, None).await
 }
 
-/// An entry's result: `{ok:true}` or `{ok:false, error, message?, retryAfterMs?}`.
+/// An entry's result: `{ok:true}` or the contract's refusal.
 fn reply(r: Result<()>) -> Value {
     let outcome = if r.is_ok() { "accepted" } else { "refused" };
     metrics::counter!("fleetcast_ingest_updates_total", "outcome" => outcome).increment(1);
     match r {
         Ok(()) => json!({"ok": true}),
-        Err(e) => {
-            let mut m = Map::new();
-            m.insert("ok".into(), false.into());
-            m.insert("error".into(), e.code().into());
-            if let Some(message) = e.message() {
-                m.insert("message".into(), message.into());
-            }
-            if let Error::RateLimited { retry_after_ms } = e {
-                m.insert("retryAfterMs".into(), retry_after_ms.into());
-            }
-            Value::Object(m)
-        }
+        Err(e) => e.refusal(),
     }
 }

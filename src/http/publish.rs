@@ -1,6 +1,6 @@
 //! The unified emitter (CONTRACT §4 "Publish"): `POST /api/v1/emit`, the order and run
-//! shortcuts, and `POST /api/v1/notifications` (§7), for SERVICE and ADMIN callers. Every event goes through the one publish path
-//! as a recoverable event (`eventId`, `emittedAt` added), so it reaches Socket.IO members of
+//! shortcuts, and `POST /api/v1/notifications` (§7), for SERVICE and ADMIN callers. Every
+//! event goes through the one publish path as a recoverable event (`eventId`, `emittedAt` added), so it reaches Socket.IO members of
 //! the rooms on every node and SSE streams of those rooms, and can be replayed. The `sse`
 //! part of the result counts the rooms' SSE streams across the cluster.
 
@@ -114,12 +114,7 @@ pub async fn emit(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Result
         room_name(&r)?;
         rooms.push(RoomKey::named(tenant, &r));
     }
-    for u in input.users.unwrap_or_default() {
-        if !valid_id(&u) {
-            return Err(Error::invalid("users must be ids of 1–128 characters"));
-        }
-        rooms.push(RoomKey::user(tenant, &UserId(u)));
-    }
+    rooms.extend(user_rooms(tenant, input.users.unwrap_or_default())?);
     rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     rooms.dedup();
     if rooms.is_empty() || rooms.len() > MAX_TARGETS {
@@ -127,6 +122,20 @@ pub async fn emit(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Result
     }
     let event = Published { name: input.event, payload: fields };
     Ok(result(publish::emit(&app, &rooms, &event).await))
+}
+
+/// The user rooms of `users` in `tenant`; each must be an id.
+fn user_rooms(tenant: &crate::domain::Tenant, users: Vec<String>) -> Result<Vec<RoomKey>> {
+    users
+        .into_iter()
+        .map(|u| {
+            if valid_id(&u) {
+                Ok(RoomKey::user(tenant, &UserId(u)))
+            } else {
+                Err(Error::invalid("users must be ids of 1–128 characters"))
+            }
+        })
+        .collect()
 }
 
 /// A `notification` payload is `{id, title, body, level, data?}` (CONTRACT §2, §7): `title`
@@ -179,13 +188,7 @@ pub async fn notify(State(app): State<Arc<App>>, who: Caller, raw: Body) -> Resu
     if input.users.is_empty() || input.users.len() > MAX_TARGETS {
         return Err(Error::invalid(format!("users must list 1–{MAX_TARGETS} user ids")));
     }
-    let mut rooms = Vec::with_capacity(input.users.len());
-    for u in input.users {
-        if !valid_id(&u) {
-            return Err(Error::invalid("users must be ids of 1–128 characters"));
-        }
-        rooms.push(RoomKey::user(&who.0.tenant, &UserId(u)));
-    }
+    let mut rooms = user_rooms(&who.0.tenant, input.users)?;
     rooms.sort_by(|a, b| a.as_str().cmp(b.as_str()));
     rooms.dedup();
     let mut fields = Map::new();

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use serde_json::{Map, Value, json};
+use serde_json::{Map, Value};
 use socketioxide::extract::AckSender;
 
 use super::edge::Edge;
@@ -35,14 +35,7 @@ pub(super) fn send_ack(ack: AckSender, result: Result<Map<String, Value>>) {
             if let Error::RateLimited { .. } = e {
                 metrics::counter!("fleetcast_rate_limited_total").increment(1);
             }
-            let mut v = json!({ "ok": false, "error": e.code() });
-            if let Some(m) = e.message() {
-                v["message"] = m.into();
-            }
-            if let Error::RateLimited { retry_after_ms } = e {
-                v["retryAfterMs"] = retry_after_ms.into();
-            }
-            v
+            e.refusal()
         }
     };
     // The client may not have asked for an ack; then there is nothing to answer.
