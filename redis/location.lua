@@ -14,7 +14,7 @@
 -- KEYS[7] SSE streams watching the driver's location (HASH; absent = nobody watches)
 -- ARGV[13] channel of the driver's location room   ARGV[14] frame for it
 -- ARGV[15] deadline, ms in Redis time (0 = none): past it the update is not applied
--- Returns {1, sampled(0|1)} when accepted, {0, retryAfterMs} when refused, {2, 0} when it
+-- Returns {1, sampled(0|1), came_live(0|1: the driver had no fresh position)} when accepted, {0, retryAfterMs} when refused, {2, 0} when it
 -- ran after its deadline (the node has answered UNAVAILABLE; nothing written).
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
@@ -57,6 +57,9 @@ if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
 local glat = ARGV[7]
 if tonumber(glat) > 85.05112878 then glat = '85.05112878' elseif tonumber(glat) < -85.05112878 then glat = '-85.05112878' end
 redis.call('GEOADD', KEYS[4], ARGV[6], glat, ARGV[8])
+local seen = redis.call('ZSCORE', KEYS[5], ARGV[8])
+local came_live = 0
+if seen == false or tonumber(seen) < now - ttl then came_live = 1 end
 redis.call('ZADD', KEYS[5], now, ARGV[8])
 -- Housekeeping of the tenant's index rides on sampled updates (one per driver per
 -- snapshot interval, so at least one per interval while any driver is live; every update
@@ -80,4 +83,4 @@ end
 if redis.call('EXISTS', KEYS[7]) == 1 then
   redis.call('PUBLISH', ARGV[13], ARGV[14])
 end
-return {1, sampled}
+return {1, sampled, came_live}

@@ -33,6 +33,8 @@ pub struct App {
     pub db: Db,
     /// Trip access checks.
     pub access: Access,
+    /// Drivers' recent speeds (trip ETAs).
+    pub pace: crate::pace::Pace,
     /// Token verification.
     pub verifier: Verifier,
     /// Signs and checks booking ticket tokens.

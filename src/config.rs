@@ -150,6 +150,11 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_LOCATION_TTL_MS", default_value_t = 120_000)]
     pub location_ttl_ms: u64,
 
+    /// Distance from a trip's pickup or destination at which `trip.driver.arriving` is sent
+    /// (CONTRACT §7), metres.
+    #[arg(long, env = "FLEETCAST_ARRIVAL_RADIUS_M", default_value_t = 150.0)]
+    pub arrival_radius_m: f64,
+
     /// Snapshot sampling interval: at most one stored snapshot per driver per interval.
     #[arg(long, env = "FLEETCAST_SNAPSHOT_INTERVAL_MS", default_value_t = 30_000)]
     pub snapshot_interval_ms: u64,
@@ -414,6 +419,9 @@ impl Config {
         }
         if self.location_ttl_ms < 1_000 {
             return bad("location-ttl-ms", "must be at least 1000");
+        }
+        if !(self.arrival_radius_m.is_finite() && self.arrival_radius_m > 0.0 && self.arrival_radius_m <= 10_000.0) {
+            return bad("arrival-radius-m", "must be more than 0 and at most 10000");
         }
         if self.snapshot_interval_ms < 100 {
             return bad("snapshot-interval-ms", "must be at least 100");

@@ -62,6 +62,32 @@ pub const DRIVER_LOCATION: &str = "driver_location";
 pub const ORDER_UPDATE: &str = "order_update";
 /// `run_update` of a run room and its SSE stream.
 pub const RUN_UPDATE: &str = "run_update";
+/// `driver.availability.changed` to `admin:events` (CONTRACT §7).
+pub const AVAILABILITY_CHANGED: &str = "driver.availability.changed";
+/// `trip.driver.arriving` to the trip room and the organizer's and passengers' user rooms.
+pub const DRIVER_ARRIVING: &str = "trip.driver.arriving";
+
+/// `driver.availability.changed {driverId, availability, previous, tripId?, at}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AvailabilityChanged<'a> {
+    pub driver_id: &'a str,
+    pub availability: crate::domain::presence::Availability,
+    pub previous: crate::domain::presence::Availability,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trip_id: Option<&'a str>,
+    pub at: &'a str,
+}
+
+/// `trip.driver.arriving {tripId, target, distanceKm, at}`.
+#[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DriverArriving<'a> {
+    pub trip_id: &'a str,
+    pub target: crate::domain::progress::Target,
+    pub distance_km: f64,
+    pub at: &'a str,
+}
 
 /// `server:location:update`: the driver's [`Location`] (published by the engine in the
 /// same step that stores it; see `fanout::location_frame`).
@@ -310,6 +336,8 @@ named! {
     OfferAccepted<'a> => OFFER_ACCEPTED,
     OfferExpired<'a> => OFFER_EXPIRED,
     DriverLocation<'a> => DRIVER_LOCATION,
+    AvailabilityChanged<'a> => AVAILABILITY_CHANGED,
+    DriverArriving<'a> => DRIVER_ARRIVING,
 }
 
 /// The SSE streams' own message types (CONTRACT §3): data is JSON with a `type` field.
@@ -345,6 +373,15 @@ pub mod sse {
         pub kind: &'static str,
         pub trip_id: &'a str,
         pub current_status: &'a str,
+    }
+
+    /// `connected {userId}` of the caller's own user-room stream.
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct UserConnected<'a> {
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub user_id: &'a str,
     }
 
     /// `connected {orderId | runId}` of an entity stream.

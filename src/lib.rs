@@ -5,8 +5,9 @@
 //! - edges, each knowing its own wire types: [`socket`] (Socket.IO), [`sse`] (EventSource
 //!   streams), [`http`] (the JSON API and operations routes);
 //! - [`flows`]: what each contract action does (trips, bookings, offers, scans,
-//!   subscriptions, chat, driving, publishing, stats), domain values in and out;
-//! - [`app`]: the state flows and edges share; [`access`]: who may touch a trip;
+//!   subscriptions, chat, driving, presence, publishing, stats), domain values in and out;
+//! - [`app`]: the state flows and edges share; [`access`]: who may touch a trip; [`pace`]:
+//!   drivers' recent speeds (trip ETAs);
 //! - [`fanout`]: the one publish path, and local delivery to the edges' sinks;
 //! - [`events`]: every server→client event, its name and typed payload;
 //! - [`engine`]: shared state and room pub/sub, memory or Redis; [`store`]: the database;
@@ -37,6 +38,7 @@ pub mod jobs;
 pub mod limits;
 pub mod listener;
 pub mod node;
+pub mod pace;
 pub mod snapshots;
 pub mod socket;
 pub mod sse;

@@ -195,6 +195,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         started: Instant::now(),
         engine: Arc::new(engine),
         access: Access::new(db.clone(), Duration::from_millis(cfg.membership_cache_ms)),
+        pace: Default::default(),
         offer_jobs: JobQueue::new(db.clone(), 5),
         db,
         verifier,
@@ -263,6 +264,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     });
     tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), throttle, cancel.clone()));
     tasks.spawn(expiry_loop(socket_edge.clone(), cancel.clone()));
+    tasks.spawn(flows::presence::sweep_loop(app.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());
         let drain = Duration::from_millis(cfg.shutdown_drain_ms);

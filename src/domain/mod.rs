@@ -7,6 +7,8 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod ids;
+pub mod presence;
+pub mod progress;
 pub mod rides;
 pub mod rooms;
 

@@ -108,6 +108,30 @@ impl Keys {
         format!("{}:offerf:{}:{}", self.prefix, esc(&tenant.0), esc(&driver.0))
     }
 
+    /// Stored availability of the tenant's drivers that are not `OFFLINE` (HASH driver →
+    /// `AVAILABLE` or `BUSY`, then `\x1e` and the active trip when there is one; TTL 24 h
+    /// refreshed by each derivation that leaves it non-empty).
+    pub fn presence(&self, tenant: &Tenant) -> String {
+        format!("{}:presence:{}", self.prefix, esc(&tenant.0))
+    }
+
+    /// Tenants with a non-empty presence HASH (SET of tenant names; TTL 24 h refreshed
+    /// like the HASHes).
+    pub fn presence_tenants(&self) -> String {
+        format!("{}:presence-tenants", self.prefix)
+    }
+
+    /// A "first one wins" mark (string, TTL given by its user): one presence sweep per
+    /// tick, one arrival event per trip and target.
+    pub fn once_sweep(&self, tick: u64) -> String {
+        format!("{}:once:sweep:{tick}", self.prefix)
+    }
+
+    /// The arrival mark of a trip and target.
+    pub fn once_arrival(&self, tenant: &Tenant, trip: &TripId, target: &str) -> String {
+        format!("{}:once:arrival:{}:{}:{target}", self.prefix, esc(&tenant.0), esc(&trip.0))
+    }
+
     /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a
     /// TTL of three heartbeat intervals.
     pub fn node_prefix(&self) -> String {

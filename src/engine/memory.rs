@@ -9,9 +9,10 @@ use std::time::{Duration, Instant};
 
 use super::frame;
 use super::types::{
-    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, SlotKind,
-    with_event_id,
+    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, Once, Presence,
+    PresenceChange, PresenceInput, PresenceLimits, SlotKind, with_event_id,
 };
+use crate::domain::presence::{Availability, Facts};
 use crate::domain::{EventId, Location, RoomKey, Tenant, TripId, UserId};
 use crate::error::Result;
 
@@ -35,6 +36,11 @@ struct State {
     /// Offer filters of drivers: (tenant, driver) → (expiry, JSON), kept as long as the
     /// Redis engine keeps them (a day after the last `driver:subscribe`).
     offer_filters: HashMap<Key, (Instant, String)>,
+    /// Stored availability of drivers that are not `OFFLINE`: tenant → driver → (value,
+    /// active trip).
+    presence: HashMap<String, HashMap<String, (Availability, Option<String>)>>,
+    /// "First one wins" marks and their expiry.
+    once: HashMap<String, Instant>,
     /// This node's last stats JSON (the one node of the embedded "cluster").
     stats: String,
 }
@@ -153,6 +159,7 @@ impl MemoryEngine {
     pub(super) async fn write_location(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
         let now = Instant::now();
         let sampled;
+        let came_live;
         {
             let mut s = self.lock();
             let dkey = key(w.tenant, &w.fix.driver.0);
@@ -174,7 +181,8 @@ impl MemoryEngine {
             }
             window.push_back(now);
             let expiry = now + Duration::from_millis(l.ttl_ms);
-            s.driver_loc.insert(dkey.clone(), (expiry, w.fix.clone()));
+            let before = s.driver_loc.insert(dkey.clone(), (expiry, w.fix.clone()));
+            came_live = before.is_none_or(|(exp, _)| exp <= now);
             if let Some(trip) = &w.fix.trip {
                 s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.fix.clone()));
             }
@@ -194,7 +202,7 @@ impl MemoryEngine {
             (self.deliver)(room, frame);
         }
         (self.deliver)(w.driver_room.0, w.driver_room.1);
-        Ok(LocationOutcome::Accepted { sampled })
+        Ok(LocationOutcome::Accepted { sampled, came_live })
     }
 
     pub(super) async fn trip_location(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<Location>> {
@@ -307,6 +315,85 @@ impl MemoryEngine {
         Ok(None)
     }
 
+    pub(super) async fn derive_presence(
+        &self,
+        tenant: &Tenant,
+        drivers: &[PresenceInput],
+        _limits: &PresenceLimits,
+    ) -> Result<Vec<PresenceChange>> {
+        let now = Instant::now();
+        let mut s = self.lock();
+        let mut changes = Vec::new();
+        for input in drivers {
+            let holds = |s: &State, kind| s.slots.contains_key(&(kind, tenant.0.clone(), input.driver.clone()));
+            let stored = s.presence.get(&tenant.0).and_then(|p| p.get(&input.driver)).cloned();
+            let previous = stored.as_ref().map_or(Availability::Offline, |(a, _)| *a);
+            let trip = match &input.trip {
+                Some(read) => read.clone(),
+                None => stored.and_then(|(_, t)| t),
+            };
+            let facts = Facts {
+                on_trip: trip.is_some(),
+                connected: holds(&s, SlotKind::Connections),
+                offers: holds(&s, SlotKind::Offers),
+                fresh: s.driver_loc.get(&key(tenant, &input.driver)).is_some_and(|(exp, _)| *exp > now),
+            };
+            let availability = Availability::derive(facts);
+            let entry = s.presence.entry(tenant.0.clone()).or_default();
+            if availability == Availability::Offline {
+                entry.remove(&input.driver);
+                if entry.is_empty() {
+                    s.presence.remove(&tenant.0);
+                }
+            } else {
+                entry.insert(input.driver.clone(), (availability, trip.clone()));
+            }
+            if availability != previous {
+                changes.push(PresenceChange { driver: input.driver.clone(), availability, previous, trip });
+            }
+        }
+        Ok(changes)
+    }
+
+    pub(super) async fn present_drivers(&self, tenant: &Tenant) -> Result<Vec<Presence>> {
+        let s = self.lock();
+        let Some(p) = s.presence.get(&tenant.0) else { return Ok(Vec::new()) };
+        Ok(p.iter()
+            .map(|(driver, (availability, trip))| Presence {
+                driver: driver.clone(),
+                availability: *availability,
+                trip: trip.clone(),
+            })
+            .collect())
+    }
+
+    pub(super) async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
+        Ok(self.lock().presence.keys().map(|t| Tenant(t.clone())).collect())
+    }
+
+    pub(super) async fn driver_locations(&self, tenant: &Tenant, drivers: &[UserId]) -> Result<Vec<Option<Location>>> {
+        let now = Instant::now();
+        let s = self.lock();
+        Ok(drivers
+            .iter()
+            .map(|d| s.driver_loc.get(&key(tenant, &d.0)).filter(|(exp, _)| *exp > now).map(|(_, l)| l.clone()))
+            .collect())
+    }
+
+    pub(super) async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {
+        let name = match mark {
+            Once::PresenceSweep(tick) => format!("sweep:{tick}"),
+            Once::Arrival(tenant, trip, target) => format!("arrival:{}\u{1f}{}\u{1f}{target}", tenant.0, trip.0),
+        };
+        let now = Instant::now();
+        let mut s = self.lock();
+        if s.once.get(&name).is_some_and(|until| *until > now) {
+            return Ok(false);
+        }
+        s.once.insert(name, now + Duration::from_millis(ttl_ms));
+        Ok(true)
+    }
+
     pub(super) async fn heartbeat(&self, stats: &str) -> Result<()> {
         let now = Instant::now();
         let mut s = self.lock();
@@ -316,6 +403,7 @@ impl MemoryEngine {
         s.windows.retain(|_, w| w.back().is_some_and(|t| now.duration_since(*t) < Duration::from_secs(60)));
         s.snapshot_marks.retain(|_, until| *until > now);
         s.offer_filters.retain(|_, (until, _)| *until > now);
+        s.once.retain(|_, until| *until > now);
         let window = Duration::from_millis(self.limits.window_ms);
         s.history.retain(|_, h| h.touched.is_some_and(|t| now.duration_since(t) < window));
         s.geo.retain(|_, drivers| {

@@ -21,8 +21,8 @@ pub mod redis;
 mod types;
 
 pub use types::{
-    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, SlotKind,
-    with_event_id,
+    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, Once, Presence,
+    PresenceChange, PresenceInput, PresenceLimits, SlotKind, with_event_id,
 };
 
 /// The engine of a node.
@@ -154,6 +154,37 @@ impl Engine {
     /// Drivers of the tenant with a position fresher than `fresh_ms`.
     pub async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
         dispatch!(self, e => e.live_drivers(tenant, fresh_ms).await)
+    }
+
+    /// Derives the availability of `drivers` again from the live state (CONTRACT §7), stores
+    /// it and returns the changes; each change is returned to one caller cluster-wide.
+    pub async fn derive_presence(
+        &self,
+        tenant: &Tenant,
+        drivers: &[PresenceInput],
+        limits: &PresenceLimits,
+    ) -> Result<Vec<PresenceChange>> {
+        dispatch!(self, e => e.derive_presence(tenant, drivers, limits).await)
+    }
+
+    /// The tenant's drivers that are not `OFFLINE`.
+    pub async fn present_drivers(&self, tenant: &Tenant) -> Result<Vec<Presence>> {
+        dispatch!(self, e => e.present_drivers(tenant).await)
+    }
+
+    /// Tenants with drivers that are not `OFFLINE` (the presence sweep's work list).
+    pub async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
+        dispatch!(self, e => e.presence_tenants().await)
+    }
+
+    /// Latest live positions of many drivers, in order.
+    pub async fn driver_locations(&self, tenant: &Tenant, drivers: &[UserId]) -> Result<Vec<Option<Location>>> {
+        dispatch!(self, e => e.driver_locations(tenant, drivers).await)
+    }
+
+    /// True for the first caller cluster-wide to set `mark` within `ttl_ms`.
+    pub async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {
+        dispatch!(self, e => e.once(mark, ttl_ms).await)
     }
 
     /// The shared store's `INFO` text (Redis), or `None` embedded.

@@ -4,7 +4,8 @@
 
 use std::sync::Arc;
 
-use crate::domain::{EventId, Location, RoomKey, Tenant};
+use crate::domain::presence::Availability;
+use crate::domain::{EventId, Location, RoomKey, Tenant, TripId};
 
 /// Bounds of a room's event history (CONTRACT §6: 100 events or 10 minutes by default).
 #[derive(Debug, Clone, Copy)]
@@ -41,6 +42,8 @@ pub enum LocationOutcome {
     Accepted {
         /// At most one sampled update per driver per snapshot interval.
         sampled: bool,
+        /// The driver had no fresh position before this one (its availability may change).
+        came_live: bool,
     },
     /// Refused by the cluster-wide window; nothing was stored.
     RateLimited {
@@ -112,4 +115,59 @@ pub enum Claim {
     Granted,
     /// The cap would be exceeded; nothing claimed.
     Refused,
+}
+
+/// One driver whose availability is to be derived again, and what the caller knows of its
+/// trip: `Some(trip)` read from the database just now (`Some(None)`: no active trip),
+/// `None` to keep the trip stored with the driver's last availability (the sweep).
+#[derive(Debug, Clone)]
+pub struct PresenceInput {
+    /// The driver.
+    pub driver: String,
+    /// Its active trip, when the caller read it.
+    pub trip: Option<Option<String>>,
+}
+
+/// A driver's stored availability (never `OFFLINE`: offline drivers are not stored).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    /// The driver.
+    pub driver: String,
+    /// `AVAILABLE` or `BUSY`.
+    pub availability: Availability,
+    /// Its active trip, if any.
+    pub trip: Option<String>,
+}
+
+/// A change of availability, reported to exactly one caller cluster-wide (the derivation
+/// compares and sets in one step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PresenceChange {
+    /// The driver.
+    pub driver: String,
+    /// The new value.
+    pub availability: Availability,
+    /// The value before.
+    pub previous: Availability,
+    /// The driver's active trip, if any.
+    pub trip: Option<String>,
+}
+
+/// Settings of the derivation.
+#[derive(Debug, Clone, Copy)]
+pub struct PresenceLimits {
+    /// A position older than this is not fresh (the location TTL).
+    pub fresh_ms: u64,
+    /// A node silent for longer than this no longer holds connections for presence (less
+    /// than the slot expiry, so a killed node's drivers go `OFFLINE` within 5 s).
+    pub node_silence_ms: u64,
+}
+
+/// A cluster-wide "first one wins" mark.
+#[derive(Debug, Clone, Copy)]
+pub enum Once<'a> {
+    /// The presence sweep of one tick (one node sweeps each tick).
+    PresenceSweep(u64),
+    /// `trip.driver.arriving` of a trip and target.
+    Arrival(&'a Tenant, &'a TripId, &'a str),
 }

@@ -6,6 +6,7 @@
 
 use serde::Serialize;
 
+use crate::domain::progress::Progress;
 use crate::domain::{EventId, Location, RoomKey, Tenant, UserId};
 use crate::engine::{Engine, frame};
 use crate::error::{Error, Result};
@@ -129,18 +130,22 @@ pub async fn send_control(engine: &Engine, room: &RoomKey, command: &Control) ->
 ///
 /// `sender` is the socket that sent the update: it does not get its own position back
 /// (CONTRACT §2, v1.1); the driver's other sockets do.
-pub fn location_frame(location: &Location, sender: Option<&str>) -> Result<String> {
+///
+/// `progress` is the trip's progress towards its next target (CONTRACT §7), when it has one.
+pub fn location_frame(location: &Location, progress: Option<&Progress>, sender: Option<&str>) -> Result<String> {
     // Serialized directly with `emittedAt` (the generic `stamp` goes through a map).
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]
     struct Stamped<'a> {
         #[serde(flatten)]
         location: events::LocationUpdate<'a>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        progress: Option<&'a Progress>,
         emitted_at: &'a str,
     }
     let now = crate::domain::now_iso();
-    let json = serde_json::to_string(&Stamped { location: events::LocationUpdate(location), emitted_at: &now })
-        .map_err(|_| Error::Internal)?;
+    let stamped = Stamped { location: events::LocationUpdate(location), progress, emitted_at: &now };
+    let json = serde_json::to_string(&stamped).map_err(|_| Error::Internal)?;
     count_out(events::LOCATION);
     Ok(frame::encode(events::LOCATION, 0, sender, &json))
 }

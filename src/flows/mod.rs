@@ -10,6 +10,7 @@
 //!   `trip.status.updated` it and an accepted offer emit).
 //! - [`bookings`]: book and cancel.
 //! - [`offers`]: offer subscription, rounds and deadlines, decline, the one-winner accept.
+//! - [`presence`]: drivers' availability, its sweep and `GET /api/v1/drivers`.
 //! - [`scan`]: the `conductor:scan` check.
 //! - [`publish`]: the publish API's emission.
 //! - [`stats`]: this node's figures for the admin stats and the node registry.
@@ -18,6 +19,7 @@ pub mod bookings;
 pub mod chat;
 pub mod driving;
 pub mod offers;
+pub mod presence;
 pub mod publish;
 pub mod scan;
 pub mod stats;

@@ -43,12 +43,15 @@ pub async fn subscribe(app: &App, who: &Claims, sid: &str, filters: &Filters) ->
     let json = serde_json::to_string(filters).map_err(|_| Error::Internal)?;
     app.engine.set_offer_filters(&who.tenant, &who.user, &json).await?;
     app.engine.claim(SlotKind::Offers, &who.tenant, &who.user, sid, &[sid], u32::MAX).await?;
+    super::presence::notice(app, &who.tenant, &who.user).await;
     Ok(())
 }
 
 /// `driver:unsubscribe` (or a disconnect): this socket no longer makes the driver eligible.
 pub async fn unsubscribe(app: &App, who: &Claims, sid: &str) -> Result<()> {
-    app.engine.release(SlotKind::Offers, &who.tenant, &who.user, sid, &[sid]).await
+    app.engine.release(SlotKind::Offers, &who.tenant, &who.user, sid, &[sid]).await?;
+    super::presence::notice_loss(app, who).await;
+    Ok(())
 }
 
 /// The nearest eligible drivers for `trip` in `round`, with their distances.
@@ -221,5 +224,6 @@ pub async fn accept(app: &App, who: &Claims, trip_id: &str) -> Result<TripRow> {
     fanout::publish_to_users(&app.engine, tenant, &losers, &taken).await;
     let event = status_updated(&row, TripStatus::Published, None, who.name.as_deref());
     emit_status(app, tenant, &row, &event).await;
+    super::presence::notice(app, tenant, &who.user).await;
     Ok(row)
 }

@@ -8,7 +8,7 @@ use crate::app::App;
 use crate::auth::Claims;
 use crate::domain::rides::{TripPlan, TripStatus, TripType};
 use crate::domain::rooms::trip_grant;
-use crate::domain::{Role, RoomKey, Tenant, TripId};
+use crate::domain::{Role, RoomKey, Tenant, TripId, UserId};
 use crate::error::{Error, Result};
 use crate::events::{ExpiryReason, OfferExpired, TripCreated};
 use crate::fanout;
@@ -100,10 +100,11 @@ pub async fn change_status(
         let expired = OfferExpired { trip_id, reason: ExpiryReason::Cancelled };
         fanout::publish_to_users(&app.engine, &who.tenant, &drivers, &expired).await;
     }
-    if to.is_final()
-        && let Some(driver) = &change.trip.driver_id
-    {
-        final_snapshot(app, &who.tenant, driver, trip_id).await;
+    if let Some(driver) = &change.trip.driver_id {
+        if to.is_final() {
+            final_snapshot(app, &who.tenant, driver, trip_id).await;
+        }
+        super::presence::notice(app, &who.tenant, &UserId(driver.clone())).await;
     }
     Ok(change.trip)
 }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::auth::Caller;
-use super::body::body;
+use super::body::{Done, body};
 use crate::app::App;
 use crate::auth::Claims;
 use crate::domain::{PositionReport, Role, UserId, valid_id};
@@ -30,12 +30,6 @@ pub const MAX_BATCH: usize = 1_000;
 
 /// Updates of one batch in flight at once.
 const CONCURRENCY: usize = 128;
-
-/// `{ok:true}`.
-#[derive(Serialize, utoipa::ToSchema)]
-pub struct Done {
-    ok: bool,
-}
 
 /// `POST /api/v1/locations` body: `{updates: [{driverId, tripId?, lat, lng, …}]}`.
 #[derive(Deserialize, utoipa::ToSchema)]
@@ -65,7 +59,7 @@ pub async fn own(State(app): State<Arc<App>>, Caller(who): Caller, bytes: Bytes)
     }
     let location = report.into_location(who.user.clone())?;
     driving::update_location(&app, &who, location, None).await?;
-    Ok(Json(Done { ok: true }))
+    Ok(Json(Done::OK))
 }
 
 /// `POST /api/v1/locations {updates}` (SERVICE).

@@ -1,6 +1,7 @@
 //! HTTP edge (CONTRACT §4, §7): the route table, one file per concern — [`ops`] (liveness,
 //! readiness, metrics, the JSON 404), `rides` (trips, bookings, offers), `publish` (the
-//! unified emitter, notifications), `ingest` (HTTP location updates), `track`, `admin`
+//! unified emitter, notifications), `ingest` (HTTP location updates), `drivers` (driver
+//! presence), `track`, `admin`
 //! (stats), [`openapi`] (the document), [`throttle`] (the write routes' rate limits) — with
 //! [`auth`] (the caller's token) and [`error`] (the one error mapping), which the SSE edge
 //! shares.
@@ -18,6 +19,7 @@ use crate::app::App;
 mod admin;
 pub mod auth;
 mod body;
+mod drivers;
 pub mod error;
 mod ingest;
 pub mod openapi;
@@ -46,6 +48,8 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/trips/{id}"),
     ("POST", "/api/trips/{id}/broadcast-offer"),
     ("POST", "/api/drivers/trips/accept/{trip_id}"),
+    ("POST", "/api/drivers/trips/{trip_id}/decline"),
+    ("GET", "/api/v1/drivers"),
     ("PUT", "/api/drivers/trips/{trip_id}/status"),
     ("POST", "/api/bookings"),
     ("PATCH", "/api/bookings/{id}"),
@@ -71,6 +75,8 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<App>>> {
         ("GET", "/api/trips/{id}") => get(rides::get_trip),
         ("POST", "/api/trips/{id}/broadcast-offer") => post(rides::broadcast_offer),
         ("POST", "/api/drivers/trips/accept/{trip_id}") => post(rides::accept),
+        ("POST", "/api/drivers/trips/{trip_id}/decline") => post(rides::decline),
+        ("GET", "/api/v1/drivers") => get(drivers::list),
         ("PUT", "/api/drivers/trips/{trip_id}/status") => put(rides::change_status),
         ("POST", "/api/bookings") => post(rides::book),
         ("PATCH", "/api/bookings/{id}") => patch(rides::patch_booking),

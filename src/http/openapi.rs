@@ -27,7 +27,8 @@ impl Modify for BearerAuth {
         super::rides::create_trip, super::rides::get_trip, super::rides::broadcast_offer, super::rides::accept,
         super::rides::change_status, super::rides::book, super::rides::patch_booking, super::rides::cancel_booking,
         super::track::track, super::publish::emit, super::publish::order, super::publish::run,
-        super::publish::notify, super::ingest::own, super::ingest::batch,
+        super::publish::notify, super::ingest::own, super::ingest::batch, super::rides::decline,
+        super::drivers::list,
     ),
     modifiers(&BearerAuth)
 )]

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::auth::Caller;
-use super::body::body;
+use super::body::{Done, body};
 use super::error::ErrorBody;
 use crate::app::App;
 use crate::domain::rides::{BookingRequest, Place as DomainPlace, TripPlan, TripStatus, TripType};
@@ -283,6 +283,16 @@ pub async fn broadcast_offer(
         (status = 409, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn accept(State(app): State<Arc<App>>, who: Caller, Path(trip): Path<String>) -> Result<Json<Trip>> {
     Ok(Json(offers::accept(&app, &who.0, path_id(&trip)?).await?.into()))
+}
+
+/// Decline an offered trip (same as `trip:offer:decline`): it is never offered to this
+/// driver again.
+#[utoipa::path(post, path = "/api/drivers/trips/{tripId}/decline", tag = "offers", params(("tripId" = String, Path)),
+    responses((status = 200, body = Done), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn decline(State(app): State<Arc<App>>, who: Caller, Path(trip): Path<String>) -> Result<Json<Done>> {
+    offers::decline(&app, &who.0, path_id(&trip)?).await?;
+    Ok(Json(Done::OK))
 }
 
 /// Move a trip along its status machine (its driver or an ADMIN).

@@ -20,7 +20,7 @@ use super::session::{Session, join};
 use crate::auth::AuthError;
 use crate::domain::{RoomKey, TripId};
 use crate::engine::{Claim, SlotKind};
-use crate::flows::{offers, subscriptions};
+use crate::flows::{offers, presence, subscriptions};
 
 /// Why a connection was refused; its `Display` is the exact `connect_error` message.
 #[derive(Debug)]
@@ -162,13 +162,17 @@ pub(super) async fn on_disconnect(
     if let Err(e) = subscriptions::release(app, c, &sid, &trips).await {
         tracing::warn!(error = %e, "subscription slots not released; they expire with the node");
     }
-    if session.offers.swap(false, Ordering::SeqCst)
-        && let Err(e) = offers::unsubscribe(app, c, &sid).await
-    {
-        tracing::warn!(error = %e, "offer slot not released; it expires with the node");
-    }
     if let Err(e) = app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid]).await {
         tracing::warn!(error = %e, "connection slot not released; it expires with the node");
+    }
+    // Dropping the offer slot derives the driver's availability again; without one, the
+    // lost connection may still change it (a driver on a trip).
+    if session.offers.swap(false, Ordering::SeqCst) {
+        if let Err(e) = offers::unsubscribe(app, c, &sid).await {
+            tracing::warn!(error = %e, "offer slot not released; it expires with the node");
+        }
+    } else {
+        presence::notice_loss(app, c).await;
     }
 }
 

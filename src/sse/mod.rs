@@ -1,4 +1,6 @@
-//! Server-Sent Events edge (CONTRACT §3): the trip-status, order and run streams. A stream
+//! Server-Sent Events edge (CONTRACT §3, §7): the trip-status, order, run and
+//! driver-location streams, and the caller's own user room (`me/stream`, where a driver
+//! can also take offers). A stream
 //! answers 401/403/404 as JSON before it starts; then `retry: 3000`, a `connected` event
 //! with the current state, what a reconnecting client missed after its `Last-Event-ID`
 //! (from the room's history, the same ids as Socket.IO), then live events, and a heartbeat
@@ -15,7 +17,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, Path, Query, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, Sse};
 use axum::response::{IntoResponse, Response};
@@ -24,11 +26,13 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::app::App;
+use crate::domain::rides::Filters;
 use crate::domain::rooms::{Entity, driver_grant};
 use crate::domain::{EventId, Role, RoomKey, TripId, UserId, valid_id};
 use crate::engine::{Claim, SlotKind};
 use crate::error::{Error, Result};
 use crate::events::{self, sse as sse_events};
+use crate::flows;
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
 
@@ -43,12 +47,15 @@ enum Kind {
     Order,
     Run,
     DriverLocation,
+    /// The caller's user room: every event, under its own name.
+    User,
 }
 
 impl Kind {
     /// The SSE `type` of a room event, or `None` when the stream does not carry it.
     fn map(self, event: &str) -> Option<&str> {
         let carried = match self {
+            Kind::User => return Some(event),
             Kind::TripStatus => events::TRIP_STATUS_UPDATED,
             Kind::Order => events::ORDER_UPDATE,
             Kind::Run => events::RUN_UPDATE,
@@ -105,7 +112,7 @@ pub async fn trip_status(
         trip_id: &trip.0,
         current_status: &current,
     })?;
-    open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers)?).await
+    open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers)?, None).await
 }
 
 fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
@@ -137,7 +144,7 @@ async fn entity_stream(
         Entity::Order => Kind::Order,
         Entity::Run => Kind::Run,
     };
-    open(app, hub, who, room, kind, connected, last_event_id(headers)?).await
+    open(app, hub, who, room, kind, connected, last_event_id(headers)?, None).await
 }
 
 /// `GET /api/v1/realtime/orders/{id}/stream`.
@@ -203,7 +210,69 @@ pub async fn driver_location(
         driver_id: &driver.0,
         location: current.as_ref().map(sse_events::CurrentPosition::from),
     })?;
-    open(app, hub, who, room, Kind::DriverLocation, connected, None).await
+    open(app, hub, who, room, Kind::DriverLocation, connected, None, None).await
+}
+
+/// `GET /api/v1/realtime/me/stream`'s query: offer eligibility for a driver.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeQuery {
+    offers: Option<String>,
+    max_distance: Option<String>,
+    min_earnings: Option<String>,
+    trip_types: Option<String>,
+}
+
+impl MeQuery {
+    /// The offer filters when `offers=true`, checked as `driver:subscribe` checks them.
+    fn filters(&self) -> Result<Option<Filters>> {
+        match self.offers.as_deref() {
+            None | Some("false") => return Ok(None),
+            Some("true") => {}
+            Some(_) => return Err(Error::invalid("offers must be true or false")),
+        }
+        let number = |name: &str, v: &Option<String>| -> Result<Option<f64>> {
+            v.as_deref()
+                .map(|s| s.trim().parse::<f64>().map_err(|_| Error::invalid(format!("{name} must be a number"))))
+                .transpose()
+        };
+        let filters = Filters {
+            max_distance: number("maxDistance", &self.max_distance)?,
+            min_earnings: number("minEarnings", &self.min_earnings)?,
+            trip_types: self.trip_types.as_deref().map(|s| s.split(',').map(|t| t.trim().to_string()).collect()),
+        };
+        filters.validate()?;
+        Ok(Some(filters))
+    }
+}
+
+/// `GET /api/v1/realtime/me/stream`: the caller's user room (any role); with
+/// `offers=true` a DRIVER is eligible for offers while the stream is open, exactly as
+/// `driver:subscribe` with the same filters.
+#[utoipa::path(get, path = "/api/v1/realtime/me/stream", tag = "sse",
+    params(("offers" = Option<bool>, Query, description = "DRIVER: eligible for offers while open"),
+        ("maxDistance" = Option<f64>, Query), ("minEarnings" = Option<f64>, Query),
+        ("tripTypes" = Option<String>, Query, description = "PRIVATE,SHARED")),
+    description = "connected {userId}, every event of the user room under its own name (with id), heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn me(
+    State(app): State<Arc<App>>,
+    Extension(hub): Extension<Arc<SseHub>>,
+    Caller(who): Caller,
+    Query(q): Query<MeQuery>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let filters = q.filters()?;
+    if filters.is_some() && who.role != Role::Driver {
+        return Err(Error::Forbidden);
+    }
+    let since = last_event_id(&headers)?;
+    let room = RoomKey::user(&who.tenant, &who.user);
+    let connected = to_value(&sse_events::UserConnected { kind: sse_events::CONNECTED, user_id: &who.user.0 })?;
+    open(app, hub, who, room, Kind::User, connected, since, filters).await
 }
 
 /// Releases what an open stream holds when the response body is dropped (client gone,
@@ -215,22 +284,36 @@ struct StreamGuard {
     hub_id: u64,
     slot: String,
     claims: crate::auth::Claims,
+    /// The stream made its driver eligible for offers (slot = the stream's slot).
+    offers: bool,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
         self.hub.unregister(&self.room, self.hub_id);
         let (app, room, slot, claims) = (self.app.clone(), self.room.clone(), self.slot.clone(), self.claims.clone());
-        // Owner: the runtime; a short task that only releases Redis slots.
+        let offers = self.offers;
+        // Owner: the runtime; a short task that only releases Redis slots (and derives the
+        // driver's availability again).
         tokio::spawn(async move {
             app.engine.release_room(&room).await;
             let key = UserId(room.as_str().to_string());
             let _ = app.engine.release(SlotKind::SseStreams, &claims.tenant, &key, &slot, &[&slot]).await;
             let _ = app.engine.release(SlotKind::Connections, &claims.tenant, &claims.user, &slot, &[&slot]).await;
+            if offers {
+                if let Err(e) = flows::offers::unsubscribe(&app, &claims, &slot).await {
+                    tracing::warn!(error = %e, "offer slot of a stream not released; it expires with the node");
+                }
+            } else {
+                flows::presence::notice_loss(&app, &claims).await;
+            }
         });
     }
 }
 
+/// Opens a stream of `room`. With `offers`, the stream's driver subscribes to offers with
+/// those filters for the stream's life.
+#[allow(clippy::too_many_arguments)]
 async fn open(
     app: Arc<App>,
     hub: Arc<SseHub>,
@@ -239,6 +322,7 @@ async fn open(
     kind: Kind,
     connected: Value,
     since: Option<EventId>,
+    offers: Option<Filters>,
 ) -> Result<Response> {
     let slot = format!("sse-{}", uuid::Uuid::new_v4().simple());
     // The per-user connection cap counts SSE streams with Socket.IO connections.
@@ -252,8 +336,22 @@ async fn open(
         Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
     }
     let (hub_id, mut rx) = hub.register(&room);
-    let guard =
-        StreamGuard { app: app.clone(), hub, room: room.clone(), hub_id, slot: slot.clone(), claims: who.clone() };
+    let guard = StreamGuard {
+        app: app.clone(),
+        hub,
+        room: room.clone(),
+        hub_id,
+        slot: slot.clone(),
+        claims: who.clone(),
+        offers: offers.is_some(),
+    };
+    match &offers {
+        // Subscribing derives the driver's availability.
+        Some(filters) => flows::offers::subscribe(&app, &who, &slot, filters).await?,
+        // A live connection may make a driver on a trip BUSY.
+        None if who.role == Role::Driver => flows::presence::notice(&app, &who.tenant, &who.user).await,
+        None => {}
+    }
     app.engine.hold_room(&room).await?;
     let room_key = UserId(room.as_str().to_string());
     if let Err(e) = app.engine.claim(SlotKind::SseStreams, &who.tenant, &room_key, &slot, &[&slot], u32::MAX).await {
@@ -335,10 +433,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/realtime/orders/{id}/stream"),
     ("GET", "/api/v1/realtime/runs/{id}/stream"),
     ("GET", "/api/v1/realtime/drivers/{id}/location"),
+    ("GET", "/api/v1/realtime/me/stream"),
 ];
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(trip_status, order, run, driver_location))]
+#[openapi(paths(trip_status, order, run, driver_location, me))]
 struct SseApi;
 
 /// The SSE edge's part of the OpenAPI document.
@@ -358,6 +457,7 @@ pub fn routes(hub: Arc<SseHub>) -> axum::Router<Arc<App>> {
             "/api/realtime/trip-status/{trip_id}" => get(trip_status),
             "/api/v1/realtime/orders/{id}/stream" => get(order),
             "/api/v1/realtime/runs/{id}/stream" => get(run),
+            "/api/v1/realtime/me/stream" => get(me),
             _ => get(driver_location),
         };
         router = router.route(path, handler);

@@ -30,7 +30,7 @@ pub mod rides;
 pub mod snapshots;
 
 /// A trip as far as authorization needs it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct TripMembership {
     /// Assigned driver, if any.
     pub driver: Option<UserId>,
@@ -38,14 +38,32 @@ pub struct TripMembership {
     pub status: String,
     /// Who created the trip.
     pub organizer: UserId,
+    /// The trip's origin `(lat, lng)` (the PICKUP target).
+    pub origin: (f64, f64),
+    /// The trip's destination `(lat, lng)` (the DESTINATION target).
+    pub destination: (f64, f64),
+}
+
+/// A membership row: id (batched reads only), driver, status, organizer, origin and
+/// destination coordinates.
+type MembershipRow = (Option<String>, String, String, f64, f64, f64, f64);
+
+fn membership((driver, status, organizer, olat, olng, dlat, dlng): MembershipRow) -> TripMembership {
+    TripMembership {
+        driver: driver.map(UserId),
+        status,
+        organizer: UserId(organizer),
+        origin: (olat, olng),
+        destination: (dlat, dlng),
+    }
 }
 
 /// The batched membership read in Postgres: `= ANY($2)` over the primary key is an index
 /// scan whatever the planner's statistics say (`IN (SELECT jsonb_array_elements_text(..))`
 /// was planned as a scan of every trip of the tenant on a table never analyzed: 17 ms at
 /// 24,200 trips). A test checks the plan on a database that was never analyzed.
-pub const TRIP_MEMBERSHIPS_PG: &str =
-    "SELECT id, driver_id, status, organizer_id FROM trips WHERE tenant = $1 AND id = ANY($2::text[])";
+pub const TRIP_MEMBERSHIPS_PG: &str = "SELECT id, driver_id, status, organizer_id, origin_lat, origin_lng, dest_lat, \
+     dest_lng FROM trips WHERE tenant = $1 AND id = ANY($2::text[])";
 
 /// The database of a node.
 #[derive(Clone, Debug)]
@@ -113,28 +131,26 @@ impl Db {
 
     /// The trip's driver and status, or `None` if the trip does not exist in the tenant.
     pub async fn trip_membership(&self, tenant: &Tenant, trip: &TripId) -> Result<Option<TripMembership>> {
-        const SQL: &str = "SELECT driver_id, status, organizer_id FROM trips WHERE tenant = $1 AND id = $2";
-        let row: Option<(Option<String>, String, String)> = match self {
+        const SQL: &str = "SELECT driver_id, status, organizer_id, origin_lat, origin_lng, dest_lat, dest_lng \
+                           FROM trips WHERE tenant = $1 AND id = $2";
+        let row: Option<MembershipRow> = match self {
             Db::Pg(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
             Db::Sqlite(p) => sqlx::query_as(SQL).bind(&tenant.0).bind(&trip.0).fetch_optional(p).await?,
         };
-        Ok(row.map(|(driver, status, organizer)| TripMembership {
-            driver: driver.map(UserId),
-            status,
-            organizer: UserId(organizer),
-        }))
+        Ok(row.map(membership))
     }
 
     /// [`Db::trip_membership`] of many trips of one tenant in one query (an id array in
     /// Postgres, a JSON array in SQLite): the trips that exist, by id.
     pub async fn trip_memberships(&self, tenant: &Tenant, trips: &[String]) -> Result<Vec<(String, TripMembership)>> {
-        let rows: Vec<(String, Option<String>, String, String)> = match self {
+        type Row = (String, Option<String>, String, String, f64, f64, f64, f64);
+        let rows: Vec<Row> = match self {
             Db::Pg(p) => sqlx::query_as(TRIP_MEMBERSHIPS_PG).bind(&tenant.0).bind(trips).fetch_all(p).await?,
             Db::Sqlite(p) => {
                 let ids = serde_json::to_string(trips).map_err(|_| crate::error::Error::Internal)?;
                 sqlx::query_as(
-                    "SELECT id, driver_id, status, organizer_id FROM trips \
-                     WHERE tenant = $1 AND id IN (SELECT value FROM json_each($2))",
+                    "SELECT id, driver_id, status, organizer_id, origin_lat, origin_lng, dest_lat, dest_lng \
+                     FROM trips WHERE tenant = $1 AND id IN (SELECT value FROM json_each($2))",
                 )
                 .bind(&tenant.0)
                 .bind(&ids)
@@ -144,8 +160,8 @@ impl Db {
         };
         Ok(rows
             .into_iter()
-            .map(|(id, driver, status, organizer)| {
-                (id, TripMembership { driver: driver.map(UserId), status, organizer: UserId(organizer) })
+            .map(|(id, driver, status, organizer, olat, olng, dlat, dlng)| {
+                (id, membership((driver, status, organizer, olat, olng, dlat, dlng)))
             })
             .collect())
     }

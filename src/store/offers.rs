@@ -80,6 +80,44 @@ impl Db {
         Ok(n.flatten())
     }
 
+    /// The trip the driver is on (`IN_PROGRESS`, `DEPARTED` or `ARRIVED`), if any.
+    pub async fn driver_active_trip(&self, tenant: &Tenant, id: &str) -> Result<Option<String>> {
+        const Q: &str = "SELECT id FROM trips WHERE tenant = $1 AND driver_id = $2 \
+                         AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC LIMIT 1";
+        Ok(each!(self, p => sqlx::query_scalar(Q).bind(&tenant.0).bind(id).fetch_optional(p).await?))
+    }
+
+    /// Display names of drivers, by id (unknown drivers are left out).
+    pub async fn driver_names(&self, tenant: &Tenant, ids: &[String]) -> Result<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for chunk in ids.chunks(500) {
+            let json = serde_json::to_string(chunk).map_err(|_| crate::error::Error::Internal)?;
+            let rows: Vec<(String, String)> = match self {
+                Db::Pg(p) => {
+                    sqlx::query_as(
+                        "SELECT id, name FROM drivers WHERE tenant = $1 AND id = ANY($2) AND name IS NOT NULL",
+                    )
+                    .bind(&tenant.0)
+                    .bind(chunk)
+                    .fetch_all(p)
+                    .await?
+                }
+                Db::Sqlite(p) => {
+                    sqlx::query_as(
+                        "SELECT id, name FROM drivers WHERE tenant = $1 \
+                         AND id IN (SELECT value FROM json_each($2)) AND name IS NOT NULL",
+                    )
+                    .bind(&tenant.0)
+                    .bind(&json)
+                    .fetch_all(p)
+                    .await?
+                }
+            };
+            out.extend(rows);
+        }
+        Ok(out)
+    }
+
     /// True when the driver is `BUSY` with a trip.
     pub async fn driver_busy(&self, tenant: &Tenant, id: &str) -> Result<bool> {
         const Q: &str = "SELECT COUNT(*) FROM drivers WHERE tenant = $1 AND id = $2 AND status = 'BUSY'";

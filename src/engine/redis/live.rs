@@ -60,7 +60,9 @@ impl RedisEngine {
             self.location_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "location").record(started.elapsed());
         match r.as_slice() {
-            [1, sampled] => Ok(LocationOutcome::Accepted { sampled: *sampled == 1 }),
+            [1, sampled, came_live] => {
+                Ok(LocationOutcome::Accepted { sampled: *sampled == 1, came_live: *came_live == 1 })
+            }
             [0, wait] => Ok(LocationOutcome::RateLimited { retry_after_ms: (*wait).max(1) as u64 }),
             [2, _] => Err(late("location")),
             other => {

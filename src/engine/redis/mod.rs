@@ -27,6 +27,7 @@ use crate::error::Error;
 mod broker;
 mod clock;
 mod live;
+mod presence;
 
 /// Per-user slot hashes live a day past their last claim; entries of dead nodes are dropped
 /// by the claim script long before.
@@ -66,6 +67,7 @@ pub struct RedisEngine {
     history_script: Script,
     nearby_script: Script,
     nodes_script: Script,
+    presence_script: Script,
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
@@ -146,6 +148,7 @@ impl RedisEngine {
             history_script: Script::from_lua(include_str!("../../../redis/history.lua")),
             nearby_script: Script::from_lua(include_str!("../../../redis/nearby.lua")),
             nodes_script: Script::from_lua(include_str!("../../../redis/nodes.lua")),
+            presence_script: Script::from_lua(include_str!("../../../redis/presence.lua")),
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,

@@ -1,0 +1,190 @@
+//! Driver presence (CONTRACT §7): a driver's availability is derived again whenever one of
+//! its facts may have changed — a connection or SSE stream opened or closed, an offer
+//! subscription taken or dropped, the first fresh position after a silence, a trip accepted
+//! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
+//! event (positions going stale, a node dying without notice). One node sweeps each tick
+//! cluster-wide; the engine compares and sets each value, so every change is announced
+//! once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers` reads the
+//! stored values.
+
+use std::time::Duration;
+
+use crate::app::App;
+use crate::auth::Claims;
+use crate::domain::presence::Availability;
+use crate::domain::rides::haversine_km;
+use crate::domain::{Location, Role, RoomKey, Tenant, UserId};
+use crate::engine::{Once, PresenceChange, PresenceInput, PresenceLimits};
+use crate::error::{Error, Result};
+use crate::events::AvailabilityChanged;
+use crate::fanout;
+
+/// How often the cluster sweeps presence (a killed node's drivers go `OFFLINE` within its
+/// silence limit plus this).
+pub const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// The derivation's settings: positions are fresh for the location TTL; a node silent for
+/// two and a half heartbeats (3.75 s by default) holds no connections.
+pub fn limits(app: &App) -> PresenceLimits {
+    PresenceLimits { fresh_ms: app.cfg.location_ttl_ms, node_silence_ms: app.cfg.node_heartbeat_ms * 5 / 2 }
+}
+
+/// Derives one driver's availability again (its trip read from the database) and
+/// announces a change. Called after the fact changed; a failure is logged, never returned
+/// (the sweep corrects what it missed within a tick, but for new trips).
+pub async fn notice(app: &App, tenant: &Tenant, driver: &UserId) {
+    if let Err(e) = refresh(app, tenant, driver).await {
+        tracing::warn!(error = %e, driver = %driver.0, "availability not derived");
+    }
+}
+
+/// After a driver lost a connection or an offer subscription: derives its availability
+/// again keeping its stored trip (a loss cannot start a trip, so no database read — a
+/// node shutting down drops thousands of sockets at once). Nothing for other roles.
+pub async fn notice_loss(app: &App, who: &Claims) {
+    if who.role != Role::Driver {
+        return;
+    }
+    let input = [PresenceInput { driver: who.user.0.clone(), trip: None }];
+    match app.engine.derive_presence(&who.tenant, &input, &limits(app)).await {
+        Ok(changes) => announce(app, &who.tenant, &changes).await,
+        Err(e) => tracing::warn!(error = %e, driver = %who.user.0, "availability not derived"),
+    }
+}
+
+async fn refresh(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {
+    let trip = app.db.driver_active_trip(tenant, &driver.0).await?;
+    let input = [PresenceInput { driver: driver.0.clone(), trip: Some(trip) }];
+    let changes = app.engine.derive_presence(tenant, &input, &limits(app)).await?;
+    announce(app, tenant, &changes).await;
+    Ok(())
+}
+
+async fn announce(app: &App, tenant: &Tenant, changes: &[PresenceChange]) {
+    for c in changes {
+        metrics::counter!("fleetcast_availability_changes_total", "availability" => c.availability.as_str())
+            .increment(1);
+        let at = crate::domain::now_iso();
+        let event = AvailabilityChanged {
+            driver_id: &c.driver,
+            availability: c.availability,
+            previous: c.previous,
+            trip_id: c.trip.as_deref(),
+            at: &at,
+        };
+        if fanout::publish(&app.engine, &RoomKey::admin_events(tenant), &event).await.is_err() {
+            fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
+        }
+    }
+}
+
+/// Sweeps presence every [`SWEEP_INTERVAL`] while this node runs (owner: the node; stops on
+/// `cancel`). Each tick one node of the cluster wins the tick's mark and sweeps.
+pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::CancellationToken) {
+    let mut tick = tokio::time::interval(SWEEP_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let n = crate::domain::now_ms() / SWEEP_INTERVAL.as_millis() as u64;
+        match app.engine.once(Once::PresenceSweep(n), 10 * SWEEP_INTERVAL.as_millis() as u64).await {
+            Ok(true) => {
+                if let Err(e) = sweep(&app).await {
+                    tracing::debug!(error = %e, "presence sweep failed");
+                }
+            }
+            Ok(false) => {}
+            Err(e) => tracing::debug!(error = %e, "presence sweep not claimed"),
+        }
+    }
+}
+
+/// Derives every present driver of every tenant again, keeping their stored trips.
+async fn sweep(app: &App) -> Result<()> {
+    for tenant in app.engine.presence_tenants().await? {
+        let present = app.engine.present_drivers(&tenant).await?;
+        let inputs: Vec<PresenceInput> =
+            present.into_iter().map(|p| PresenceInput { driver: p.driver, trip: None }).collect();
+        let changes = app.engine.derive_presence(&tenant, &inputs, &limits(app)).await?;
+        announce(app, &tenant, &changes).await;
+    }
+    Ok(())
+}
+
+/// Most drivers `GET /api/v1/drivers` returns.
+pub const MAX_LIST: usize = 1_000;
+
+/// `GET /api/v1/drivers`'s question.
+#[derive(Debug, Clone)]
+pub struct DriverQuery {
+    /// Wanted values (`AVAILABLE`, `BUSY` or both).
+    pub availability: Vec<Availability>,
+    /// Sort by distance from here `(lat, lng)`.
+    pub near: Option<(f64, f64)>,
+    /// With `near`: keep only drivers within this many km.
+    pub radius_km: Option<f64>,
+    /// Most drivers returned (1–1000).
+    pub limit: usize,
+}
+
+/// One listed driver.
+#[derive(Debug, Clone)]
+pub struct ListedDriver {
+    /// The driver.
+    pub driver_id: String,
+    /// Its display name, if known.
+    pub name: Option<String>,
+    /// `AVAILABLE` or `BUSY`.
+    pub availability: Availability,
+    /// Its active trip.
+    pub trip_id: Option<String>,
+    /// Its latest live position.
+    pub location: Option<Location>,
+}
+
+/// `GET /api/v1/drivers` (ADMIN, BUSINESS, SERVICE): the matching drivers (after `limit`)
+/// and how many matched (before it).
+pub async fn list(app: &App, who: &Claims, q: &DriverQuery) -> Result<(Vec<ListedDriver>, usize)> {
+    if !matches!(who.role, Role::Admin | Role::Business | Role::Service) {
+        return Err(Error::Forbidden);
+    }
+    let mut present = app.engine.present_drivers(&who.tenant).await?;
+    present.retain(|p| q.availability.contains(&p.availability));
+    let ids: Vec<UserId> = present.iter().map(|p| UserId(p.driver.clone())).collect();
+    let locations = app.engine.driver_locations(&who.tenant, &ids).await?;
+    let mut rows: Vec<(f64, ListedDriver)> = present
+        .into_iter()
+        .zip(locations)
+        .filter_map(|(p, location)| {
+            let distance = match (q.near, &location) {
+                (Some(at), Some(l)) => haversine_km(at, (l.lat, l.lng)),
+                (Some(_), None) if q.radius_km.is_some() => return None,
+                _ => f64::INFINITY,
+            };
+            if q.radius_km.is_some_and(|r| distance > r) {
+                return None;
+            }
+            let row = ListedDriver {
+                driver_id: p.driver,
+                name: None,
+                availability: p.availability,
+                trip_id: p.trip,
+                location,
+            };
+            Some((distance, row))
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.driver_id.cmp(&b.1.driver_id)));
+    let total = rows.len();
+    rows.truncate(q.limit);
+    let mut drivers: Vec<ListedDriver> = rows.into_iter().map(|(_, d)| d).collect();
+    let ids: Vec<String> = drivers.iter().map(|d| d.driver_id.clone()).collect();
+    let names: std::collections::HashMap<String, String> =
+        app.db.driver_names(&who.tenant, &ids).await?.into_iter().collect();
+    for d in &mut drivers {
+        d.name = names.get(&d.driver_id).cloned();
+    }
+    Ok((drivers, total))
+}
