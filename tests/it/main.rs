@@ -15,6 +15,7 @@ mod layers;
 mod limits;
 mod ops;
 mod outage;
+mod presence;
 mod publish;
 mod recovery;
 mod rides;

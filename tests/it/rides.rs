@@ -10,19 +10,6 @@ use serde_json::{Value, json};
 use crate::both_modes;
 use crate::common::*;
 
-async fn call(method: reqwest::Method, url: String, token: Option<&str>, body: Option<Value>) -> (u16, Value) {
-    let mut req = reqwest::Client::new().request(method, url);
-    if let Some(t) = token {
-        req = req.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let r = req.send().await.expect("request");
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn post(url: String, token: &str, body: Value) -> (u16, Value) {
     call(reqwest::Method::POST, url, Some(token), Some(body)).await
 }
