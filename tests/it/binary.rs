@@ -1,6 +1,7 @@
 //! The `fleetcast` binary itself: readable `--help`, bad settings refused at start with the
 //! field's name, SIGTERM shuts down gracefully, and a node killed with SIGKILL releases the
-//! subscription slots it held once its heartbeat expires.
+//! subscription slots it held once its heartbeat expires and turns its drivers `OFFLINE` on
+//! the other nodes within 5 s (CONTRACT §7).
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -39,6 +40,17 @@ fn bad_settings_fail_at_start_naming_the_field() {
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").expect("bind").local_addr().expect("addr").port()
+}
+
+/// The Postgres URL of a cluster harness's database.
+fn db_url(h: &Harness) -> String {
+    match &h.db {
+        fleetcast::store::Db::Pg(p) => {
+            let name = p.connect_options().get_database().expect("db name").to_string();
+            format!("postgres://postgres@127.0.0.1:5432/{name}")
+        }
+        fleetcast::store::Db::Sqlite(_) => unreachable!("cluster mode"),
+    }
 }
 
 fn spawn_node(port: u16, extra: &[&str]) -> Child {
@@ -90,13 +102,7 @@ async fn slots_of_a_node_killed_with_sigkill_expire_with_its_heartbeat() {
         h.insert_booking("default", t, "p1").await;
     }
     let port = free_port();
-    let db_url = match &h.db {
-        fleetcast::store::Db::Pg(p) => {
-            let name = p.connect_options().get_database().expect("db name").to_string();
-            format!("postgres://postgres@127.0.0.1:5432/{name}")
-        }
-        fleetcast::store::Db::Sqlite(_) => unreachable!("cluster mode"),
-    };
+    let db_url = db_url(&h);
     let mut child = spawn_node(
         port,
         &[
@@ -132,6 +138,39 @@ async fn slots_of_a_node_killed_with_sigkill_expire_with_its_heartbeat() {
     assert!(after >= Duration::from_millis(100), "freed before the heartbeat could expire: {after:?}");
     drop(on_b);
     on_a.close().await;
+    h.stop().await;
+}
+
+/// At the default heartbeat, a driver taking offers on a node killed without notice is
+/// announced `OFFLINE` by the surviving node within 5 s, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_of_a_node_killed_with_sigkill_go_offline_within_5_s() {
+    let h = Harness::start(Mode::Cluster, &[]).await;
+    let port = free_port();
+    let db_url = db_url(&h);
+    let args = ["--redis-url", REDIS, "--redis-prefix", &h.prefix, "--database-url", &db_url];
+    let mut child = spawn_node(port, &args);
+    let mut admin = Client::connect(&h.a(), &token("adm", "ADMIN")).await;
+    assert_ok(&admin.ack("admin:subscribe", json!({})).await);
+    let d = unique("d");
+    let driver = Client::connect(&format!("http://127.0.0.1:{port}"), &token(&d, "DRIVER")).await;
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "lat": 1.0, "lng": 1.0 })).await);
+    let e = admin.expect("driver.availability.changed", "AVAILABLE").await;
+    assert_eq!((e["driverId"].as_str(), e["availability"].as_str()), (Some(d.as_str()), Some("AVAILABLE")));
+    child.kill().expect("SIGKILL");
+    let killed = Instant::now();
+    let _ = child.wait();
+    let e = admin
+        .next("driver.availability.changed", Duration::from_secs(5))
+        .await
+        .expect("OFFLINE announced within 5 s of the kill");
+    let after = killed.elapsed();
+    assert_eq!((e["driverId"].as_str(), e["availability"].as_str()), (Some(d.as_str()), Some("OFFLINE")), "{e}");
+    assert!(after >= Duration::from_millis(1_500), "announced before the node could be missed: {after:?}");
+    assert!(admin.next("driver.availability.changed", Duration::from_secs(1)).await.is_none(), "once");
+    drop(driver);
+    admin.close().await;
     h.stop().await;
 }
 

@@ -21,6 +21,14 @@ struct Msg {
 
 struct SseClient {
     rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
+    /// Reads the response body; aborted on drop, which closes the connection.
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
 }
 
 impl SseClient {
@@ -42,7 +50,7 @@ impl SseClient {
         );
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
         let mut body = r.bytes_stream();
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             let mut buf = String::new();
             while let Some(Ok(chunk)) = body.next().await {
                 buf.push_str(&String::from_utf8_lossy(&chunk));
@@ -64,7 +72,7 @@ impl SseClient {
                 }
             }
         });
-        Ok(SseClient { rx })
+        Ok(SseClient { rx, reader })
     }
 
     async fn next(&mut self, within: Duration) -> Option<Msg> {
@@ -336,3 +344,131 @@ async fn the_sse_replay_seam_neither_loses_nor_doubles_events(mode: Mode) {
 }
 
 both_modes!(the_sse_replay_seam_neither_loses_nor_doubles_events);
+
+async fn post_as(url: String, token: &str, body: Value) -> (u16, Value) {
+    call(reqwest::Method::POST, url, Some(token), Some(body)).await
+}
+
+/// The caller's own user room over SSE (CONTRACT §7): every event under its own name with
+/// its id, and what a reconnecting browser missed after its `Last-Event-ID`, in order.
+async fn the_user_room_stream_carries_every_event_and_replays_what_was_missed(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let u = unique("u");
+    let me = token(&u, "PASSENGER");
+    let service = token("backend", "SERVICE");
+    let url = format!("{}/api/v1/realtime/me/stream", h.b());
+    let notify = |title: &'static str| {
+        let (url, service, u) = (format!("{}/api/v1/notifications", h.a()), service.clone(), u.clone());
+        async move {
+            let (status, body) =
+                post_as(url, &service, json!({ "users": [u], "title": title, "body": "your ride" })).await;
+            assert_eq!(status, 202, "{body}");
+        }
+    };
+    let mut s = SseClient::open(url.clone(), &me, None).await.expect("stream");
+    let connected = s.next_of("connected").await;
+    assert_eq!(connected.data.expect("data")["userId"], json!(u));
+    assert_eq!(connected.id, None);
+    notify("one").await;
+    let one = s.next_of("notification").await;
+    let data = one.data.expect("data");
+    assert_eq!(data["title"], json!("one"));
+    assert_eq!(one.id.as_deref(), data["eventId"].as_str(), "id: is the eventId");
+    let (status, _) = post_as(
+        format!("{}/api/v1/emit", h.a()),
+        &service,
+        json!({ "event": "order.shipped", "payload": { "orderId": "o1" }, "users": [u] }),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let shipped = s.next_of("order.shipped").await;
+    let last = shipped.id.expect("id");
+    drop(s);
+
+    notify("two").await;
+    notify("three").await;
+    let mut back = SseClient::open(url, &me, Some(&last)).await.expect("stream");
+    assert_eq!(back.next_of("connected").await.data.expect("data")["recovered"], json!(true));
+    let two = back.next_of("notification").await.data.expect("data");
+    let three = back.next_of("notification").await.data.expect("data");
+    assert_eq!((two["title"].as_str(), three["title"].as_str()), (Some("two"), Some("three")));
+    notify("four").await;
+    assert_eq!(back.next_of("notification").await.data.expect("data")["title"], json!("four"), "then live");
+
+    // Offers are for drivers, and the flag is checked.
+    let offers_url = |q: &str| format!("{}/api/v1/realtime/me/stream?{q}", h.a());
+    let status = |r: Result<SseClient, (u16, Value)>| r.err().map(|(s, body)| (s, body["error"].clone()));
+    assert_eq!(status(SseClient::open(offers_url("offers=true"), &me, None).await), Some((403, json!("FORBIDDEN"))));
+    let driver = token(&unique("d"), "DRIVER");
+    for bad in ["offers=maybe", "offers=true&tripTypes=BOAT", "offers=true&maxDistance=far"] {
+        let got = status(SseClient::open(offers_url(bad), &driver, None).await);
+        assert_eq!(got, Some((400, json!("INVALID_PAYLOAD"))), "{bad}");
+    }
+    h.stop().await;
+}
+
+/// A browser driver with nothing but `EventSource` and `fetch`: `offers=true` makes it
+/// eligible (AVAILABLE once it reports a position over HTTP), offers arrive on the stream,
+/// `POST /api/drivers/trips/{tripId}/decline` declines, and closing the stream ends the
+/// eligibility (noticed at the stream's next heartbeat: a server learns that a client
+/// went away when it writes).
+async fn a_driver_takes_offers_over_sse_and_declines_over_http(mode: Mode) {
+    let h = Harness::start(mode, &["--sse-heartbeat-ms", "300"]).await;
+    let d = unique("d");
+    let driver = token(&d, "DRIVER");
+    let mut admin = Client::connect(&h.b(), &token("adm", "ADMIN")).await;
+    assert_ok(&admin.ack("admin:subscribe", json!({})).await);
+    let url = format!("{}/api/v1/realtime/me/stream?offers=true&tripTypes=PRIVATE&maxDistance=5", h.a());
+    let mut s = SseClient::open(url, &driver, None).await.expect("stream");
+    s.next_of("connected").await;
+    let origin = (48.85, 2.35);
+    let (status, body) =
+        post_as(format!("{}/api/v1/drivers/me/location", h.b()), &driver, json!({ "lat": origin.0, "lng": origin.1 }))
+            .await;
+    assert_eq!(status, 200, "{body}");
+    let available = admin.expect("driver.availability.changed", "AVAILABLE").await;
+    assert_eq!(
+        (available["driverId"].as_str(), available["availability"].as_str()),
+        (Some(d.as_str()), Some("AVAILABLE"))
+    );
+
+    let passenger = token("p1", "PASSENGER");
+    let (status, trip) = post_as(format!("{}/api/trips", h.b()), &passenger, trip_body("PRIVATE", 2, origin)).await;
+    assert_eq!(status, 201, "{trip}");
+    let trip_id = trip["id"].as_str().expect("id").to_string();
+    let offer = s.next_of("trip.offer.created").await;
+    assert!(offer.id.is_some(), "offers carry ids");
+    assert_eq!(offer.data.expect("data")["tripId"], json!(trip_id));
+
+    let decline = |who: String, trip: String| {
+        let url = format!("{}/api/drivers/trips/{trip}/decline", h.b());
+        async move { call(reqwest::Method::POST, url, Some(&who), None).await }
+    };
+    assert_eq!(decline(passenger.clone(), trip_id.clone()).await.0, 403);
+    assert_eq!(decline(driver.clone(), "nope".into()).await.0, 404);
+    let (status, body) = decline(driver.clone(), trip_id.clone()).await;
+    assert_eq!((status, body), (200, json!({ "ok": true })));
+    let (status, _) =
+        call(reqwest::Method::POST, format!("{}/api/drivers/trips/accept/{trip_id}", h.a()), Some(&driver), None).await;
+    assert_eq!(status, 403, "a declined offer cannot be accepted");
+
+    drop(s);
+    let offline = admin.expect("driver.availability.changed", "OFFLINE once the stream closed").await;
+    assert_eq!((offline["driverId"].as_str(), offline["availability"].as_str()), (Some(d.as_str()), Some("OFFLINE")));
+    let (status, other) = post_as(format!("{}/api/trips", h.a()), &passenger, trip_body("PRIVATE", 2, origin)).await;
+    assert_eq!(status, 201);
+    let (_, round) = post_as(
+        format!("{}/api/trips/{}/broadcast-offer", h.a(), other["id"].as_str().expect("id")),
+        &passenger,
+        json!({}),
+    )
+    .await;
+    assert_eq!(round["offeredTo"], json!(0), "no longer eligible: {round}");
+    admin.close().await;
+    h.stop().await;
+}
+
+both_modes!(
+    the_user_room_stream_carries_every_event_and_replays_what_was_missed,
+    a_driver_takes_offers_over_sse_and_declines_over_http,
+);
