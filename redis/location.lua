@@ -14,6 +14,13 @@
 -- KEYS[7] SSE streams watching the driver's location (HASH; absent = nobody watches)
 -- ARGV[13] channel of the driver's location room   ARGV[14] frame for it
 -- ARGV[15] deadline, ms in Redis time (0 = none): past it the update is not applied
+-- KEYS[8] the tenant's area watches SET (absent = no live area watches any cell)
+-- ARGV[16] cell size, degrees   ARGV[17] cell watchers key prefix   ARGV[18] cell channel
+-- prefix   ARGV[19] the update's cell name   ARGV[20] head of the cell rooms' frame (the
+-- Location JSON, ARGV[5], follows it)
+-- The frame goes to the update's cell and, when the driver moved out of it, to the cell of
+-- its previous position, each only while some node watches that cell (the cell formula is
+-- `domain::area::Cell::of`).
 -- Returns {1, sampled(0|1), came_live(0|1: the driver had no fresh position)} when accepted, {0, retryAfterMs} when refused, {2, 0} when it
 -- ran after its deadline (the node has answered UNAVAILABLE; nothing written).
 local t = redis.call('TIME')
@@ -44,6 +51,25 @@ if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
 end
 redis.call('ZADD', KEYS[1], now, ARGV[12])
 redis.call('PEXPIRE', KEYS[1], 60000)
+
+local cells = {}
+if redis.call('EXISTS', KEYS[8]) == 1 then
+  cells[1] = ARGV[19]
+  local prev = redis.call('GET', KEYS[2])
+  if prev then
+    local ok, p = pcall(cjson.decode, prev)
+    if ok and type(p) == 'table' and tonumber(p.lat) and tonumber(p.lng) then
+      local size = tonumber(ARGV[16])
+      local function idx(v)
+        local i = math.floor(v / size)
+        if i == 0 then i = 0 end
+        return string.format('%d', i)
+      end
+      local pc = 'c' .. idx(tonumber(p.lat)) .. '_' .. idx(tonumber(p.lng))
+      if pc ~= ARGV[19] then cells[2] = pc end
+    end
+  end
+end
 
 redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
 if ARGV[9] == '1' then
@@ -78,6 +104,11 @@ end
 
 if ARGV[10] ~= '' then
   redis.call('PUBLISH', ARGV[10], ARGV[11])
+end
+for _, cell in ipairs(cells) do
+  if redis.call('EXISTS', ARGV[17] .. cell) == 1 then
+    redis.call('PUBLISH', ARGV[18] .. cell, ARGV[20] .. ARGV[5])
+  end
 end
 -- The driver's SSE location stream costs one EXISTS while nobody follows it.
 if redis.call('EXISTS', KEYS[7]) == 1 then

@@ -45,6 +45,8 @@ pub struct App {
     pub offer_jobs: JobQueue,
     /// The transports' local sinks, fed by the engine.
     pub delivery: Arc<Delivery>,
+    /// This node's live areas (also a sink of `delivery`).
+    pub areas: Arc<crate::fanout::areas::AreaHub>,
     /// Prometheus handle for `/metrics`.
     pub metrics: PrometheusHandle,
     /// Fired at the start of graceful shutdown (ends SSE streams).

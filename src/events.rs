@@ -64,6 +64,10 @@ pub const ORDER_UPDATE: &str = "order_update";
 pub const RUN_UPDATE: &str = "run_update";
 /// `driver.availability.changed` to `admin:events` (CONTRACT §7).
 pub const AVAILABILITY_CHANGED: &str = "driver.availability.changed";
+/// `server:area:update` (volatile) to one area subscriber's socket (CONTRACT §7).
+pub const AREA_UPDATE: &str = "server:area:update";
+/// `area_update` of the SSE area stream.
+pub const SSE_AREA_UPDATE: &str = "area_update";
 /// `trip.driver.arriving` to the trip room and the organizer's and passengers' user rooms.
 pub const DRIVER_ARRIVING: &str = "trip.driver.arriving";
 

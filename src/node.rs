@@ -169,6 +169,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     // The engine hands frames to the delivery, whose sinks (the edges) are registered
     // below, before the listener binds: no frame can arrive for a socket before.
     let delivery = Arc::new(Delivery::default());
+    let areas = Arc::new(crate::fanout::areas::AreaHub::default());
     let history = HistoryLimits { max_events: cfg.history_max_events, window_ms: cfg.history_window_ms };
     let engine = match &cfg.redis_url {
         None => Engine::Memory(Box::new(engine::memory::MemoryEngine::new(delivery.callback(), history))),
@@ -202,6 +203,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         tickets,
         sampler,
         delivery: delivery.clone(),
+        areas: areas.clone(),
         metrics,
         shutdown: CancellationToken::new(),
         shutting_down: AtomicBool::new(false),
@@ -211,7 +213,8 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let sse_hub = Arc::new(SseHub::default());
     let socket_sink: Arc<dyn Sink> = Arc::new(socket::sink::SocketSink(Arc::downgrade(&socket_edge)));
     let sse_sink: Arc<dyn Sink> = sse_hub.clone();
-    delivery.register(vec![socket_sink, sse_sink]);
+    let area_sink: Arc<dyn Sink> = areas.clone();
+    delivery.register(vec![socket_sink, sse_sink, area_sink]);
     // Register presence before the first connection can claim slots.
     if let Err(e) = app.engine.heartbeat(&stats_json(&app)).await {
         tracing::warn!(error = %e, "first heartbeat failed");
@@ -265,6 +268,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), throttle, cancel.clone()));
     tasks.spawn(expiry_loop(socket_edge.clone(), cancel.clone()));
     tasks.spawn(flows::presence::sweep_loop(app.clone(), cancel.clone()));
+    tasks.spawn(flows::areas::tick_loop(app.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());
         let drain = Duration::from_millis(cfg.shutdown_drain_ms);

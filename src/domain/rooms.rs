@@ -50,6 +50,13 @@ impl RoomKey {
         Self::named(tenant, ADMIN_EVENTS)
     }
 
+    /// The room of a geo cell (live areas, CONTRACT §7): its name holds a control
+    /// character, which no client-named room may (`limits::room_name`), so only the
+    /// location and presence paths publish into it and only nodes watching it receive it.
+    pub fn area_cell(tenant: &Tenant, cell: super::area::Cell) -> Self {
+        Self::named(tenant, &format!("{AREA_CELL}{}", cell.name()))
+    }
+
     /// `chat:{id}`.
     pub fn chat(tenant: &Tenant, chat: &str) -> Self {
         Self::named(tenant, &format!("chat:{chat}"))
@@ -99,6 +106,8 @@ pub fn driver_grant(driver: &str) -> String {
 
 /// Name of the admins' alert room.
 pub const ADMIN_ALERTS: &str = "admin:alerts";
+/// Name prefix of geo-cell rooms (`area` and a record separator).
+pub const AREA_CELL: &str = "area\u{1e}";
 /// Name of the admins' event room.
 pub const ADMIN_EVENTS: &str = "admin:events";
 

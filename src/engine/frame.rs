@@ -27,6 +27,21 @@ pub fn gap() -> String {
     encode(GAP, CONTROL, None, "")
 }
 
+/// Frame name of an accepted position in a geo-cell room (live areas; node to node, never
+/// sent to clients). Its payload is the stored `Location` JSON.
+pub const AREA_POSITION: &str = "area.position";
+
+/// The frame of an accepted position for geo-cell rooms (see [`AREA_POSITION`]).
+pub fn area_position(location_json: &str) -> String {
+    encode(AREA_POSITION, 0, None, location_json)
+}
+
+/// [`area_position`] without its payload (`redis/location.lua` appends the stored JSON it
+/// already has, so an update sends nothing more while no area watches).
+pub fn area_position_head() -> String {
+    encode(AREA_POSITION, 0, None, "")
+}
+
 /// The `eventId` at the head of a recoverable payload.
 pub fn event_id_of(json: &str) -> Option<EventId> {
     let rest = json.strip_prefix("{\"eventId\":\"")?;

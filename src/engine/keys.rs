@@ -6,6 +6,7 @@
 //! `a` + `b:c` can never name the same key.
 
 use crate::domain::RoomKey;
+use crate::domain::area::Cell;
 use crate::domain::{Tenant, TripId, UserId};
 
 /// Key and channel builder for one prefix.
@@ -132,6 +133,30 @@ impl Keys {
         format!("{}:once:arrival:{}:{}:{target}", self.prefix, esc(&tenant.0), esc(&trip.0))
     }
 
+    /// Nodes watching a geo cell of a tenant (HASH node → `1`; TTL 24 h refreshed by each
+    /// watch): the location path publishes to the cell's room while it exists.
+    pub fn cell_watchers(&self, tenant: &Tenant, cell: Cell) -> String {
+        format!("{}{}", self.cell_watchers_prefix(tenant), cell.name())
+    }
+
+    /// [`Keys::cell_watchers`] without the cell name (`redis/location.lua` appends the
+    /// name of a driver's previous cell).
+    pub fn cell_watchers_prefix(&self, tenant: &Tenant) -> String {
+        format!("{}:watch:{}:", self.prefix, esc(&tenant.0))
+    }
+
+    /// The room channel of a geo cell without the cell name (as [`Keys::room_channel`] of
+    /// `RoomKey::area_cell`).
+    pub fn cell_channel_prefix(&self, tenant: &Tenant) -> String {
+        format!("{}:room:{}:{}", self.prefix, esc(&tenant.0), crate::domain::rooms::AREA_CELL)
+    }
+
+    /// Every (cell, node) watch of a tenant (SET of `cell \x1f node`; TTL 24 h refreshed by
+    /// each watch): while it is absent, a location update spends one `EXISTS` on areas.
+    pub fn area_watches(&self, tenant: &Tenant) -> String {
+        format!("{}:areas:{}", self.prefix, esc(&tenant.0))
+    }
+
     /// Prefix of node heartbeat keys; `{p}:node:{id}` holds the node's stats JSON with a
     /// TTL of three heartbeat intervals.
     pub fn node_prefix(&self) -> String {
@@ -164,5 +189,10 @@ mod tests {
         let ch = k.room_channel(&room);
         assert_eq!(ch, "fc:room:t%3A1%25:trip:x:subscribers");
         assert_eq!(k.room_from_channel(&ch), Some(room));
+        let tenant = Tenant("t:1".into());
+        let cell = Cell(-3, 7);
+        let ch = k.room_channel(&RoomKey::area_cell(&tenant, cell));
+        assert_eq!(ch, format!("{}{}", k.cell_channel_prefix(&tenant), cell.name()));
+        assert_eq!(k.room_from_channel(&ch), Some(RoomKey::area_cell(&tenant, cell)));
     }
 }

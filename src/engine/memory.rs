@@ -12,6 +12,7 @@ use super::types::{
     Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, Once, Presence,
     PresenceChange, PresenceInput, PresenceLimits, SlotKind, with_event_id,
 };
+use crate::domain::area::Cell;
 use crate::domain::presence::{Availability, Facts};
 use crate::domain::{EventId, Location, RoomKey, Tenant, TripId, UserId};
 use crate::error::Result;
@@ -41,6 +42,8 @@ struct State {
     presence: HashMap<String, HashMap<String, (Availability, Option<String>)>>,
     /// "First one wins" marks and their expiry.
     once: HashMap<String, Instant>,
+    /// Geo cells watched by live areas, by tenant.
+    watched_cells: HashSet<(String, Cell)>,
     /// This node's last stats JSON (the one node of the embedded "cluster").
     stats: String,
 }
@@ -160,6 +163,7 @@ impl MemoryEngine {
         let now = Instant::now();
         let sampled;
         let came_live;
+        let mut cells = Vec::new();
         {
             let mut s = self.lock();
             let dkey = key(w.tenant, &w.fix.driver.0);
@@ -182,7 +186,14 @@ impl MemoryEngine {
             window.push_back(now);
             let expiry = now + Duration::from_millis(l.ttl_ms);
             let before = s.driver_loc.insert(dkey.clone(), (expiry, w.fix.clone()));
-            came_live = before.is_none_or(|(exp, _)| exp <= now);
+            came_live = before.as_ref().is_none_or(|(exp, _)| *exp <= now);
+            let cell = w.cell;
+            let previous = before.map(|(_, l)| Cell::of(l.lat, l.lng)).filter(|c| *c != cell);
+            for c in std::iter::once(cell).chain(previous) {
+                if s.watched_cells.contains(&(w.tenant.0.clone(), c)) {
+                    cells.push(RoomKey::area_cell(w.tenant, c));
+                }
+            }
             if let Some(trip) = &w.fix.trip {
                 s.trip_loc.insert(key(w.tenant, &trip.0), (expiry, w.fix.clone()));
             }
@@ -202,6 +213,12 @@ impl MemoryEngine {
             (self.deliver)(room, frame);
         }
         (self.deliver)(w.driver_room.0, w.driver_room.1);
+        if !cells.is_empty() {
+            let f = frame::area_position(w.location_json);
+            for room in &cells {
+                (self.deliver)(room, &f);
+            }
+        }
         Ok(LocationOutcome::Accepted { sampled, came_live })
     }
 
@@ -377,6 +394,54 @@ impl MemoryEngine {
         Ok(drivers
             .iter()
             .map(|d| s.driver_loc.get(&key(tenant, &d.0)).filter(|(exp, _)| *exp > now).map(|(_, l)| l.clone()))
+            .collect())
+    }
+
+    pub(super) async fn watch_cell(&self, tenant: &Tenant, cell: Cell) -> Result<()> {
+        self.lock().watched_cells.insert((tenant.0.clone(), cell));
+        Ok(())
+    }
+
+    pub(super) async fn unwatch_cell(&self, tenant: &Tenant, cell: Cell) {
+        self.lock().watched_cells.remove(&(tenant.0.clone(), cell));
+    }
+
+    pub(super) async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
+        Ok(self.lock().watched_cells.contains(&(tenant.0.clone(), cell)))
+    }
+
+    pub(super) async fn drivers_near(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let now = Instant::now();
+        let s = self.lock();
+        let Some(drivers) = s.geo.get(&tenant.0) else { return Ok(Vec::new()) };
+        let mut found: Vec<(f64, (String, f64, f64))> = drivers
+            .iter()
+            .filter(|(_, g)| g.expiry > now && now.duration_since(g.updated).as_millis() as u64 <= fresh_ms)
+            .filter_map(|(driver, g)| {
+                let d = crate::domain::rides::haversine_km((lat, lng), (g.lat, g.lng));
+                (d <= radius_km).then(|| (d, (driver.clone(), g.lat, g.lng)))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.0.cmp(&b.1.0)));
+        Ok(found.into_iter().map(|(_, f)| f).collect())
+    }
+
+    pub(super) async fn presence_of(&self, tenant: &Tenant, drivers: &[String]) -> Result<Vec<Option<Presence>>> {
+        let s = self.lock();
+        let p = s.presence.get(&tenant.0);
+        Ok(drivers
+            .iter()
+            .map(|d| {
+                let (availability, trip) = p?.get(d)?;
+                Some(Presence { driver: d.clone(), availability: *availability, trip: trip.clone() })
+            })
             .collect())
     }
 

@@ -11,6 +11,7 @@
 
 use std::sync::Arc;
 
+use crate::domain::area::Cell;
 use crate::domain::{EventId, Location, RoomKey, Tenant, TripId, UserId};
 use crate::error::Result;
 
@@ -185,6 +186,40 @@ impl Engine {
     /// True for the first caller cluster-wide to set `mark` within `ttl_ms`.
     pub async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {
         dispatch!(self, e => e.once(mark, ttl_ms).await)
+    }
+
+    /// This node watches a geo cell: the location and presence paths publish into its room
+    /// from now on (the node holds the room first).
+    pub async fn watch_cell(&self, tenant: &Tenant, cell: Cell) -> Result<()> {
+        dispatch!(self, e => e.watch_cell(tenant, cell).await)
+    }
+
+    /// This node no longer watches a geo cell.
+    pub async fn unwatch_cell(&self, tenant: &Tenant, cell: Cell) {
+        dispatch!(self, e => e.unwatch_cell(tenant, cell).await)
+    }
+
+    /// Some node watches the cell.
+    pub async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
+        dispatch!(self, e => e.cell_watched(tenant, cell).await)
+    }
+
+    /// Drivers with a position fresher than `fresh_ms` within `radius_km` of `(lat, lng)`:
+    /// `(driver, lat, lng)`, nearest first.
+    pub async fn drivers_near(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        dispatch!(self, e => e.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await)
+    }
+
+    /// The stored availability and trip of drivers, in order (`None`: `OFFLINE`).
+    pub async fn presence_of(&self, tenant: &Tenant, drivers: &[String]) -> Result<Vec<Option<Presence>>> {
+        dispatch!(self, e => e.presence_of(tenant, drivers).await)
     }
 
     /// The shared store's `INFO` text (Redis), or `None` embedded.

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::domain::area::Cell;
 use crate::domain::presence::Availability;
 use crate::domain::{EventId, Location, RoomKey, Tenant, TripId};
 
@@ -79,6 +80,10 @@ pub struct LocationWrite<'a> {
     /// The driver's location room and its frame (for SSE driver-location streams; sent only
     /// while some stream follows the driver).
     pub driver_room: (&'a RoomKey, &'a str),
+    /// The driver's geo cell: `frame::area_position` goes to the cell's room, and to the
+    /// room of the cell of the driver's previous position when it moved out of it, each
+    /// only while some node watches that cell (live areas).
+    pub cell: Cell,
 }
 
 /// Which per-user slot set a claim counts in.

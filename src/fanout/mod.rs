@@ -1,8 +1,9 @@
 //! The one publish path. Every server→client event ([`crate::events`]) is stamped here
 //! (`emittedAt`), encoded as a frame and published through the [`Engine`] to every node
 //! with members in the room; each node then hands the frames it receives to its local
-//! sinks through [`delivery`]. Nothing else in the crate emits to a room, and nothing here
-//! knows a transport.
+//! sinks through [`delivery`]; [`areas`] is the sink of live areas' geo-cell rooms, which
+//! conflates positions per subscriber. Nothing else in the crate emits to a room, and
+//! nothing here knows a transport.
 
 use serde::Serialize;
 
@@ -12,6 +13,7 @@ use crate::engine::{Engine, frame};
 use crate::error::{Error, Result};
 use crate::events::{self, ServerEvent};
 
+pub mod areas;
 pub mod delivery;
 
 pub use delivery::{Control, Delivery, LocalCounts, Sink};

@@ -6,6 +6,7 @@
 
 use crate::app::App;
 use crate::auth::Claims;
+use crate::domain::area::Cell;
 use crate::domain::progress::{Progress, Target};
 use crate::domain::{DriverStatus, Location, Role, RoomKey, Tenant, TripId};
 use crate::engine::{LocationLimits, LocationOutcome, LocationWrite, Once};
@@ -70,6 +71,7 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
         location_json: &location_json,
         publish,
         driver_room: (&driver_room, &driver_frame),
+        cell: Cell::of(location.lat, location.lng),
     };
     match app.engine.write_location(w, &limits).await? {
         LocationOutcome::Accepted { sampled, came_live } => {

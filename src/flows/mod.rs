@@ -3,6 +3,7 @@
 //! ownership in the contract's order, writes, and emits its events through
 //! [`crate::fanout`]; it returns domain values, never wire shapes.
 //!
+//! - [`areas`]: live areas (`area:subscribe`, the SSE area stream) and their tick.
 //! - [`driving`]: `driver:connect`, `driver:location:update`, `driver:status`.
 //! - [`subscriptions`]: who may watch a trip, the subscription cap, current positions.
 //! - [`chat`]: `chat:typing`, `chat:read`.
@@ -15,6 +16,7 @@
 //! - [`publish`]: the publish API's emission.
 //! - [`stats`]: this node's figures for the admin stats and the node registry.
 
+pub mod areas;
 pub mod bookings;
 pub mod chat;
 pub mod driving;

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use crate::app::App;
 use crate::auth::Claims;
+use crate::domain::area::Cell;
 use crate::domain::presence::Availability;
 use crate::domain::rides::haversine_km;
 use crate::domain::{Location, Role, RoomKey, Tenant, UserId};
@@ -74,6 +75,18 @@ async fn announce(app: &App, tenant: &Tenant, changes: &[PresenceChange]) {
         };
         if fanout::publish(&app.engine, &RoomKey::admin_events(tenant), &event).await.is_err() {
             fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
+        }
+        // Area subscribers whose area holds the driver: into the room of its cell, while
+        // some node watches it. (A driver gone stale has no stored position left: each
+        // node's areas notice that on their own.)
+        let driver = UserId(c.driver.clone());
+        if let Ok(Some(l)) = app.engine.driver_location(tenant, &driver).await {
+            let cell = Cell::of(l.lat, l.lng);
+            if app.engine.cell_watched(tenant, cell).await.unwrap_or(false)
+                && fanout::publish(&app.engine, &RoomKey::area_cell(tenant, cell), &event).await.is_err()
+            {
+                fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
+            }
         }
     }
 }

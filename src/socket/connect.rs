@@ -3,7 +3,7 @@
 //! connection cap, then registers the socket's handlers and its [`Session`]; the connect
 //! handler joins the user's room; the disconnect handler releases rooms and slots.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
@@ -20,7 +20,7 @@ use super::session::{Session, join};
 use crate::auth::AuthError;
 use crate::domain::{RoomKey, TripId};
 use crate::engine::{Claim, SlotKind};
-use crate::flows::{offers, presence, subscriptions};
+use crate::flows::{areas, offers, presence, subscriptions};
 
 /// Why a connection was refused; its `Display` is the exact `connect_error` message.
 #[derive(Debug)]
@@ -108,6 +108,7 @@ pub(super) async fn authenticate(
         ),
         rooms: Mutex::new(HashSet::new()),
         trips: Mutex::new(HashSet::new()),
+        areas: Mutex::new(HashMap::new()),
     }));
     Ok(())
 }
@@ -154,6 +155,10 @@ pub(super) async fn on_disconnect(
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
     for room in &rooms {
         app.engine.release_room(room).await;
+    }
+    let areas: Vec<_> = session.areas().drain().map(|(_, id)| id).collect();
+    for id in areas {
+        areas::unsubscribe(app, id).await;
     }
     let trips: Vec<TripId> = session.trips().drain().collect();
     let c = &session.claims;

@@ -7,6 +7,7 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
+use crate::domain::area::{Area, AreaSpec, MAX_AREA_ID};
 use crate::domain::{EventId, TripId, valid_id};
 use crate::error::{Error, Result};
 use crate::limits::check_json;
@@ -176,6 +177,66 @@ impl SubscribeIn {
             (None, None) => Err(Error::invalid("tripId or tripIds is required")),
         }
     }
+}
+
+/// `center` of an `area:subscribe`.
+#[derive(Debug, Deserialize)]
+pub struct CenterIn {
+    /// Latitude.
+    pub lat: f64,
+    /// Longitude.
+    pub lng: f64,
+}
+
+/// `area:subscribe {areaId, bbox | center+radiusKm, intervalMs?, availability?}`.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AreaIn {
+    area_id: String,
+    bbox: Option<Vec<f64>>,
+    center: Option<CenterIn>,
+    radius_km: Option<f64>,
+    interval_ms: Option<u64>,
+    availability: Option<Vec<String>>,
+}
+
+impl AreaIn {
+    /// The validated subscription (CONTRACT §7 bounds).
+    pub fn spec(self) -> Result<AreaSpec> {
+        let area_id = area_id(self.area_id)?;
+        let area = match (self.bbox, self.center, self.radius_km) {
+            (Some(b), None, None) => {
+                let b: [f64; 4] =
+                    b.try_into().map_err(|_| Error::invalid("bbox must be [minLng, minLat, maxLng, maxLat]"))?;
+                Area::bbox(b)?
+            }
+            (None, Some(c), Some(r)) => Area::circle(c.lat, c.lng, r)?,
+            _ => return Err(Error::invalid("give either bbox, or center and radiusKm")),
+        };
+        Ok(AreaSpec::new(area_id, area, self.interval_ms, self.availability)?)
+    }
+}
+
+/// `{areaId}` (area:unsubscribe).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AreaRef {
+    area_id: String,
+}
+
+impl AreaRef {
+    /// The validated id.
+    pub fn id(self) -> Result<String> {
+        area_id(self.area_id)
+    }
+}
+
+fn area_id(s: String) -> Result<String> {
+    let n = s.chars().count();
+    if n == 0 || n > MAX_AREA_ID || s.chars().any(char::is_control) {
+        return Err(Error::invalid(format!("areaId must be 1–{MAX_AREA_ID} characters")));
+    }
+    Ok(s)
 }
 
 #[cfg(test)]

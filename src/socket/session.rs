@@ -3,7 +3,7 @@
 //! first, so nothing published after the ack is missed), join with a replay of what the
 //! client missed (`since`), leave, and dropping a trip subscription.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64};
 
@@ -15,6 +15,7 @@ use crate::app::App;
 use crate::auth::Claims;
 use crate::domain::{EventId, Role, RoomKey, TripId};
 use crate::error::Result;
+use crate::fanout::areas::SubId;
 use crate::flows::subscriptions;
 
 /// Per-socket state, created by the connect middleware and kept in the socket's extensions.
@@ -32,6 +33,8 @@ pub struct Session {
     pub(super) rooms: Mutex<HashSet<RoomKey>>,
     /// Trips this socket subscribed to with `passenger:subscribe` (slot holders).
     pub(super) trips: Mutex<HashSet<TripId>>,
+    /// Live areas of this socket: `areaId` → the node's subscription.
+    pub(super) areas: Mutex<HashMap<String, SubId>>,
 }
 
 impl Session {
@@ -40,6 +43,9 @@ impl Session {
     }
     pub(super) fn trips(&self) -> std::sync::MutexGuard<'_, HashSet<TripId>> {
         self.trips.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+    pub(super) fn areas(&self) -> std::sync::MutexGuard<'_, HashMap<String, SubId>> {
+        self.areas.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 

@@ -1,6 +1,6 @@
 //! Server-Sent Events edge (CONTRACT §3, §7): the trip-status, order, run and
-//! driver-location streams, and the caller's own user room (`me/stream`, where a driver
-//! can also take offers). A stream
+//! driver-location streams, the caller's own user room (`me/stream`, where a driver can
+//! also take offers), and live areas (`area`, conflated frames without ids). A stream
 //! answers 401/403/404 as JSON before it starts; then `retry: 3000`, a `connected` event
 //! with the current state, what a reconnecting client missed after its `Last-Event-ID`
 //! (from the room's history, the same ids as Socket.IO), then live events, and a heartbeat
@@ -26,12 +26,14 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use crate::app::App;
+use crate::domain::area::{Area, AreaSpec};
 use crate::domain::rides::Filters;
 use crate::domain::rooms::{Entity, driver_grant};
 use crate::domain::{EventId, Role, RoomKey, TripId, UserId, valid_id};
 use crate::engine::{Claim, SlotKind};
 use crate::error::{Error, Result};
 use crate::events::{self, sse as sse_events};
+use crate::fanout::areas::{AreaMsg, SubId};
 use crate::flows;
 use crate::http::auth::Caller;
 use crate::http::error::ErrorBody;
@@ -275,40 +277,123 @@ pub async fn me(
     open(app, hub, who, room, Kind::User, connected, since, filters).await
 }
 
+/// What a stream holds besides its connection slot.
+enum Held {
+    /// A room stream: its hub registration, the node's hold on the room, its count in the
+    /// room's SSE streams, and maybe its driver's offer slot (slot = the stream's slot).
+    Room { hub: Arc<SseHub>, room: RoomKey, hub_id: u64, offers: bool },
+    /// An area stream's subscription.
+    Area(SubId),
+}
+
 /// Releases what an open stream holds when the response body is dropped (client gone,
 /// cut off, or node shutting down).
 struct StreamGuard {
     app: Arc<App>,
-    hub: Arc<SseHub>,
-    room: RoomKey,
-    hub_id: u64,
     slot: String,
     claims: crate::auth::Claims,
-    /// The stream made its driver eligible for offers (slot = the stream's slot).
-    offers: bool,
+    held: Held,
 }
 
 impl Drop for StreamGuard {
     fn drop(&mut self) {
-        self.hub.unregister(&self.room, self.hub_id);
-        let (app, room, slot, claims) = (self.app.clone(), self.room.clone(), self.slot.clone(), self.claims.clone());
-        let offers = self.offers;
+        let (app, slot, claims) = (self.app.clone(), self.slot.clone(), self.claims.clone());
+        let held = match &self.held {
+            Held::Room { hub, room, hub_id, offers } => {
+                hub.unregister(room, *hub_id);
+                Held::Room { hub: hub.clone(), room: room.clone(), hub_id: *hub_id, offers: *offers }
+            }
+            Held::Area(id) => Held::Area(*id),
+        };
         // Owner: the runtime; a short task that only releases Redis slots (and derives the
         // driver's availability again).
         tokio::spawn(async move {
-            app.engine.release_room(&room).await;
-            let key = UserId(room.as_str().to_string());
-            let _ = app.engine.release(SlotKind::SseStreams, &claims.tenant, &key, &slot, &[&slot]).await;
             let _ = app.engine.release(SlotKind::Connections, &claims.tenant, &claims.user, &slot, &[&slot]).await;
-            if offers {
-                if let Err(e) = flows::offers::unsubscribe(&app, &claims, &slot).await {
-                    tracing::warn!(error = %e, "offer slot of a stream not released; it expires with the node");
+            match held {
+                Held::Area(id) => flows::areas::unsubscribe(&app, id).await,
+                Held::Room { room, offers, .. } => {
+                    app.engine.release_room(&room).await;
+                    let key = UserId(room.as_str().to_string());
+                    let _ = app.engine.release(SlotKind::SseStreams, &claims.tenant, &key, &slot, &[&slot]).await;
+                    if offers {
+                        if let Err(e) = flows::offers::unsubscribe(&app, &claims, &slot).await {
+                            tracing::warn!(error = %e, "offer slot of a stream not released; it expires with the node");
+                        }
+                    } else {
+                        flows::presence::notice_loss(&app, &claims).await;
+                    }
                 }
-            } else {
-                flows::presence::notice_loss(&app, &claims).await;
             }
         });
     }
+}
+
+/// Claims a new stream's connection slot: the per-user connection cap counts SSE streams
+/// with Socket.IO connections.
+async fn claim_connection(app: &App, who: &crate::auth::Claims) -> Result<String> {
+    let slot = format!("sse-{}", uuid::Uuid::new_v4().simple());
+    match app
+        .engine
+        .claim(SlotKind::Connections, &who.tenant, &who.user, &slot, &[&slot], app.cfg.max_connections_per_user)
+        .await
+    {
+        Ok(Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
+        Ok(Claim::Granted) => {}
+        Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
+    }
+    Ok(slot)
+}
+
+/// What ends a stream's wait.
+enum Wake<T> {
+    /// A frame from its source.
+    Frame(T),
+    /// Time for a heartbeat.
+    Beat,
+    /// The source closed, the node shuts down, or the token expired.
+    End,
+}
+
+/// A stream's life: its heartbeats, the node's shutdown, and its token's expiry (a stream
+/// lives no longer than its token, CONTRACT §1 v1.1: it ends at `exp` plus the grace, and
+/// the browser reconnects with a fresh token and its last id).
+struct Life {
+    beat: tokio::time::Interval,
+    cancel: tokio_util::sync::CancellationToken,
+    expires: tokio::time::Instant,
+}
+
+impl Life {
+    fn new(app: &App, who: &crate::auth::Claims) -> Self {
+        let ends_in_ms = who.exp.saturating_mul(1_000).saturating_add(app.cfg.auth_expiry_grace_ms as i64)
+            - chrono::Utc::now().timestamp_millis();
+        let mut beat = tokio::time::interval(Duration::from_millis(app.cfg.sse_heartbeat_ms));
+        beat.reset();
+        Life {
+            beat,
+            cancel: app.shutdown_token(),
+            expires: tokio::time::Instant::now() + Duration::from_millis(ends_in_ms.max(0) as u64),
+        }
+    }
+
+    async fn wait<T>(&mut self, rx: &mut mpsc::Receiver<T>) -> Wake<T> {
+        tokio::select! {
+            _ = self.cancel.cancelled() => Wake::End,
+            _ = tokio::time::sleep_until(self.expires) => {
+                metrics::counter!("fleetcast_sse_expired_total").increment(1);
+                Wake::End
+            }
+            _ = self.beat.tick() => Wake::Beat,
+            frame = rx.recv() => frame.map_or(Wake::End, Wake::Frame),
+        }
+    }
+}
+
+/// A `heartbeat {at}` event.
+fn heartbeat() -> Option<Event> {
+    let at = crate::domain::now_iso();
+    let hb = sse_events::Heartbeat { kind: sse_events::HEARTBEAT, at: &at };
+    serde_json::to_string(&hb).ok().map(|hb| Event::default().data(hb))
 }
 
 /// Opens a stream of `room`. With `offers`, the stream's driver subscribes to offers with
@@ -324,27 +409,10 @@ async fn open(
     since: Option<EventId>,
     offers: Option<Filters>,
 ) -> Result<Response> {
-    let slot = format!("sse-{}", uuid::Uuid::new_v4().simple());
-    // The per-user connection cap counts SSE streams with Socket.IO connections.
-    match app
-        .engine
-        .claim(SlotKind::Connections, &who.tenant, &who.user, &slot, &[&slot], app.cfg.max_connections_per_user)
-        .await
-    {
-        Ok(Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
-        Ok(Claim::Granted) => {}
-        Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
-    }
+    let slot = claim_connection(&app, &who).await?;
     let (hub_id, mut rx) = hub.register(&room);
-    let guard = StreamGuard {
-        app: app.clone(),
-        hub,
-        room: room.clone(),
-        hub_id,
-        slot: slot.clone(),
-        claims: who.clone(),
-        offers: offers.is_some(),
-    };
+    let held = Held::Room { hub, room: room.clone(), hub_id, offers: offers.is_some() };
+    let guard = StreamGuard { app: app.clone(), slot: slot.clone(), claims: who.clone(), held };
     match &offers {
         // Subscribing derives the driver's availability.
         Some(filters) => flows::offers::subscribe(&app, &who, &slot, filters).await?,
@@ -361,13 +429,7 @@ async fn open(
         Some(id) => Some(app.engine.history(&room, id).await?),
         None => None,
     };
-    let heartbeat = Duration::from_millis(app.cfg.sse_heartbeat_ms);
-    let cancel = app.shutdown_token();
-    // The stream lives no longer than its token (CONTRACT §1 v1.1): it ends at `exp` plus
-    // the grace, and the browser reconnects with a fresh token and its last id.
-    let ends_in_ms = who.exp.saturating_mul(1_000).saturating_add(app.cfg.auth_expiry_grace_ms as i64)
-        - chrono::Utc::now().timestamp_millis();
-    let expires = tokio::time::Instant::now() + Duration::from_millis(ends_in_ms.max(0) as u64);
+    let mut life = Life::new(&app, &who);
     let stream = async_stream(move |tx: mpsc::Sender<Event>| async move {
         let _guard = guard;
         let send = |e: Event| {
@@ -393,23 +455,16 @@ async fn open(
             }
             last = Some(id);
         }
-        let mut beat = tokio::time::interval(heartbeat);
-        beat.tick().await;
         loop {
-            tokio::select! {
-                _ = cancel.cancelled() => return,
-                _ = tokio::time::sleep_until(expires) => {
-                    metrics::counter!("fleetcast_sse_expired_total").increment(1);
-                    return;
+            match life.wait(&mut rx).await {
+                Wake::End => return,
+                Wake::Beat => {
+                    let Some(hb) = heartbeat() else { return };
+                    if !send(hb).await {
+                        return;
+                    }
                 }
-                _ = beat.tick() => {
-                    let at = crate::domain::now_iso();
-                    let hb = sse_events::Heartbeat { kind: sse_events::HEARTBEAT, at: &at };
-                    let Ok(hb) = serde_json::to_string(&hb) else { return };
-                    if !send(Event::default().data(hb)).await { return; }
-                }
-                frame = rx.recv() => {
-                    let Some((id, event, json)) = frame else { return };
+                Wake::Frame((id, event, json)) => {
                     if last.is_some_and(|l| id <= l) {
                         continue;
                     }
@@ -427,6 +482,109 @@ async fn open(
     Ok(Sse::new(stream).into_response())
 }
 
+/// `GET /api/v1/realtime/area` query: the area as text, checked with clear errors.
+#[derive(Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AreaQuery {
+    bbox: Option<String>,
+    center: Option<String>,
+    radius_km: Option<String>,
+    interval_ms: Option<String>,
+    availability: Option<String>,
+}
+
+fn numbers(name: &str, s: &str) -> Result<Vec<f64>> {
+    s.split(',')
+        .map(|v| v.trim().parse::<f64>().map_err(|_| Error::invalid(format!("{name} must be numbers"))))
+        .collect()
+}
+
+impl AreaQuery {
+    fn spec(self) -> Result<AreaSpec> {
+        let area = match (self.bbox.as_deref(), self.center.as_deref(), self.radius_km.as_deref()) {
+            (Some(b), None, None) => {
+                let b: [f64; 4] = numbers("bbox", b)?
+                    .try_into()
+                    .map_err(|_| Error::invalid("bbox must be minLng,minLat,maxLng,maxLat"))?;
+                Area::bbox(b)?
+            }
+            (None, Some(c), Some(r)) => {
+                let [lat, lng]: [f64; 2] =
+                    numbers("center", c)?.try_into().map_err(|_| Error::invalid("center must be lat,lng"))?;
+                let r: f64 = r.trim().parse().map_err(|_| Error::invalid("radiusKm must be a number"))?;
+                Area::circle(lat, lng, r)?
+            }
+            _ => return Err(Error::invalid("give either bbox, or center and radiusKm")),
+        };
+        let interval = match self.interval_ms.as_deref() {
+            None => None,
+            Some(v) => Some(v.trim().parse::<u64>().map_err(|_| Error::invalid("intervalMs must be a number"))?),
+        };
+        let availability = self.availability.map(|a| a.split(',').map(str::to_string).collect());
+        Ok(AreaSpec::new(String::new(), area, interval, availability)?)
+    }
+}
+
+/// `GET /api/v1/realtime/area`: a live area as SSE (ADMIN, BUSINESS): `connected {drivers,
+/// truncated}`, then conflated `area_update {drivers, left, at}` (no `id:`), heartbeats.
+#[utoipa::path(get, path = "/api/v1/realtime/area", tag = "sse",
+    params(("bbox" = Option<String>, Query, description = "minLng,minLat,maxLng,maxLat (≤ 100 km a side)"),
+        ("center" = Option<String>, Query, description = "lat,lng, with radiusKm (≤ 50)"),
+        ("radiusKm" = Option<f64>, Query), ("intervalMs" = Option<u64>, Query, description = "≥ 250, default 1000"),
+        ("availability" = Option<String>, Query, description = "AVAILABLE,BUSY")),
+    description = "connected {drivers, truncated}, area_update {drivers, left, at}, heartbeat",
+    responses((status = 200, content_type = "text/event-stream", description = "the stream"),
+        (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 429, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn area(State(app): State<Arc<App>>, Caller(who): Caller, Query(q): Query<AreaQuery>) -> Result<Response> {
+    let spec = q.spec()?;
+    flows::areas::require_viewer(&who)?;
+    let slot = claim_connection(&app, &who).await?;
+    let sub = match flows::areas::subscribe(&app, &who, spec).await {
+        Ok(sub) => sub,
+        Err(e) => {
+            let _ = app.engine.release(SlotKind::Connections, &who.tenant, &who.user, &slot, &[&slot]).await;
+            return Err(e);
+        }
+    };
+    let guard = StreamGuard { app: app.clone(), slot, claims: who.clone(), held: Held::Area(sub.id) };
+    let connected =
+        serde_json::json!({ "type": sse_events::CONNECTED, "drivers": sub.drivers, "truncated": sub.truncated });
+    let mut rx = sub.rx;
+    let mut life = Life::new(&app, &who);
+    let stream = async_stream(move |tx: mpsc::Sender<Event>| async move {
+        let _guard = guard;
+        let send = |e: Event| {
+            let tx = tx.clone();
+            async move { tx.send(e).await.is_ok() }
+        };
+        if !send(Event::default().retry(Duration::from_millis(3000))).await
+            || !send(Event::default().data(connected.to_string())).await
+        {
+            return;
+        }
+        loop {
+            let event = match life.wait(&mut rx).await {
+                Wake::End => return,
+                Wake::Beat => heartbeat(),
+                Wake::Frame(AreaMsg::Update(f)) => crate::fanout::stamp(&serde_json::json!({
+                    "type": events::SSE_AREA_UPDATE, "drivers": f.drivers, "left": f.left, "at": f.at,
+                }))
+                .ok()
+                .map(|json| Event::default().data(json)),
+                Wake::Frame(AreaMsg::Availability(_)) => continue,
+            };
+            let Some(event) = event else { return };
+            if !send(event).await {
+                return;
+            }
+        }
+    });
+    metrics::counter!("fleetcast_sse_opened_total").increment(1);
+    Ok(Sse::new(stream).into_response())
+}
+
 /// The SSE streams, as `(method, path)`.
 pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/realtime/trip-status/{trip_id}"),
@@ -434,10 +592,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/api/v1/realtime/runs/{id}/stream"),
     ("GET", "/api/v1/realtime/drivers/{id}/location"),
     ("GET", "/api/v1/realtime/me/stream"),
+    ("GET", "/api/v1/realtime/area"),
 ];
 
 #[derive(utoipa::OpenApi)]
-#[openapi(paths(trip_status, order, run, driver_location, me))]
+#[openapi(paths(trip_status, order, run, driver_location, me, area))]
 struct SseApi;
 
 /// The SSE edge's part of the OpenAPI document.
@@ -458,6 +617,7 @@ pub fn routes(hub: Arc<SseHub>) -> axum::Router<Arc<App>> {
             "/api/v1/realtime/orders/{id}/stream" => get(order),
             "/api/v1/realtime/runs/{id}/stream" => get(run),
             "/api/v1/realtime/me/stream" => get(me),
+            "/api/v1/realtime/area" => get(area),
             _ => get(driver_location),
         };
         router = router.route(path, handler);

@@ -483,6 +483,7 @@ async fn offer_matching_ranks_a_thousand_drivers(mode: Mode) {
             location_json: "{}",
             publish: None,
             driver_room: (&room, &frame),
+            cell: fleetcast::domain::area::Cell::of(lat, lng),
         };
         let limits = fleetcast::engine::LocationLimits {
             min_interval_ms: 0,

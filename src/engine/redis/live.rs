@@ -32,6 +32,7 @@ impl RedisEngine {
             k.geo_fresh(w.tenant),
             k.snapshot_marker(w.tenant, driver),
             k.sse_streams(w.tenant, &UserId(w.driver_room.0.as_str().to_string())),
+            k.area_watches(w.tenant),
         ];
         let (channel, frame) = match w.publish {
             Some((room, frame)) => (k.room_channel(room), frame),
@@ -54,6 +55,11 @@ impl RedisEngine {
             k.room_channel(w.driver_room.0),
             w.driver_room.1.to_string(),
             self.clock.deadline(),
+            crate::domain::area::CELL_DEG.to_string(),
+            k.cell_watchers_prefix(w.tenant),
+            k.cell_channel_prefix(w.tenant),
+            w.cell.name(),
+            crate::engine::frame::area_position_head(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<i64> =
@@ -198,29 +204,18 @@ impl RedisEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
-        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant)];
-        let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
-        let started = std::time::Instant::now();
-        let flat: Vec<String> =
-            self.nearby_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
-        let mut found = Vec::with_capacity(flat.len() / 3);
+        let near = self.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await?;
+        let mut found = Vec::with_capacity(near.len());
         // The drivers' filters, a thousand keys per MGET; drivers without any are not
         // subscribed to offers.
-        for chunk in flat.chunks(3 * 1_000) {
-            let drivers: Vec<&[String]> = chunk.chunks_exact(3).collect();
+        for chunk in near.chunks(1_000) {
             let keys: Vec<String> =
-                drivers.iter().map(|c| self.keys.offer_filters(tenant, &UserId(c[0].clone()))).collect();
+                chunk.iter().map(|(d, _, _)| self.keys.offer_filters(tenant, &UserId(d.clone()))).collect();
             let filters: Vec<Option<String>> = self.client.mget(keys).await.map_err(unavailable)?;
-            found.extend(drivers.iter().zip(filters).filter_map(|(c, filters)| {
-                Some(Candidate {
-                    driver: c[0].clone(),
-                    lng: c[1].parse().ok()?,
-                    lat: c[2].parse().ok()?,
-                    filters: filters?,
-                })
+            found.extend(chunk.iter().zip(filters).filter_map(|((driver, lat, lng), filters)| {
+                Some(Candidate { driver: driver.clone(), lat: *lat, lng: *lng, filters: filters? })
             }));
         }
-        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
         Ok(found)
     }
 

@@ -24,6 +24,7 @@ use super::keys::Keys;
 use super::types::{Deliver, HistoryLimits};
 use crate::error::Error;
 
+mod areas;
 mod broker;
 mod clock;
 mod live;

@@ -83,6 +83,26 @@ impl RedisEngine {
             .collect())
     }
 
+    pub(in crate::engine) async fn presence_of(
+        &self,
+        tenant: &Tenant,
+        drivers: &[String],
+    ) -> Result<Vec<Option<Presence>>> {
+        let mut out = Vec::with_capacity(drivers.len());
+        for chunk in drivers.chunks(1_000) {
+            let values: Vec<Option<String>> = if chunk.len() == 1 {
+                vec![self.client.hget(self.keys.presence(tenant), chunk[0].as_str()).await.map_err(unavailable)?]
+            } else {
+                self.client.hmget(self.keys.presence(tenant), chunk.to_vec()).await.map_err(unavailable)?
+            };
+            out.extend(chunk.iter().zip(values).map(|(driver, v)| {
+                let (availability, trip) = parse_stored(v.as_deref()?)?;
+                Some(Presence { driver: driver.clone(), availability, trip })
+            }));
+        }
+        Ok(out)
+    }
+
     pub(in crate::engine) async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
         let names: Vec<String> = self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?;
         Ok(names.into_iter().map(Tenant).collect())

@@ -1,8 +1,8 @@
 //! One handler per client event of CONTRACT §1–2, by role or concern: `auth` (token
 //! refresh), [`driver`] (connect,
 //! location, status), [`passenger`] (subscribe, unsubscribe), [`rooms`] (rooms, chat,
-//! admin subscribe, heartbeat), [`offers`] (offer subscription, accept, decline) and
-//! [`conductor`] (scan). Each takes the raw payload and validates it into domain values
+//! admin subscribe, heartbeat), [`offers`] (offer subscription, accept, decline),
+//! [`areas`] (live areas) and [`conductor`] (scan). Each takes the raw payload and validates it into domain values
 //! (`INVALID_PAYLOAD`), then calls its flow, which checks role, existence and ownership,
 //! then rate limits, and only then writes — the order of CONTRACT §6.
 
@@ -16,6 +16,7 @@ use super::edge::Edge;
 use super::session::Session;
 use crate::error::Error;
 
+mod areas;
 mod auth;
 mod conductor;
 mod driver;
@@ -89,5 +90,7 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
         "trip:offer:decline" => offers::decline,
         "conductor:scan" => conductor::scan,
         "auth:refresh" => auth::refresh,
+        "area:subscribe" => areas::subscribe,
+        "area:unsubscribe" => areas::unsubscribe,
     }
 }

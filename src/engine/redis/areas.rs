@@ -1,0 +1,65 @@
+//! The Redis engine's part of live areas (CONTRACT §7): which nodes watch which geo cells
+//! (the location script publishes into a cell's room only while its watchers HASH exists),
+//! and the drivers near a point for an area's first snapshot (`redis/nearby.lua`).
+
+use fred::prelude::*;
+
+use super::{RedisEngine, SLOT_HASH_TTL_MS, unavailable};
+use crate::domain::area::Cell;
+use crate::domain::{RoomKey, Tenant};
+use crate::error::Result;
+
+impl RedisEngine {
+    pub(in crate::engine) async fn watch_cell(&self, tenant: &Tenant, cell: Cell) -> Result<()> {
+        // Subscribed before the location path starts publishing: nothing is sent to a
+        // watcher that does not listen yet.
+        self.hold_room(&RoomKey::area_cell(tenant, cell)).await?;
+        let (watchers, watches) = (self.keys.cell_watchers(tenant, cell), self.keys.area_watches(tenant));
+        let pipe = self.client.pipeline();
+        let _: () = pipe.hset(&watchers, (self.node_id.as_str(), "1")).await.map_err(unavailable)?;
+        let _: () = pipe.pexpire(&watchers, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
+        let _: () = pipe.sadd(&watches, format!("{}\u{1f}{}", cell.name(), self.node_id)).await.map_err(unavailable)?;
+        let _: () = pipe.pexpire(&watches, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
+        let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+        Ok(())
+    }
+
+    pub(in crate::engine) async fn unwatch_cell(&self, tenant: &Tenant, cell: Cell) {
+        let (watchers, watches) = (self.keys.cell_watchers(tenant, cell), self.keys.area_watches(tenant));
+        let member = format!("{}\u{1f}{}", cell.name(), self.node_id);
+        let r: std::result::Result<(), _> = async {
+            let _: i64 = self.client.hdel(&watchers, self.node_id.as_str()).await?;
+            let _: i64 = self.client.srem(&watches, member).await?;
+            Ok::<(), fred::error::Error>(())
+        }
+        .await;
+        if let Err(e) = r {
+            // The entries expire within a day; until then the cell's room gets frames that
+            // this node ignores.
+            tracing::debug!(error = %e, "cell watch not removed");
+        }
+        self.release_room(&RoomKey::area_cell(tenant, cell)).await;
+    }
+
+    pub(in crate::engine) async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
+        let n: i64 = self.client.exists(self.keys.cell_watchers(tenant, cell)).await.map_err(unavailable)?;
+        Ok(n > 0)
+    }
+
+    pub(in crate::engine) async fn drivers_near(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant)];
+        let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
+        let started = std::time::Instant::now();
+        let flat: Vec<String> =
+            self.nearby_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
+        Ok(flat.chunks_exact(3).filter_map(|c| Some((c[0].clone(), c[2].parse().ok()?, c[1].parse().ok()?))).collect())
+    }
+}
