@@ -3,6 +3,7 @@
 
 mod common;
 
+mod areas;
 mod auth;
 mod binary;
 mod delivery;

@@ -1,0 +1,244 @@
+//! Live areas (CONTRACT §7), across two nodes through real Socket.IO clients and a real
+//! SSE reader on both modes: a driver entering, moving inside, leaving and going offline;
+//! one conflated frame per interval with the latest position; the snapshot in the ack;
+//! replacing, limits, bad input and roles; the SSE area stream. (The official JavaScript
+//! client: `interop_js.rs`.)
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::both_modes;
+use crate::common::*;
+
+const UPDATE: &str = "server:area:update";
+
+/// Paris, about 22 × 17 km.
+const BBOX: [f64; 4] = [2.25, 48.8, 2.55, 48.95];
+
+async fn at(driver: &Client, lat: f64, lng: f64) {
+    assert_ok(&driver.ack("driver:location:update", json!({ "lat": lat, "lng": lng })).await);
+}
+
+fn ids(v: &Value) -> Vec<String> {
+    v.as_array()
+        .map(|a| a.iter().filter_map(|d| d["driverId"].as_str().map(str::to_string)).collect())
+        .unwrap_or_default()
+}
+
+async fn a_driver_enters_moves_inside_leaves_and_goes_offline(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0", "--location-max-per-minute", "1000"]).await;
+    let d = unique("d");
+    let mut viewer = Client::connect(&h.b(), &token("disp", "BUSINESS")).await;
+    let ack = viewer.ack("area:subscribe", json!({ "areaId": "paris", "bbox": BBOX, "intervalMs": 500 })).await;
+    assert_ok(&ack);
+    assert_eq!((ack["drivers"].clone(), ack["truncated"].clone()), (json!([]), json!(false)), "{ack}");
+    let driver = Client::connect(&h.a(), &token(&d, "DRIVER")).await;
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    at(&driver, 48.7, 2.35).await; // south of the area: AVAILABLE, outside
+    assert!(viewer.next(UPDATE, Duration::from_millis(900)).await.is_none(), "nothing outside the area");
+
+    // Entering.
+    at(&driver, 48.85, 2.35).await;
+    let f = viewer.expect(UPDATE, "entered").await;
+    assert_eq!(f["areaId"], json!("paris"));
+    assert_eq!(ids(&f["drivers"]), vec![d.clone()], "{f}");
+    let row = &f["drivers"][0];
+    assert_eq!((row["lat"].clone(), row["availability"].clone()), (json!(48.85), json!("AVAILABLE")), "{row}");
+    assert!(row["updatedAt"].is_string() && f["at"].is_string() && f["emittedAt"].is_string(), "{f}");
+    assert!(f.get("eventId").is_none(), "volatile");
+    assert_eq!(f["left"], json!([]));
+
+    // Moving inside, fast: at most one frame per interval, the latest position wins.
+    let started = Instant::now();
+    let mut last_lng = 0.0;
+    for i in 0..20 {
+        last_lng = 2.30 + f64::from(i) * 0.005;
+        at(&driver, 48.86, last_lng).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut frames = Vec::new();
+    while let Some(f) = viewer.next(UPDATE, Duration::from_millis(1_200)).await {
+        let at = chrono::DateTime::parse_from_rfc3339(f["at"].as_str().expect("at")).expect("ISO");
+        frames.push((at, f));
+    }
+    assert!(!frames.is_empty());
+    let spent = started.elapsed();
+    assert!(frames.len() as u128 <= spent.as_millis() / 500 + 1, "{} frames in {spent:?}", frames.len());
+    // Frames are sent (`at`) at least an interval apart (the client may read them later).
+    for pair in frames.windows(2) {
+        let gap = (pair[1].0 - pair[0].0).num_milliseconds();
+        assert!(gap >= 490, "frames {gap} ms apart: {} then {}", pair[0].1, pair[1].1);
+    }
+    let (_, last) = frames.last().expect("a frame");
+    assert_eq!(last["drivers"][0]["lng"], json!(last_lng), "the latest position: {last}");
+    for (_, f) in &frames {
+        assert_eq!(f["drivers"].as_array().map(Vec::len), Some(1), "one entry per driver per frame: {f}");
+    }
+
+    // A new area over the driver: its snapshot in the ack.
+    let ack = viewer
+        .ack("area:subscribe", json!({ "areaId": "centre", "center": { "lat": 48.86, "lng": 2.35 }, "radiusKm": 10 }))
+        .await;
+    assert_ok(&ack);
+    assert_eq!(ids(&ack["drivers"]), vec![d.clone()], "{ack}");
+    assert_ok(&viewer.ack("area:unsubscribe", json!({ "areaId": "centre" })).await);
+
+    // Going OFFLINE: left, and the availability event to the area's subscriber.
+    assert_ok(&driver.ack("driver:unsubscribe", json!({})).await);
+    let changed = viewer.expect("driver.availability.changed", "to the area's subscriber").await;
+    assert_eq!((changed["driverId"].as_str(), changed["availability"].as_str()), (Some(d.as_str()), Some("OFFLINE")));
+    let f = viewer.expect(UPDATE, "offline").await;
+    assert_eq!((f["drivers"].clone(), ids(&json!([]))), (json!([]), Vec::<String>::new()));
+    assert_eq!(f["left"], json!([d]), "{f}");
+    at(&driver, 48.87, 2.36).await;
+    assert!(viewer.next(UPDATE, Duration::from_millis(900)).await.is_none(), "OFFLINE drivers are not shown");
+
+    // Back, then leaving the area.
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    let f = viewer.expect(UPDATE, "available again").await;
+    assert_eq!(ids(&f["drivers"]), vec![d.clone()], "{f}");
+    at(&driver, 49.2, 2.36).await;
+    let f = viewer.expect(UPDATE, "left").await;
+    assert_eq!(f["left"], json!([d]), "{f}");
+    viewer.close().await;
+    driver.close().await;
+    h.stop().await;
+}
+
+async fn area_subscriptions_check_bounds_roles_and_limits(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let viewer = Client::connect(&h.a(), &token("adm", "ADMIN")).await;
+    for bad in [
+        json!({ "bbox": BBOX }),
+        json!({ "areaId": "", "bbox": BBOX }),
+        json!({ "areaId": "x".repeat(65), "bbox": BBOX }),
+        json!({ "areaId": "a", "bbox": [2.0, 48.0, 3.5, 48.5] }),
+        json!({ "areaId": "a", "bbox": [2.0, 48.0, 2.5] }),
+        json!({ "areaId": "a", "center": { "lat": 48.8, "lng": 2.3 }, "radiusKm": 60 }),
+        json!({ "areaId": "a", "center": { "lat": 48.8, "lng": 2.3 } }),
+        json!({ "areaId": "a", "bbox": BBOX, "center": { "lat": 48.8, "lng": 2.3 }, "radiusKm": 5 }),
+        json!({ "areaId": "a", "bbox": BBOX, "intervalMs": 100 }),
+        json!({ "areaId": "a", "bbox": BBOX, "availability": ["OFFLINE"] }),
+    ] {
+        assert_err(&viewer.ack("area:subscribe", bad.clone()).await, "INVALID_PAYLOAD");
+    }
+    let passenger = Client::connect(&h.a(), &token("p1", "PASSENGER")).await;
+    assert_err(&passenger.ack("area:subscribe", json!({ "areaId": "a", "bbox": BBOX })).await, "FORBIDDEN");
+    for i in 0..4 {
+        assert_ok(&viewer.ack("area:subscribe", json!({ "areaId": format!("a{i}"), "bbox": BBOX })).await);
+    }
+    assert_err(&viewer.ack("area:subscribe", json!({ "areaId": "a4", "bbox": BBOX })).await, "SUBSCRIPTION_LIMIT");
+    // The same areaId replaces; after an unsubscribe there is room again.
+    assert_ok(
+        &viewer
+            .ack("area:subscribe", json!({ "areaId": "a0", "center": { "lat": 48.8, "lng": 2.3 }, "radiusKm": 3 }))
+            .await,
+    );
+    assert_ok(&viewer.ack("area:unsubscribe", json!({ "areaId": "a1" })).await);
+    assert_ok(&viewer.ack("area:subscribe", json!({ "areaId": "a4", "bbox": BBOX })).await);
+    assert_ok(&viewer.ack("area:unsubscribe", json!({ "areaId": "never" })).await);
+    assert_err(&viewer.ack("area:unsubscribe", json!({})).await, "INVALID_PAYLOAD");
+    viewer.close().await;
+    passenger.close().await;
+    h.stop().await;
+}
+
+/// Reads one SSE response body, message by message (`id`, `data`).
+struct Stream {
+    rx: tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Value)>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+impl Stream {
+    async fn open(url: String, token: &str) -> Result<Stream, u16> {
+        use futures_util::StreamExt;
+        let r = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("request");
+        if r.status() != 200 {
+            return Err(r.status().as_u16());
+        }
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let mut body = r.bytes_stream();
+        let reader = tokio::spawn(async move {
+            let mut buf = String::new();
+            while let Some(Ok(chunk)) = body.next().await {
+                buf.push_str(&String::from_utf8_lossy(&chunk));
+                while let Some(end) = buf.find("\n\n") {
+                    let block: String = buf.drain(..end + 2).collect();
+                    let id = block.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().to_string());
+                    let data = block
+                        .lines()
+                        .find_map(|l| l.strip_prefix("data:"))
+                        .and_then(|v| serde_json::from_str(v.trim()).ok());
+                    if let Some(data) = data
+                        && tx.send((id, data)).is_err()
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+        Ok(Stream { rx, reader })
+    }
+
+    async fn next_of(&mut self, kind: &str) -> (Option<String>, Value) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                Ok(Some((id, d))) if d["type"] == json!(kind) => return (id, d),
+                Ok(Some(_)) => continue,
+                _ => panic!("no {kind} within 5 s"),
+            }
+        }
+    }
+}
+
+async fn the_area_stream_over_sse(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0"]).await;
+    let d = unique("d");
+    let driver = Client::connect(&h.b(), &token(&d, "DRIVER")).await;
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    at(&driver, 48.85, 2.35).await;
+    let base = format!("{}/api/v1/realtime/area", h.a());
+    let biz = token("disp", "BUSINESS");
+    let bbox = "2.25,48.8,2.55,48.95";
+    assert_eq!(Stream::open(format!("{base}?bbox={bbox}"), &token("p1", "PASSENGER")).await.err(), Some(403));
+    for bad in
+        ["bbox=2.0,48.0,3.5,48.5", "bbox=1,2,3", "center=48.8,2.3", "bbox=2.25,48.8,2.55,48.95&intervalMs=10", ""]
+    {
+        assert_eq!(Stream::open(format!("{base}?{bad}"), &biz).await.err(), Some(400), "{bad}");
+    }
+    // Wait for the driver's availability before the snapshot is read.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut s =
+        Stream::open(format!("{base}?bbox={bbox}&intervalMs=250&availability=AVAILABLE"), &biz).await.expect("stream");
+    let (id, connected) = s.next_of("connected").await;
+    assert_eq!(id, None);
+    assert_eq!(
+        (ids(&connected["drivers"]), connected["truncated"].clone()),
+        (vec![d.clone()], json!(false)),
+        "{connected}"
+    );
+    at(&driver, 48.86, 2.36).await;
+    let (id, update) = s.next_of("area_update").await;
+    assert_eq!(id, None, "area updates carry no id");
+    assert_eq!(update["drivers"][0]["lat"], json!(48.86), "{update}");
+    assert!(update["at"].is_string());
+    at(&driver, 47.0, 2.36).await;
+    let (_, update) = s.next_of("area_update").await;
+    assert_eq!(update["left"], json!([d]), "{update}");
+    driver.close().await;
+    h.stop().await;
+}
+
+both_modes!(
+    a_driver_enters_moves_inside_leaves_and_goes_offline,
+    area_subscriptions_check_bounds_roles_and_limits,
+    the_area_stream_over_sse,
+);
