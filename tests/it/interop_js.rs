@@ -1,7 +1,8 @@
 //! Interop with the official JavaScript `socket.io-client` (auth errors, acks and
 //! cross-node delivery on both transports) and a browser-compatible `EventSource` from npm
 //! (an SSE stream with ids), against a two-node cluster. Both packages are installed into
-//! `tests/js` by the test command.
+//! `tests/js` by the test command. `dispatch.mjs` checks live areas and `user:sync` (CONTRACT
+//! §7) with the same client.
 
 use std::process::Command;
 
@@ -77,5 +78,33 @@ async fn binary_attachments_past_one_message_bound_close_their_connection() {
     let c = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
     assert_ok(&c.ack("heartbeat", json!({})).await);
     c.close().await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn official_js_client_follows_a_live_area_and_syncs_its_user_room() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(
+        js.join("node_modules/socket.io-client").exists(),
+        "socket.io-client missing: run `npm ci --prefix tests/js` (the README test command does)"
+    );
+    let h = Harness::start(Mode::Cluster, &["--location-min-interval-ms", "0"]).await;
+    let (driver, user) = (unique("d"), unique("u"));
+    let out = Command::new("node")
+        .arg(js.join("dispatch.mjs"))
+        .env("URL_A", h.a())
+        .env("URL_B", h.b())
+        .env("DRIVER", &driver)
+        .env("DRIVER_TOKEN", token(&driver, "DRIVER"))
+        .env("VIEWER_TOKEN", token("disp", "BUSINESS"))
+        .env("USER", &user)
+        .env("USER_TOKEN", token(&user, "PASSENGER"))
+        .env("SERVICE_TOKEN", token("backend", "SERVICE"))
+        .output()
+        .expect("node on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "js dispatch interop failed\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("dispatch interop ok"), "{stdout}");
     h.stop().await;
 }
