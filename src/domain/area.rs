@@ -1,15 +1,11 @@
 //! A live area (CONTRACT §7 "Live areas"): a bbox or a circle, checked against the
-//! contract's bounds, and the geo cells that cover it. A cell is a fixed 0.25° × 0.25°
-//! square; each has a room (`area-cell:{cell}`) that the location path publishes into
-//! only while some node watches the cell, so an area costs positions inside its cells only.
-//! `redis/location.lua` computes a driver's previous cell with the same formula.
+//! contract's bounds, the subscriber's interval and filter, and the geo cells
+//! ([`super::cell`]) that cover it.
 
 use super::Invalid;
+pub use super::cell::{CELL_DEG, Cell};
 use super::presence::Availability;
 use super::rides::haversine_km;
-
-/// Size of a geo cell, degrees of latitude and longitude.
-pub const CELL_DEG: f64 = 0.25;
 
 /// Largest bbox side, km.
 pub const MAX_SIDE_KM: f64 = 100.0;
@@ -75,22 +71,6 @@ impl AreaSpec {
 
 /// Km per degree of latitude (as `haversine_km` measures it).
 const KM_PER_DEG: f64 = 111.195;
-
-/// A geo cell: latitude and longitude indices.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Cell(pub i64, pub i64);
-
-impl Cell {
-    /// The cell holding a position.
-    pub fn of(lat: f64, lng: f64) -> Self {
-        Cell((lat / CELL_DEG).floor() as i64, (lng / CELL_DEG).floor() as i64)
-    }
-
-    /// Its name in room names: `c{lat}_{lng}`.
-    pub fn name(self) -> String {
-        format!("c{}_{}", self.0, self.1)
-    }
-}
 
 /// Where an area is.
 #[derive(Debug, Clone, Copy, PartialEq)]

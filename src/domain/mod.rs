@@ -7,6 +7,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 pub mod area;
+pub mod cell;
 pub mod ids;
 pub mod presence;
 pub mod progress;

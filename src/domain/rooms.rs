@@ -53,7 +53,7 @@ impl RoomKey {
     /// The room of a geo cell (live areas, CONTRACT §7): its name holds a control
     /// character, which no client-named room may (`limits::room_name`), so only the
     /// location and presence paths publish into it and only nodes watching it receive it.
-    pub fn area_cell(tenant: &Tenant, cell: super::area::Cell) -> Self {
+    pub fn area_cell(tenant: &Tenant, cell: super::cell::Cell) -> Self {
         Self::named(tenant, &format!("{AREA_CELL}{}", cell.name()))
     }
 
