@@ -25,9 +25,11 @@
 // A load-test CLI's product is its report on stdout; progress and warnings go to stderr.
 #![allow(clippy::print_stdout)]
 
+mod areas;
 mod ctx;
 mod html;
 mod idle;
+mod ingest;
 mod polling;
 mod progress;
 mod protocol;
@@ -78,6 +80,11 @@ enum Command {
     /// One order's events published over HTTP fan out to S SSE streams and K Socket.IO
     /// subscribers on several nodes: latency per transport, delivery ratios, streams held.
     Sse(sse::SseArgs),
+    /// Dispatchers watch live areas of different sizes while drivers stream (run
+    /// `generate` beside it): frames per second, gaps between frames, age of positions.
+    Areas(areas::AreasArgs),
+    /// HTTP batch ingest (`POST /api/v1/locations`) at a paced rate: accepted updates/s.
+    Ingest(ingest::IngestArgs),
 }
 
 impl Command {
@@ -89,7 +96,7 @@ impl Command {
             Self::Burst(a) => a.common.workers,
             Self::Replay(a) => a.common.workers,
             Self::Generate(a) => a.common.workers,
-            Self::Sse(_) => 1,
+            Self::Sse(_) | Self::Areas(_) | Self::Ingest(_) => 1,
         }
     }
 }
@@ -117,6 +124,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replay(args) => replay::run(args, ctx).await,
         Command::Generate(args) => scenarios::generate(args, ctx).await,
         Command::Sse(args) => sse::run(args, ctx).await,
+        Command::Areas(args) => areas::run(args, ctx).await,
+        Command::Ingest(args) => ingest::run(args, ctx).await,
     };
     if cli.worker.is_some()
         && let Err(e) = &result
