@@ -5,6 +5,8 @@
 #   BENCH_ONLY="fanout" loadtest/bench.sh   # a subset: idle19k idle50k fanout burst polling generate
 #   BENCH_ONLY="sse" loadtest/bench.sh      # opt-in: 1,000 SSE streams + 1,000 sockets, one order
 #   BENCH_ONLY="cache" loadtest/bench.sh    # opt-in diagnostic: fanout with a 10-minute membership cache
+#   BENCH_ONLY="areas ingest" loadtest/bench.sh  # opt-in: live areas (10,000 drivers at 1 Hz, with and
+#                                           # without 50 dispatchers) and HTTP batch ingest on one node
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
@@ -272,6 +274,40 @@ if wants sse; then
         --events 200 --rate 20 --pid "${NODE_PIDS[1]}" --secret "$SECRET")
     run_lt sse "${args[@]}"
     row "sse, 200 order events at 20/s to 1,000 SSE streams + 1,000 sockets on another node" "$(shown "${args[@]}")" "$(jq -r '"**SSE p50 \(.sse.latencyMs.p50Ms) ms, p99 \(.sse.latencyMs.p99Ms) ms**, delivery \(.sse.deliveryRatio); **Socket.IO p50 \(.socketio.latencyMs.p50Ms) ms, p99 \(.socketio.latencyMs.p99Ms) ms**, delivery \(.socketio.deliveryRatio); streams held \(.sseStreamsHeld)/\(.sse.requested); published \(.published)/\(.events); setup failures \(.setupFailures); \(.rssPerConnectionKib) KiB RSS per connection"' "$LOGS/sse.json" 2>/dev/null || echo 'run failed')"
+fi
+
+# Opt-in: live areas (CONTRACT §7). The same drivers twice on fresh clusters, without and
+# with 50 dispatchers watching areas of different sizes (viewer 0 the whole Nairobi box)
+# spread over the three nodes: the CPU the areas add, frames per dispatcher per second,
+# and the age of the positions they see.
+if wants areas; then
+    drivers=${BENCH_AREA_DRIVERS:-10000}
+    start_cluster
+    args=(generate $T --drivers "$drivers" --every 1 --duration "$SECONDS_PER_RATE" --passengers-per-trip 0
+        --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+    fanout_row areas-base "generate: ${drivers} drivers every 1 s, no area subscriber" "${args[@]}"
+    start_cluster
+    viewers=(areas $T --viewers 50 --interval-ms 1000 --duration $((SECONDS_PER_RATE + 20)) --secret "$SECRET")
+    log "areas: $(shown "${viewers[@]}")"
+    "$LT" "${viewers[@]}" --json >"$LOGS/areas-viewers.json" 2>"$LOGS/areas-viewers.err" &
+    viewers_pid=$!
+    sleep 3
+    fanout_row areas-watched "generate: ${drivers} drivers every 1 s, 50 dispatchers watching areas" "${args[@]}"
+    wait "$viewers_pid" || log "areas viewers exited non-zero (see $LOGS/areas-viewers.err)"
+    row "areas: 50 dispatchers, 1 s interval, beside the run above" "$(shown "${viewers[@]}")" "$(jq -r '"**frames/s per dispatcher mean \(.framesPerSMean), max \(.framesPerSMax)**; smallest gap between two frames \(.minGapMs) ms; **position age p50 \(.age.p50Ms) ms, p99 \(.age.p99Ms) ms** (max \(.age.maxMs), \(.age.count) positions shown); whole-box dispatcher: \(.entriesPerFrameWholeBox) drivers per frame; left \(.left); failures \(.failures)"' "$LOGS/areas-viewers.json" 2>/dev/null || echo 'run failed')"
+fi
+
+# Opt-in: the SERVICE batch (`POST /api/v1/locations`, 1,000 updates per request) to one
+# node, paced at the offered rate.
+if wants ingest; then
+    for rate in ${BENCH_INGEST_RATES:-20000 30000}; do
+        start_cluster
+        args=(ingest --target http://127.0.0.1:3101 --drivers "$rate" --batch 1000 --concurrency 16 --every 1
+            --duration "$SECONDS_PER_RATE" --secret "$SECRET")
+        quiet=$(idle_pct)
+        run_lt "ingest-$rate" "${args[@]}"
+        row "ingest: ${rate} updates/s offered in batches of 1,000 to one node" "$(shown "${args[@]}")" "$(jq -r '"**accepted \(.acceptedPerS)/s** over \(.sendWindowS) s (\(.updates) updates in \(.batches) batches: \(.outcomes)); batch p50 \(.batchMs.p50Ms) ms, p99 \(.batchMs.p99Ms) ms"' "$LOGS/ingest-$rate.json" 2>/dev/null || echo 'run failed'); machine ${quiet}% idle before"
+    done
 fi
 
 echo >>"$OUT"

@@ -384,6 +384,16 @@ impl MemoryEngine {
             .collect())
     }
 
+    pub(super) async fn freshness(&self, tenant: &Tenant, drivers: &[String], _fresh_ms: u64) -> Result<Vec<bool>> {
+        let now = Instant::now();
+        let s = self.lock();
+        Ok(drivers.iter().map(|d| s.driver_loc.get(&key(tenant, d)).is_some_and(|(exp, _)| *exp > now)).collect())
+    }
+
+    pub(super) async fn node_beats(&self) -> Result<Vec<(String, u64)>> {
+        Ok(Vec::new())
+    }
+
     pub(super) async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
         Ok(self.lock().presence.keys().map(|t| Tenant(t.clone())).collect())
     }

@@ -168,6 +168,16 @@ impl Engine {
         dispatch!(self, e => e.derive_presence(tenant, drivers, limits).await)
     }
 
+    /// Of `drivers`, whether each has a position fresher than `fresh_ms`, in order.
+    pub async fn freshness(&self, tenant: &Tenant, drivers: &[String], fresh_ms: u64) -> Result<Vec<bool>> {
+        dispatch!(self, e => e.freshness(tenant, drivers, fresh_ms).await)
+    }
+
+    /// Every node in the registry with its last beat (ms since the epoch); empty embedded.
+    pub async fn node_beats(&self) -> Result<Vec<(String, u64)>> {
+        dispatch!(self, e => e.node_beats().await)
+    }
+
     /// The tenant's drivers that are not `OFFLINE`.
     pub async fn present_drivers(&self, tenant: &Tenant) -> Result<Vec<Presence>> {
         dispatch!(self, e => e.present_drivers(tenant).await)

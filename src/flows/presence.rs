@@ -2,9 +2,10 @@
 //! its facts may have changed — a connection or SSE stream opened or closed, an offer
 //! subscription taken or dropped, the first fresh position after a silence, a trip accepted
 //! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
-//! event (positions going stale, a node dying without notice). One node sweeps each tick
-//! cluster-wide; the engine compares and sets each value, so every change is announced
-//! once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers` reads the
+//! event (positions going stale, a node dying without notice: a tick derives the drivers
+//! whose position went stale, and all of them when a node fell silent). One node sweeps
+//! each tick cluster-wide; the engine compares and sets each value, so every change is
+//! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers` reads the
 //! stored values.
 
 use std::time::Duration;
@@ -96,6 +97,7 @@ async fn announce(app: &App, tenant: &Tenant, changes: &[PresenceChange]) {
 pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::CancellationToken) {
     let mut tick = tokio::time::interval(SWEEP_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut sweep = Sweep::default();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -104,7 +106,7 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
         let n = crate::domain::now_ms() / SWEEP_INTERVAL.as_millis() as u64;
         match app.engine.once(Once::PresenceSweep(n), 10 * SWEEP_INTERVAL.as_millis() as u64).await {
             Ok(true) => {
-                if let Err(e) = sweep(&app).await {
+                if let Err(e) = sweep.run(&app).await {
                     tracing::debug!(error = %e, "presence sweep failed");
                 }
             }
@@ -114,16 +116,58 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
     }
 }
 
-/// Derives every present driver of every tenant again, keeping their stored trips.
-async fn sweep(app: &App) -> Result<()> {
-    for tenant in app.engine.presence_tenants().await? {
-        let present = app.engine.present_drivers(&tenant).await?;
-        let inputs: Vec<PresenceInput> =
-            present.into_iter().map(|p| PresenceInput { driver: p.driver, trip: None }).collect();
-        let changes = app.engine.derive_presence(&tenant, &inputs, &limits(app)).await?;
-        announce(app, &tenant, &changes).await;
+/// A full sweep at least this often, whatever happened (a backstop).
+const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// What the sweeping node remembers between ticks.
+#[derive(Default)]
+struct Sweep {
+    /// Nodes that counted as alive at the last tick.
+    alive: std::collections::HashSet<String>,
+    last_full: Option<std::time::Instant>,
+}
+
+impl Sweep {
+    /// A tick: the present drivers whose position went stale are derived again; all of
+    /// them when a node fell silent since the last tick (its connections and offer slots
+    /// no longer count), at the first tick, and every [`FULL_SWEEP_EVERY`]. So a quiet
+    /// tick costs two reads per tenant, not a derivation per driver.
+    async fn run(&mut self, app: &App) -> Result<()> {
+        let silence = limits(app).node_silence_ms;
+        let now = crate::domain::now_ms();
+        let alive: std::collections::HashSet<String> = app
+            .engine
+            .node_beats()
+            .await?
+            .into_iter()
+            .filter(|(_, beat)| now.saturating_sub(*beat) <= silence)
+            .map(|(node, _)| node)
+            .collect();
+        let node_gone = self.alive.iter().any(|n| !alive.contains(n));
+        self.alive = alive;
+        let full = node_gone || self.last_full.is_none_or(|t| t.elapsed() >= FULL_SWEEP_EVERY);
+        if full {
+            self.last_full = Some(std::time::Instant::now());
+        }
+        for tenant in app.engine.presence_tenants().await? {
+            let present = app.engine.present_drivers(&tenant).await?;
+            let ids: Vec<String> = present.into_iter().map(|p| p.driver).collect();
+            let due: Vec<String> = if full {
+                ids
+            } else {
+                let fresh = app.engine.freshness(&tenant, &ids, app.cfg.location_ttl_ms).await?;
+                ids.into_iter().zip(fresh).filter(|(_, f)| !f).map(|(d, _)| d).collect()
+            };
+            if due.is_empty() {
+                continue;
+            }
+            let inputs: Vec<PresenceInput> =
+                due.into_iter().map(|driver| PresenceInput { driver, trip: None }).collect();
+            let changes = app.engine.derive_presence(&tenant, &inputs, &limits(app)).await?;
+            announce(app, &tenant, &changes).await;
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// Most drivers `GET /api/v1/drivers` returns.

@@ -103,6 +103,33 @@ impl RedisEngine {
         Ok(out)
     }
 
+    pub(in crate::engine) async fn freshness(
+        &self,
+        tenant: &Tenant,
+        drivers: &[String],
+        fresh_ms: u64,
+    ) -> Result<Vec<bool>> {
+        // Scores are Redis's clock; nodes of one cluster agree with it within far less than
+        // a location TTL.
+        let bound = crate::domain::now_ms().saturating_sub(fresh_ms) as f64;
+        let mut out = Vec::with_capacity(drivers.len());
+        for chunk in drivers.chunks(1_000) {
+            let scores: Vec<Option<f64>> = if chunk.len() == 1 {
+                vec![self.client.zscore(self.keys.geo_fresh(tenant), chunk[0].as_str()).await.map_err(unavailable)?]
+            } else {
+                self.client.zmscore(self.keys.geo_fresh(tenant), chunk.to_vec()).await.map_err(unavailable)?
+            };
+            out.extend(scores.into_iter().map(|s| s.is_some_and(|s| s >= bound)));
+        }
+        Ok(out)
+    }
+
+    pub(in crate::engine) async fn node_beats(&self) -> Result<Vec<(String, u64)>> {
+        let beats: Vec<(String, f64)> =
+            self.client.zrange(self.keys.nodes(), 0, -1, None, false, None, true).await.map_err(unavailable)?;
+        Ok(beats.into_iter().map(|(n, ms)| (n, ms as u64)).collect())
+    }
+
     pub(in crate::engine) async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
         let names: Vec<String> = self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?;
         Ok(names.into_iter().map(Tenant).collect())
