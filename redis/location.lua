@@ -55,19 +55,17 @@ redis.call('PEXPIRE', KEYS[1], 60000)
 local cells = {}
 if redis.call('EXISTS', KEYS[8]) == 1 then
   cells[1] = ARGV[19]
-  local prev = redis.call('GET', KEYS[2])
+  -- The previous position, from the GEO index (before this update's GEOADD below).
+  local prev = redis.call('GEOPOS', KEYS[4], ARGV[8])[1]
   if prev then
-    local ok, p = pcall(cjson.decode, prev)
-    if ok and type(p) == 'table' and tonumber(p.lat) and tonumber(p.lng) then
-      local size = tonumber(ARGV[16])
-      local function idx(v)
-        local i = math.floor(v / size)
-        if i == 0 then i = 0 end
-        return string.format('%d', i)
-      end
-      local pc = 'c' .. idx(tonumber(p.lat)) .. '_' .. idx(tonumber(p.lng))
-      if pc ~= ARGV[19] then cells[2] = pc end
+    local size = tonumber(ARGV[16])
+    local function idx(v)
+      local i = math.floor(tonumber(v) / size)
+      if i == 0 then i = 0 end
+      return string.format('%d', i)
     end
+    local pc = 'c' .. idx(prev[2]) .. '_' .. idx(prev[1])
+    if pc ~= ARGV[19] then cells[2] = pc end
   end
 end
 

@@ -379,6 +379,18 @@ pub mod sse {
         pub current_status: &'a str,
     }
 
+    /// `area_update {drivers, left, at}` of the SSE area stream (no `id:`).
+    #[derive(Serialize)]
+    #[serde(rename_all = "camelCase")]
+    pub struct AreaUpdate<'a, D: Serialize> {
+        #[serde(rename = "type")]
+        pub kind: &'static str,
+        pub drivers: &'a [D],
+        pub left: &'a [String],
+        pub at: &'a str,
+        pub emitted_at: &'a str,
+    }
+
     /// `connected {userId}` of the caller's own user-room stream.
     #[derive(Serialize)]
     #[serde(rename_all = "camelCase")]

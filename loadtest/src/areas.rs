@@ -61,6 +61,9 @@ struct Seen {
     left: u64,
     min_gap_ms: Option<u64>,
     snapshot: u64,
+    /// From its first frame to its last (frames per second are counted over it: drivers
+    /// start and stop while the viewers watch).
+    span: Duration,
 }
 
 /// The report.
@@ -70,7 +73,8 @@ pub struct AreasReport {
     pub viewers: u32,
     pub interval_ms: u64,
     pub duration_s: u64,
-    /// Frames per second of each viewer: the mean and the largest.
+    /// Frames per second of each viewer between its first and last frame: the mean and the
+    /// largest.
     pub frames_per_s_mean: f64,
     pub frames_per_s_max: f64,
     /// The smallest gap between two frames of one viewer (≥ the interval by contract).
@@ -124,6 +128,7 @@ async fn watch(
         AckOutcome::Err(code) => return Err(code),
     }
     let mut last: Option<tokio::time::Instant> = None;
+    let mut first: Option<tokio::time::Instant> = None;
     loop {
         let incoming = tokio::select! {
             () = stop.cancelled() => break,
@@ -140,6 +145,8 @@ async fn watch(
             seen.min_gap_ms = Some(seen.min_gap_ms.map_or(gap, |m| m.min(gap)));
         }
         last = Some(now);
+        first.get_or_insert(now);
+        seen.span = now - first.unwrap_or(now);
         seen.frames += 1;
         let drivers = data["drivers"].as_array().map_or(&[][..], Vec::as_slice);
         seen.entries += drivers.len() as u64;
@@ -203,7 +210,9 @@ pub async fn run(a: AreasArgs, ctx: Ctx) -> anyhow::Result<()> {
         match r {
             Err(code) => failures.add(code),
             Ok(s) => {
-                rates.push(s.frames as f64 / a.duration as f64);
+                if s.frames > 1 {
+                    rates.push((s.frames - 1) as f64 / s.span.as_secs_f64().max(0.001));
+                }
                 entries += s.entries;
                 left += s.left;
                 if let Some(g) = s.min_gap_ms {

@@ -62,7 +62,9 @@ pub struct AreaDriver {
     pub updated_at: String,
 }
 
-/// One conflated frame of a subscription: `{areaId, drivers, left, at}`.
+/// One conflated frame of a subscription: `{areaId, drivers, left, at, emittedAt}` (the
+/// `server:area:update` payload, serialized as is: a whole-city frame holds thousands of
+/// drivers, too many to go through a `Value` for its `emittedAt`).
 #[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct AreaFrame {
@@ -70,6 +72,7 @@ pub struct AreaFrame {
     pub drivers: Vec<AreaDriver>,
     pub left: Vec<String>,
     pub at: String,
+    pub emitted_at: String,
 }
 
 /// What a subscription's edge receives.
@@ -160,7 +163,12 @@ struct Inner {
     tenants: HashMap<String, TenantState>,
     subs: HashMap<SubId, Sub>,
     next: SubId,
+    /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_EVERY`] ticks).
+    ticks: u64,
 }
+
+/// Ticks between two housekeeping passes (stale drivers, forgetting): 2 s.
+const HOUSEKEEPING_EVERY: u64 = 8;
 
 /// The node's live areas. The lock is never held across an `.await`.
 #[derive(Default)]
@@ -420,15 +428,18 @@ impl AreaHub {
         }
     }
 
-    /// One tick: drivers silent for longer than `fresh` count as `OFFLINE` (their stored
-    /// position expired with them, so no presence event can name their cell); every due
-    /// subscription gets its frame; drivers no subscription can need are forgotten.
+    /// One tick: every due subscription gets its frame; every [`HOUSEKEEPING_EVERY`] ticks,
+    /// drivers silent for longer than `fresh` count as `OFFLINE` (their stored position
+    /// expired with them, so no presence event can name their cell) and drivers no
+    /// subscription can need are forgotten.
     /// Returns the availability lookups to run (then [`AreaHub::resolve`]) and the
     /// subscriptions whose edge went away.
     pub fn tick(&self, now: Instant, fresh: Duration) -> (Lookups, Vec<SubId>) {
         let mut g = self.lock();
         let inner = &mut *g;
-        for t in inner.tenants.values_mut() {
+        inner.ticks += 1;
+        let housekeeping = inner.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
+        for t in inner.tenants.values_mut().filter(|_| housekeeping) {
             let mut clock = t.clock;
             for tr in t.drivers.values_mut() {
                 if tr.availability != Some(Availability::Offline) && now.saturating_duration_since(tr.seen_at) > fresh {
@@ -488,7 +499,8 @@ impl AreaHub {
                 continue;
             }
             let n = drivers.len() as u64;
-            let frame = AreaFrame { area_id: sub.spec.area_id.clone(), drivers, left, at: now_iso() };
+            let at = now_iso();
+            let frame = AreaFrame { area_id: sub.spec.area_id.clone(), drivers, left, emitted_at: at.clone(), at };
             let left_ids = frame.left.clone();
             match sub.tx.try_send(AreaMsg::Update(frame)) {
                 Ok(()) => {
@@ -507,10 +519,12 @@ impl AreaHub {
         }
         metrics::counter!("fleetcast_area_positions_delivered_total").increment(delivered);
         // Forget drivers outside every watched cell that no subscriber shows.
-        let shown: HashSet<&String> = inner.subs.values().flat_map(|s| s.shown.iter()).collect();
-        for t in inner.tenants.values_mut() {
-            let cells = &t.cells;
-            t.drivers.retain(|d, tr| cells.contains_key(&tr.cell) || shown.contains(d));
+        if housekeeping {
+            let shown: HashSet<&String> = inner.subs.values().flat_map(|s| s.shown.iter()).collect();
+            for t in inner.tenants.values_mut() {
+                let cells = &t.cells;
+                t.drivers.retain(|d, tr| cells.contains_key(&tr.cell) || shown.contains(d));
+            }
         }
         (Self::lookups(inner), closed)
     }
@@ -544,6 +558,10 @@ impl Sink for AreaHub {
 
     fn counts(&self) -> HashMap<String, LocalCounts> {
         HashMap::new()
+    }
+
+    fn takes_area_cells(&self) -> bool {
+        true
     }
 }
 

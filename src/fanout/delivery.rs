@@ -28,6 +28,12 @@ pub trait Sink: Send + Sync {
 
     /// This transport's local figures, by tenant (for the node's stats).
     fn counts(&self) -> HashMap<String, LocalCounts>;
+
+    /// True for the sink of geo-cell rooms (live areas): those rooms' frames go to such
+    /// sinks only, as no socket or stream can be a member of one.
+    fn takes_area_cells(&self) -> bool {
+        false
+    }
 }
 
 /// One transport's figures for one tenant on this node.
@@ -112,13 +118,16 @@ impl Delivery {
             }
             return;
         }
+        let area_cell = room.name().starts_with(crate::domain::rooms::AREA_CELL);
         let Ok(raw) = serde_json::from_str::<&RawValue>(f.json) else {
             tracing::warn!(event = f.event, "frame with malformed JSON dropped");
             return;
         };
         let id = frame::event_id_of(f.json);
         for s in self.sinks() {
-            s.deliver(room, &f, raw, id);
+            if s.takes_area_cells() == area_cell {
+                s.deliver(room, &f, raw, id);
+            }
         }
         metrics::counter!("fleetcast_deliveries_total").increment(1);
     }

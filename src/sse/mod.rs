@@ -568,11 +568,16 @@ pub async fn area(State(app): State<Arc<App>>, Caller(who): Caller, Query(q): Qu
             let event = match life.wait(&mut rx).await {
                 Wake::End => return,
                 Wake::Beat => heartbeat(),
-                Wake::Frame(AreaMsg::Update(f)) => crate::fanout::stamp(&serde_json::json!({
-                    "type": events::SSE_AREA_UPDATE, "drivers": f.drivers, "left": f.left, "at": f.at,
-                }))
-                .ok()
-                .map(|json| Event::default().data(json)),
+                Wake::Frame(AreaMsg::Update(f)) => {
+                    let update = sse_events::AreaUpdate {
+                        kind: events::SSE_AREA_UPDATE,
+                        drivers: &f.drivers,
+                        left: &f.left,
+                        at: &f.at,
+                        emitted_at: &f.emitted_at,
+                    };
+                    serde_json::to_string(&update).ok().map(|json| Event::default().data(json))
+                }
                 Wake::Frame(AreaMsg::Availability(_)) => continue,
             };
             let Some(event) = event else { return };

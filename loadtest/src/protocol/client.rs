@@ -109,15 +109,17 @@ pub fn socket_url(target: &str) -> String {
 
 /// Websocket limits for a load client. Tungstenite's defaults (128 KiB read and write
 /// buffers) would cost ~256 KiB per socket; 4 KiB reads and unbuffered writes keep ten
-/// thousand sockets in tens of MiB. 64 KiB is the contract's default server message cap,
-/// so nothing legitimate is larger.
+/// thousand sockets in tens of MiB. What clients send is bounded by the contract's default
+/// server message cap (64 KiB); what the server sends is not: a live area's frame or its
+/// snapshot carries up to thousands of drivers (~150 bytes each), so reads may be 8 MiB (a
+/// limit, not an allocation).
 fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(4 * 1024)
         .write_buffer_size(0)
         .max_write_buffer_size(64 * 1024)
-        .max_message_size(Some(64 * 1024))
-        .max_frame_size(Some(64 * 1024))
+        .max_message_size(Some(8 << 20))
+        .max_frame_size(Some(8 << 20))
 }
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;

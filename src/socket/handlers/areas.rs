@@ -38,7 +38,7 @@ pub(super) async fn subscribe(edge: &Edge, s: &SocketRef, session: &Session, p: 
     tokio::spawn(async move {
         while let Some(m) = rx.recv().await {
             match m {
-                AreaMsg::Update(frame) => match crate::fanout::stamp(&frame) {
+                AreaMsg::Update(frame) => match serde_json::to_string(&frame) {
                     Ok(json) => forward(&socket, events::AREA_UPDATE, json),
                     Err(_) => continue,
                 },
