@@ -286,6 +286,11 @@ if wants areas; then
     args=(generate $T --drivers "$drivers" --every 1 --duration "$SECONDS_PER_RATE" --passengers-per-trip 0
         --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL")
     fanout_row areas-base "generate: ${drivers} drivers every 1 s, no area subscriber" "${args[@]}"
+    # The fan-out suite's cost at the same rate and fleet: the issue's yardstick.
+    start_cluster
+    fargs=(fanout $T --drivers "$drivers" --passengers-per-trip 3 --rate "$drivers" --duration "$SECONDS_PER_RATE"
+        --ramp 3000 --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+    fanout_row areas-fanout "fanout: ${drivers} updates/s × 3 subscribers, ${drivers} drivers (yardstick)" "${fargs[@]}"
     start_cluster
     viewers=(areas $T --viewers 50 --interval-ms 1000 --duration $((SECONDS_PER_RATE + 20)) --secret "$SECRET")
     log "areas: $(shown "${viewers[@]}")"
