@@ -321,8 +321,9 @@ async fn migrate_all(db: &Db) -> Result<(), JobError> {
     crate::jobs::setup(db).await
 }
 
-/// Node heartbeat (owner: the node; stops on shutdown): presence in the registry, memory
-/// engine sweeps, eviction of idle keys from the connection and HTTP limiters, and
+/// Node heartbeat (owner: the node; stops on shutdown): presence in the registry (after a
+/// silence long enough for the cluster to count its drivers `OFFLINE`, their availability
+/// is derived again), memory engine sweeps, eviction of idle keys from the connection and HTTP limiters, and
 /// migrations not yet applied because the database was down at start.
 async fn heartbeat_loop(
     app: Arc<App>,
@@ -332,13 +333,34 @@ async fn heartbeat_loop(
 ) {
     let mut tick = tokio::time::interval(app.cfg.node_heartbeat());
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let silence = Duration::from_millis(flows::presence::limits(&app).node_silence_ms);
+    let mut last_beat = Instant::now();
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if let Err(e) = app.engine.heartbeat(&stats_json(&app)).await {
-            tracing::debug!(error = %e, "heartbeat failed");
+        match app.engine.heartbeat(&stats_json(&app)).await {
+            Ok(()) => {
+                // Silent long enough for the cluster to count this node's drivers OFFLINE
+                // (an outage, a stall): derive them again now that it is back.
+                if last_beat.elapsed() > silence {
+                    let drivers = socket_edge.local_drivers();
+                    tracing::info!(
+                        drivers = drivers.len(),
+                        "heartbeat back after a silence; availability derived again"
+                    );
+                    let app = app.clone();
+                    // Owner: the runtime; ends after one pass.
+                    tokio::spawn(async move {
+                        for who in drivers {
+                            flows::presence::notice(&app, &who.tenant, &who.user).await;
+                        }
+                    });
+                }
+                last_beat = Instant::now();
+            }
+            Err(e) => tracing::debug!(error = %e, "heartbeat failed"),
         }
         socket_edge.retain_recent();
         throttle.retain_recent();

@@ -117,6 +117,19 @@ impl Edge {
         }
     }
 
+    /// The drivers with a socket on this node, once each.
+    pub fn local_drivers(&self) -> Vec<crate::auth::Claims> {
+        let Some(io) = self.io.get() else { return Vec::new() };
+        let mut seen = std::collections::HashSet::new();
+        io.sockets()
+            .into_iter()
+            .filter_map(|s| s.extensions.get::<Arc<Session>>())
+            .filter(|session| session.claims.role == crate::domain::Role::Driver)
+            .filter(|session| seen.insert((session.claims.tenant.0.clone(), session.claims.user.0.clone())))
+            .map(|session| session.claims.clone())
+            .collect()
+    }
+
     /// Evicts idle keys of the connection limiter (called by the node's heartbeat).
     pub fn retain_recent(&self) {
         if let Some(l) = &self.conn_limiter {

@@ -634,3 +634,33 @@ async fn a_redis_restarted_without_its_data_cuts_off_the_rooms_that_lost_events_
     h.stop().await;
     drop(redis);
 }
+
+/// A node cut from Redis long enough for the cluster to count its drivers `OFFLINE` (the
+/// sweep on the other node) derives them again once its heartbeat is back: `AVAILABLE`
+/// returns without the driver doing anything.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drivers_of_a_node_back_from_a_partition_are_available_again() {
+    let redis = PrivateRedis::start(&[]);
+    let mut h = Harness::start_with_redis(Mode::Cluster, &[], &redis.url()).await;
+    let partition = Partition::start(redis.port).await;
+    let cut_off = h.add_node_via(&format!("redis://127.0.0.1:{}", partition.port)).await;
+    let mut admin = Client::connect(&h.a(), &token("adm", "ADMIN")).await;
+    assert_ok(&admin.ack("admin:subscribe", json!({})).await);
+    let d = unique("d");
+    let driver = Client::connect(&h.url(cut_off), &token(&d, "DRIVER")).await;
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    assert_ok(&driver.ack("driver:location:update", json!({ "lat": 1, "lng": 1 })).await);
+    let e = admin.expect("driver.availability.changed", "AVAILABLE").await;
+    assert_eq!(e["availability"], json!("AVAILABLE"));
+
+    partition.set(true);
+    let e = admin.next("driver.availability.changed", Duration::from_secs(6)).await.expect("OFFLINE while cut off");
+    assert_eq!((e["driverId"].as_str(), e["availability"].as_str()), (Some(d.as_str()), Some("OFFLINE")), "{e}");
+    partition.set(false);
+    let e = admin.next("driver.availability.changed", Duration::from_secs(6)).await.expect("AVAILABLE once back");
+    assert_eq!((e["driverId"].as_str(), e["availability"].as_str()), (Some(d.as_str()), Some("AVAILABLE")), "{e}");
+    driver.close().await;
+    admin.close().await;
+    h.stop().await;
+    drop(redis);
+}
