@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use crate::both_modes;
 use crate::common::*;
+use crate::sse::SseClient;
 
 const UPDATE: &str = "server:area:update";
 
@@ -144,61 +145,6 @@ async fn area_subscriptions_check_bounds_roles_and_limits(mode: Mode) {
     h.stop().await;
 }
 
-/// Reads one SSE response body, message by message (`id`, `data`).
-struct Stream {
-    rx: tokio::sync::mpsc::UnboundedReceiver<(Option<String>, Value)>,
-    reader: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.reader.abort();
-    }
-}
-
-impl Stream {
-    async fn open(url: String, token: &str) -> Result<Stream, u16> {
-        use futures_util::StreamExt;
-        let r = reqwest::Client::new().get(url).bearer_auth(token).send().await.expect("request");
-        if r.status() != 200 {
-            return Err(r.status().as_u16());
-        }
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        let mut body = r.bytes_stream();
-        let reader = tokio::spawn(async move {
-            let mut buf = String::new();
-            while let Some(Ok(chunk)) = body.next().await {
-                buf.push_str(&String::from_utf8_lossy(&chunk));
-                while let Some(end) = buf.find("\n\n") {
-                    let block: String = buf.drain(..end + 2).collect();
-                    let id = block.lines().find_map(|l| l.strip_prefix("id:")).map(|v| v.trim().to_string());
-                    let data = block
-                        .lines()
-                        .find_map(|l| l.strip_prefix("data:"))
-                        .and_then(|v| serde_json::from_str(v.trim()).ok());
-                    if let Some(data) = data
-                        && tx.send((id, data)).is_err()
-                    {
-                        return;
-                    }
-                }
-            }
-        });
-        Ok(Stream { rx, reader })
-    }
-
-    async fn next_of(&mut self, kind: &str) -> (Option<String>, Value) {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        loop {
-            match tokio::time::timeout_at(deadline, self.rx.recv()).await {
-                Ok(Some((id, d))) if d["type"] == json!(kind) => return (id, d),
-                Ok(Some(_)) => continue,
-                _ => panic!("no {kind} within 5 s"),
-            }
-        }
-    }
-}
-
 async fn the_area_stream_over_sse(mode: Mode) {
     let h = Harness::start(mode, &["--location-min-interval-ms", "0"]).await;
     let d = unique("d");
@@ -208,17 +154,20 @@ async fn the_area_stream_over_sse(mode: Mode) {
     let base = format!("{}/api/v1/realtime/area", h.a());
     let biz = token("disp", "BUSINESS");
     let bbox = "2.25,48.8,2.55,48.95";
-    assert_eq!(Stream::open(format!("{base}?bbox={bbox}"), &token("p1", "PASSENGER")).await.err(), Some(403));
+    let status = |r: Result<SseClient, (u16, Value)>| r.err().map(|(s, _)| s);
+    let passenger = token("p1", "PASSENGER");
+    assert_eq!(status(SseClient::open(format!("{base}?bbox={bbox}"), &passenger, None).await), Some(403));
     for bad in
         ["bbox=2.0,48.0,3.5,48.5", "bbox=1,2,3", "center=48.8,2.3", "bbox=2.25,48.8,2.55,48.95&intervalMs=10", ""]
     {
-        assert_eq!(Stream::open(format!("{base}?{bad}"), &biz).await.err(), Some(400), "{bad}");
+        assert_eq!(status(SseClient::open(format!("{base}?{bad}"), &biz, None).await), Some(400), "{bad}");
     }
     // Wait for the driver's availability before the snapshot is read.
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let mut s =
-        Stream::open(format!("{base}?bbox={bbox}&intervalMs=250&availability=AVAILABLE"), &biz).await.expect("stream");
-    let (id, connected) = s.next_of("connected").await;
+    let url = format!("{base}?bbox={bbox}&intervalMs=250&availability=AVAILABLE");
+    let mut s = SseClient::open(url, &biz, None).await.expect("stream");
+    let m = s.next_of("connected").await;
+    let (id, connected) = (m.id, m.data.expect("data"));
     assert_eq!(id, None);
     assert_eq!(
         (ids(&connected["drivers"]), connected["truncated"].clone()),
@@ -226,12 +175,13 @@ async fn the_area_stream_over_sse(mode: Mode) {
         "{connected}"
     );
     at(&driver, 48.86, 2.36).await;
-    let (id, update) = s.next_of("area_update").await;
+    let m = s.next_of("area_update").await;
+    let (id, update) = (m.id, m.data.expect("data"));
     assert_eq!(id, None, "area updates carry no id");
     assert_eq!(update["drivers"][0]["lat"], json!(48.86), "{update}");
     assert!(update["at"].is_string());
     at(&driver, 47.0, 2.36).await;
-    let (_, update) = s.next_of("area_update").await;
+    let update = s.next_of("area_update").await.data.expect("data");
     assert_eq!(update["left"], json!([d]), "{update}");
     driver.close().await;
     h.stop().await;

@@ -13,13 +13,14 @@ use crate::common::*;
 
 /// One parsed SSE message.
 #[derive(Debug, Default, Clone)]
-struct Msg {
-    id: Option<String>,
+pub(crate) struct Msg {
+    pub(crate) id: Option<String>,
     retry: Option<u64>,
-    data: Option<Value>,
+    pub(crate) data: Option<Value>,
 }
 
-struct SseClient {
+/// A real SSE reader over one response body (also used by `areas.rs`).
+pub(crate) struct SseClient {
     rx: tokio::sync::mpsc::UnboundedReceiver<Msg>,
     /// Reads the response body; aborted on drop, which closes the connection.
     reader: tokio::task::JoinHandle<()>,
@@ -32,7 +33,7 @@ impl Drop for SseClient {
 }
 
 impl SseClient {
-    async fn open(url: String, token: &str, last_event_id: Option<&str>) -> Result<SseClient, (u16, Value)> {
+    pub(crate) async fn open(url: String, token: &str, last_event_id: Option<&str>) -> Result<SseClient, (u16, Value)> {
         let mut req = reqwest::Client::new().get(url).bearer_auth(token).header("accept", "text/event-stream");
         if let Some(id) = last_event_id {
             req = req.header("last-event-id", id);
@@ -80,7 +81,7 @@ impl SseClient {
     }
 
     /// The next message whose data has `type` = `kind`.
-    async fn next_of(&mut self, kind: &str) -> Msg {
+    pub(crate) async fn next_of(&mut self, kind: &str) -> Msg {
         loop {
             let m = self.next(Duration::from_secs(5)).await.unwrap_or_else(|| panic!("no {kind} within 5 s"));
             if m.data.as_ref().and_then(|d| d["type"].as_str()) == Some(kind) {
