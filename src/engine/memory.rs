@@ -298,22 +298,17 @@ impl MemoryEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
+        // As in Redis: the drivers near, then those with offer filters.
+        let near = self.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await?;
         let now = Instant::now();
         let s = self.lock();
-        let Some(drivers) = s.geo.get(&tenant.0) else { return Ok(Vec::new()) };
-        let mut found: Vec<(f64, Candidate)> = drivers
-            .iter()
-            .filter(|(_, g)| g.expiry > now && now.duration_since(g.updated).as_millis() as u64 <= fresh_ms)
-            .filter_map(|(driver, g)| {
-                let (_, filters) = s.offer_filters.get(&key(tenant, driver)).filter(|(exp, _)| *exp > now)?;
-                let d = crate::domain::rides::haversine_km((lat, lng), (g.lat, g.lng));
-                (d <= radius_km).then(|| {
-                    (d, Candidate { driver: driver.clone(), lat: g.lat, lng: g.lng, filters: filters.clone() })
-                })
+        Ok(near
+            .into_iter()
+            .filter_map(|(driver, lat, lng)| {
+                let (_, filters) = s.offer_filters.get(&key(tenant, &driver)).filter(|(exp, _)| *exp > now)?;
+                Some(Candidate { driver, lat, lng, filters: filters.clone() })
             })
-            .collect();
-        found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.driver.cmp(&b.1.driver)));
-        Ok(found.into_iter().map(|(_, c)| c).collect())
+            .collect())
     }
 
     pub(super) async fn cluster_nodes(&self) -> Result<Vec<String>> {
