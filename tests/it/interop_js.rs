@@ -2,7 +2,7 @@
 //! cross-node delivery on both transports) and a browser-compatible `EventSource` from npm
 //! (an SSE stream with ids), against a two-node cluster. Both packages are installed into
 //! `tests/js` by the test command. `dispatch.mjs` checks live areas and `user:sync` (CONTRACT
-//! §7) with the same client.
+//! §7) with the same client and the area SSE stream with the same `EventSource`.
 
 use std::process::Command;
 

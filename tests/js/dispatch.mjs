@@ -1,8 +1,10 @@
-// Dispatch (CONTRACT §7) with the official socket.io-client, run by tests/it/interop_js.rs
-// against a two-node cluster: a dispatcher's live area (snapshot ack, conflated
-// server:area:update frames, leaving) and a user's missed notifications replayed by
-// user:sync after a reconnect. Exits non-zero with a message on the first failure; every
-// wait is bounded.
+// Dispatch (CONTRACT §7) with the official socket.io-client and a browser-compatible
+// EventSource, run by tests/it/interop_js.rs against a two-node cluster: a dispatcher's
+// live area (snapshot ack, conflated server:area:update frames, leaving), the same area as
+// an SSE stream (connected snapshot, area_update without ids), and a user's missed
+// notifications replayed by user:sync after a reconnect. Exits non-zero with a message on
+// the first failure; every wait is bounded.
+import { EventSource } from "eventsource";
 import { io } from "socket.io-client";
 
 const { URL_A, URL_B, DRIVER, DRIVER_TOKEN, VIEWER_TOKEN, USER, USER_TOKEN, SERVICE_TOKEN } = process.env;
@@ -60,6 +62,27 @@ async function areas() {
   await ok(driver, "driver:location:update", { lat: 47.0, lng: 2.4 });
   await left;
   await ok(viewer, "area:unsubscribe", { areaId: "paris" });
+
+  // The same area over SSE: the snapshot in `connected`, then updates without ids.
+  await ok(driver, "driver:location:update", { lat: 48.86, lng: 2.36 });
+  await sleep(300);
+  const es = new EventSource(`${URL_B}/api/v1/realtime/area?bbox=2.25,48.8,2.55,48.95&intervalMs=250&token=${VIEWER_TOKEN}`);
+  const msgs = [];
+  es.onmessage = (e) => msgs.push({ id: e.lastEventId, data: JSON.parse(e.data) });
+  const take = (type, pred = () => true) =>
+    within(5000, `sse ${type}`, (async () => {
+      for (;;) {
+        const i = msgs.findIndex((m) => m.data.type === type && pred(m.data));
+        if (i >= 0) return msgs.splice(i, 1)[0];
+        await sleep(20);
+      }
+    })());
+  const connected = await take("connected");
+  if (!connected.data.drivers.some((d) => d.driverId === DRIVER)) fail(`sse snapshot ${JSON.stringify(connected.data)}`);
+  await ok(driver, "driver:location:update", { lat: 48.87, lng: 2.37 });
+  const update = await take("area_update", (d) => d.drivers.some((x) => x.lat === 48.87));
+  if (update.id) fail(`area_update carried an id ${update.id}`);
+  es.close();
   driver.close();
   viewer.close();
   console.log("areas ok");
