@@ -297,7 +297,18 @@ if wants areas; then
     "$LT" "${viewers[@]}" --json >"$LOGS/areas-viewers.json" 2>"$LOGS/areas-viewers.err" &
     viewers_pid=$!
     sleep 3
+    if [[ -n "${BENCH_PROFILE:-}" ]]; then
+        perf record -e cpu-clock -F 199 --call-graph dwarf,16384 -p "${NODE_PIDS[0]}" -o "$LOGS/perf-areas.data" >/dev/null 2>&1 &
+        PERF_PID=$!
+    fi
     fanout_row areas-watched "generate: ${drivers} drivers every 1 s, 50 dispatchers watching areas" "${args[@]}"
+    if [[ -n "$PERF_PID" ]]; then
+        kill -INT "$PERF_PID" 2>/dev/null || true
+        wait "$PERF_PID" 2>/dev/null || true
+        PERF_PID=""
+        perf report -i "$LOGS/perf-areas.data" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$LOGS/perf-areas.txt" || true
+        log "profile of node 1 with areas: $LOGS/perf-areas.txt"
+    fi
     wait "$viewers_pid" || log "areas viewers exited non-zero (see $LOGS/areas-viewers.err)"
     row "areas: 50 dispatchers, 1 s interval, beside the run above" "$(shown "${viewers[@]}")" "$(jq -r '"**frames/s per dispatcher mean \(.framesPerSMean), max \(.framesPerSMax)**; smallest gap between two frames \(.minGapMs) ms; **position age p50 \(.age.p50Ms) ms, p99 \(.age.p99Ms) ms** (max \(.age.maxMs), \(.age.count) positions shown); whole-box dispatcher: \(.entriesPerFrameWholeBox) drivers per frame; left \(.left); failures \(.failures)"' "$LOGS/areas-viewers.json" 2>/dev/null || echo 'run failed')"
 fi
