@@ -12,7 +12,7 @@
 //! `driver.availability.changed` published into the driver's cell room, and for a driver
 //! first seen here from the engine's stored value (looked up in one batch per tick).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,37 @@ struct CellState {
     members: HashSet<String>,
     /// Local subscriptions covering the cell.
     subs: HashSet<SubId>,
+    /// Changes of drivers in (or leaving) the cell: `(tenant clock, driver)`, oldest first,
+    /// kept until every subscription covering the cell has framed them. A subscription
+    /// reads the logs of its cells from its last frame on: work per change, not per driver.
+    log: VecDeque<(u64, String)>,
+    /// Clock up to which entries were dropped by [`MAX_LOG`] before every subscription read
+    /// them: one behind that scans the cell's members instead.
+    dropped_to: u64,
+}
+
+impl CellState {
+    fn record(&mut self, version: u64, driver: &str) {
+        if self.log.len() >= MAX_LOG
+            && let Some((v, _)) = self.log.pop_front()
+        {
+            self.dropped_to = v;
+        }
+        self.log.push_back((version, driver.to_string()));
+    }
+}
+
+/// Most changes a cell's log keeps (a subscriber that cannot take frames for long falls
+/// back to scanning the cell).
+const MAX_LOG: usize = 100_000;
+
+/// Records a change of `driver` in the logs of the watched cells among `cells`.
+fn record(t: &mut TenantState, version: u64, driver: &str, cells: &[Cell]) {
+    for c in cells {
+        if let Some(state) = t.cells.get_mut(c) {
+            state.record(version, driver);
+        }
+    }
 }
 
 #[derive(Default)]
@@ -301,6 +332,8 @@ impl AreaHub {
         let version = t.clock;
         let cell = Cell::of(l.lat, l.lng);
         let driver = l.driver.0;
+        let previous = t.drivers.get(&driver).map(|tr| tr.cell).filter(|c| *c != cell);
+        record(t, version, &driver, &[Some(cell), previous].into_iter().flatten().collect::<Vec<_>>());
         match t.drivers.get_mut(&driver) {
             Some(tr) => {
                 if tr.cell != cell {
@@ -367,7 +400,8 @@ impl AreaHub {
         tr.availability = Some(a);
         tr.trip = c.trip_id;
         tr.version = version;
-        let (lat, lng) = (tr.lat, tr.lng);
+        let (lat, lng, at) = (tr.lat, tr.lng, tr.cell);
+        record(t, version, &c.driver_id, &[at]);
         // Subscribers whose area holds the driver get the event itself too.
         let Some(state) = t.cells.get(&cell) else { return };
         for id in &state.subs {
@@ -394,6 +428,8 @@ impl AreaHub {
                         tr.trip = p.trip.or(tr.trip.take());
                     }
                     tr.version = version;
+                    let at = tr.cell;
+                    record(t, version, d, &[at]);
                 }
             }
         }
@@ -441,14 +477,19 @@ impl AreaHub {
         let housekeeping = inner.ticks.is_multiple_of(HOUSEKEEPING_EVERY);
         for t in inner.tenants.values_mut().filter(|_| housekeeping) {
             let mut clock = t.clock;
-            for tr in t.drivers.values_mut() {
+            let mut gone = Vec::new();
+            for (d, tr) in &mut t.drivers {
                 if tr.availability != Some(Availability::Offline) && now.saturating_duration_since(tr.seen_at) > fresh {
                     clock += 1;
                     tr.availability = Some(Availability::Offline);
                     tr.version = clock;
+                    gone.push((clock, d.clone(), tr.cell));
                 }
             }
             t.clock = clock;
+            for (v, d, c) in gone {
+                record(t, v, &d, &[c]);
+            }
         }
         let mut closed = Vec::new();
         let mut delivered = 0u64;
@@ -480,18 +521,37 @@ impl AreaHub {
                     }
                 }
             };
-            for c in &sub.cells {
-                if let Some(state) = t.cells.get(c) {
-                    for d in &state.members {
-                        look(d, t.drivers.get(d));
+            let behind = sub.cells.iter().any(|c| t.cells.get(c).is_some_and(|s| s.dropped_to > sub.seen));
+            if behind {
+                // Its logs no longer reach back: every driver of its cells, and those it
+                // shows elsewhere.
+                for c in &sub.cells {
+                    if let Some(state) = t.cells.get(c) {
+                        for d in &state.members {
+                            look(d, t.drivers.get(d));
+                        }
                     }
                 }
-            }
-            // Shown drivers now outside the subscription's cells.
-            for d in &sub.shown {
-                let tr = t.drivers.get(d);
-                if tr.is_none_or(|tr| !sub.cells.contains(&tr.cell)) {
-                    look(d, tr);
+                for d in &sub.shown {
+                    let tr = t.drivers.get(d);
+                    if tr.is_none_or(|tr| !sub.cells.contains(&tr.cell)) {
+                        look(d, tr);
+                    }
+                }
+            } else {
+                // The drivers changed in its cells since its last frame, once each (a driver
+                // that left a cell is in that cell's log too).
+                let mut changed: Vec<&String> = Vec::new();
+                for c in &sub.cells {
+                    if let Some(state) = t.cells.get(c) {
+                        let fresh = state.log.iter().rev().take_while(|(v, _)| *v > sub.seen);
+                        changed.extend(fresh.map(|(_, d)| d));
+                    }
+                }
+                changed.sort_unstable();
+                changed.dedup();
+                for d in changed {
+                    look(d, t.drivers.get(d));
                 }
             }
             if drivers.is_empty() && left.is_empty() {
@@ -518,6 +578,16 @@ impl AreaHub {
             }
         }
         metrics::counter!("fleetcast_area_positions_delivered_total").increment(delivered);
+        // Logs keep what some subscription covering the cell has not framed yet.
+        for t in inner.tenants.values_mut() {
+            for state in t.cells.values_mut() {
+                let oldest = state.subs.iter().filter_map(|id| inner.subs.get(id)).map(|s| s.seen).min();
+                let keep_after = oldest.unwrap_or(t.clock);
+                while state.log.front().is_some_and(|(v, _)| *v <= keep_after) {
+                    state.log.pop_front();
+                }
+            }
+        }
         // Forget drivers outside every watched cell that no subscriber shows.
         if housekeeping {
             let shown: HashSet<&String> = inner.subs.values().flat_map(|s| s.shown.iter()).collect();
