@@ -97,8 +97,9 @@ pub enum Area {
     },
 }
 
+/// A position the contract accepts (the location rules: finite, in range).
 fn valid_position(lat: f64, lng: f64) -> bool {
-    lat.is_finite() && lng.is_finite() && (-90.0..=90.0).contains(&lat) && (-180.0..=180.0).contains(&lng)
+    super::check_position(lat, lng, None, None, None).is_ok()
 }
 
 impl Area {
