@@ -325,9 +325,17 @@ impl AreaHub {
             tracing::warn!("unreadable area position dropped");
             return;
         };
-        metrics::counter!("fleetcast_area_positions_received_total").increment(1);
         let mut g = self.lock();
         let Some(t) = g.tenants.get_mut(tenant) else { return };
+        // A driver moving between two cells this node watches sends the update into both
+        // rooms: the second copy changes nothing.
+        if t.drivers
+            .get(&l.driver.0)
+            .is_some_and(|tr| tr.updated_at == l.updated_at && tr.lat == l.lat && tr.lng == l.lng)
+        {
+            return;
+        }
+        metrics::counter!("fleetcast_area_positions_received_total").increment(1);
         t.clock += 1;
         let version = t.clock;
         let cell = Cell::of(l.lat, l.lng);
