@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README "Run the tests"): provisions what the tests need on a fresh
 # machine of our kind — Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 with trust
-# auth, Node.js packages for the interop tests — then runs every test of the workspace.
+# auth, Node.js packages for the interop tests, Chromium for the pages' browser tests —
+# then runs every test of the workspace.
 # Services that already run are left alone; nothing shared is stopped or flushed.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -45,6 +46,9 @@ port_open 6379 || { echo "redis is not reachable on 127.0.0.1:6379" >&2; exit 1;
 
 # Node.js packages for the official-client interop tests.
 have node || { log "installing nodejs"; apt_install nodejs npm; }
+# Debian's Chromium for the pages' browser tests (playwright-core drives it; it never
+# downloads a browser of its own).
+have chromium || { log "installing chromium"; apt_install chromium; }
 log "npm ci (tests/js)"
 npm ci --prefix tests/js --no-audit --no-fund --silent
 

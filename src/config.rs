@@ -299,6 +299,17 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_CORS_ORIGINS", value_delimiter = ',')]
     pub cors_origins: Vec<String>,
 
+    /// Raster tile URL template for the pages' maps, e.g.
+    /// `https://tile.example.org/{z}/{x}/{y}.png`; without one the maps draw an offline
+    /// base (a projection with a grid and a scale).
+    #[arg(long, env = "FLEETCAST_MAP_TILE_URL")]
+    pub map_tile_url: Option<String>,
+
+    /// Serve the pages' files from this folder (the repository's `web/`) instead of the
+    /// copies built into the binary: for working on the pages without a rebuild.
+    #[arg(long, env = "FLEETCAST_WEB_DIR")]
+    pub web_dir: Option<PathBuf>,
+
     /// Take the client address for the connection and HTTP limits from the first
     /// `X-Forwarded-For` entry (only behind a load balancer that sets it).
     #[arg(long, env = "FLEETCAST_TRUST_FORWARDED_FOR")]
@@ -396,6 +407,12 @@ impl Config {
                     return bad("jwt-public-key-file", "required for RS256/ES256");
                 }
             }
+        }
+        if let Some(url) = &self.map_tile_url
+            && (!(url.starts_with("https://") || url.starts_with("http://"))
+                || !["{z}", "{x}", "{y}"].iter().all(|p| url.contains(p)))
+        {
+            return bad("map-tile-url", "must be an http(s) URL with {z}, {x} and {y}");
         }
         if let Some(url) = &self.redis_url
             && !url.starts_with("redis://")

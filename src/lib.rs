@@ -13,7 +13,9 @@
 //! - [`engine`]: shared state and room pub/sub, memory or Redis; [`store`]: the database;
 //!   [`jobs`]: job types, the enqueue handle and the queue consumers; [`snapshots`]: the
 //!   node's sampled-position buffer;
-//! - [`domain`]: ids, roles, rooms, positions, ride rules; [`auth`]: tokens;
+//! - [`web`]: the pages every node serves (console, driver dashboard, trip tracker);
+//! - [`domain`]: ids, roles, rooms, positions, ride rules; [`auth`]: tokens; [`mint`]:
+//!   issuing them;
 //!   [`limits`]: payload limits and client addresses; [`listener`]: the TCP listener that
 //!   cuts off clients that stop reading; [`error`]: the one error type; [`config`]: the one
 //!   `Config`; [`telemetry`]: logs and metrics;
@@ -37,6 +39,7 @@ pub mod http;
 pub mod jobs;
 pub mod limits;
 pub mod listener;
+pub mod mint;
 pub mod node;
 pub mod pace;
 pub mod snapshots;
@@ -44,6 +47,7 @@ pub mod socket;
 pub mod sse;
 pub mod store;
 pub mod telemetry;
+pub mod web;
 
 pub use app::App;
 pub use node::{Node, StartError, shutdown_signal, start};

@@ -28,7 +28,7 @@ use crate::listener::Peer;
 use crate::snapshots::Sampler;
 use crate::sse::SseHub;
 use crate::store::Db;
-use crate::{auth, flows, http, socket, sse, telemetry};
+use crate::{auth, flows, http, socket, sse, telemetry, web};
 
 /// Why a node did not start.
 #[derive(Debug, thiserror::Error)]
@@ -244,6 +244,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     let router = Router::new()
         .merge(http::routes(Arc::new(document), throttle.clone()))
         .merge(sse::routes(sse_hub.clone()))
+        .merge(web::routes(&app))
         .fallback(http::not_found)
         .with_state(app.clone())
         .layer(layer)

@@ -107,3 +107,22 @@ pub async fn cancel_booking(app: &App, who: &Claims, id: &str, reason: Option<St
     }
     Ok(b)
 }
+
+/// `GET /api/trips/{id}/bookings`: the trip's bookings as the caller may see them — a
+/// passenger their own, everyone else who may read the trip all of them.
+pub async fn trip_bookings(app: &App, who: &Claims, trip: &str) -> Result<Vec<BookingRow>> {
+    crate::flows::trips::get_trip(app, who, trip).await?;
+    let own = (who.role == Role::Passenger).then_some(who.user.0.as_str());
+    app.db.trip_bookings(&who.tenant, trip, own).await
+}
+
+/// A booking whose ticket the caller may show: its passenger, or an ADMIN, BUSINESS or
+/// SERVICE user of the tenant (an unknown id, or another tenant's, is `NOT_FOUND`).
+pub async fn ticket_of(app: &App, who: &Claims, id: &str) -> Result<BookingRow> {
+    let b = app.db.get_booking(&who.tenant, id).await?.ok_or(Error::NotFound)?;
+    let allowed = match who.role {
+        Role::Admin | Role::Business | Role::Service => true,
+        _ => b.passenger_id == who.user.0,
+    };
+    if allowed { Ok(b) } else { Err(Error::Forbidden) }
+}

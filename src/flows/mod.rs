@@ -14,12 +14,14 @@
 //! - [`presence`]: drivers' availability, its sweep and `GET /api/v1/drivers`.
 //! - [`scan`]: the `conductor:scan` check.
 //! - [`publish`]: the publish API's emission.
+//! - [`inspect`]: the console's trip inspector.
 //! - [`stats`]: this node's figures for the admin stats and the node registry.
 
 pub mod areas;
 pub mod bookings;
 pub mod chat;
 pub mod driving;
+pub mod inspect;
 pub mod offers;
 pub mod presence;
 pub mod publish;

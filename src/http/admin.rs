@@ -2,19 +2,22 @@
 //! cluster — live nodes with their connection counts, SSE streams and active trip ids,
 //! live drivers, Redis memory, ops/s, clients and pub/sub channels, snapshot queue depth.
 //! Node figures are the caller's tenant's only (each node publishes per-tenant counts with
-//! its heartbeat); the Redis figures are the shared server's.
+//! its heartbeat); the Redis figures are the shared server's. `GET /api/v1/admin/trips/{id}`
+//! is the console's trip inspector (`flows::inspect`).
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use serde_json::{Value, json};
 
 use super::auth::Caller;
+use super::rides::{Trip, path_id};
 use crate::app::App;
 use crate::domain::Role;
 use crate::error::{Error, Result};
+use crate::flows::inspect;
 use crate::flows::stats::{NodeStats, node_stats};
 use crate::jobs::SNAPSHOT_QUEUE;
 
@@ -89,6 +92,34 @@ pub async fn stats(State(app): State<Arc<App>>, who: Caller) -> Result<Json<Valu
         "redis": redis,
         "snapshotQueueDepth": depth,
         "at": crate::domain::now_iso(),
+    })))
+}
+
+/// `GET /api/v1/admin/trips/{id}`: the console's trip inspector (ADMIN, BUSINESS).
+#[utoipa::path(get, path = "/api/v1/admin/trips/{id}", tag = "operations", params(("id" = String, Path)),
+    responses((status = 200, description = "the trip, its status log, bookings, live position, SSE streams and \
+        the recent events of its room"),
+        (status = 401, body = super::error::ErrorBody), (status = 403, body = super::error::ErrorBody),
+        (status = 404, body = super::error::ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn inspect_trip(State(app): State<Arc<App>>, who: Caller, Path(id): Path<String>) -> Result<Json<Value>> {
+    let i = inspect::inspect(&app, &who.0, path_id(&id)?).await?;
+    let recent: Vec<Value> = i
+        .recent
+        .iter()
+        .map(|(id, name, payload)| {
+            let payload = serde_json::from_str::<Value>(payload).unwrap_or(Value::Null);
+            json!({ "eventId": id.to_string(), "event": name, "payload": payload })
+        })
+        .collect();
+    Ok(Json(json!({
+        "trip": Trip::from(i.trip),
+        "statusLog": i.status_log,
+        "bookings": i.bookings,
+        "location": i.location,
+        "subscribers": { "sseStreams": i.sse_streams },
+        "recentEvents": recent,
+        "historyComplete": i.history_complete,
     })))
 }
 

@@ -2,7 +2,8 @@
 //! readiness, metrics, the JSON 404), `rides` (trips, bookings, offers), `publish` (the
 //! unified emitter, notifications), `ingest` (HTTP location updates), `drivers` (driver
 //! presence), `track`, `admin`
-//! (stats), [`openapi`] (the document), [`throttle`] (the write routes' rate limits) — with
+//! (stats, the trip inspector), `tickets` (a booking's QR code), `dev` (the development
+//! sign-in), [`openapi`] (the document), [`throttle`] (the write routes' rate limits) — with
 //! [`auth`] (the caller's token) and [`error`] (the one error mapping), which the SSE edge
 //! shares.
 //!
@@ -19,6 +20,7 @@ use crate::app::App;
 mod admin;
 pub mod auth;
 mod body;
+mod dev;
 mod drivers;
 pub mod error;
 mod ingest;
@@ -27,6 +29,7 @@ pub mod ops;
 mod publish;
 mod rides;
 pub mod throttle;
+mod tickets;
 mod track;
 
 pub use ops::not_found;
@@ -56,6 +59,10 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/api/passengers/bookings/{id}/cancel"),
     ("GET", "/api/openapi.json"),
     ("GET", "/api/v1/admin/stats"),
+    ("GET", "/api/v1/admin/trips/{id}"),
+    ("GET", "/api/trips/{id}/bookings"),
+    ("GET", "/api/bookings/{id}/ticket.svg"),
+    ("POST", "/api/dev/token"),
 ];
 
 /// The handler of a route of [`ROUTES`].
@@ -83,6 +90,10 @@ fn handler(method: &str, path: &str) -> Option<MethodRouter<Arc<App>>> {
         ("POST", "/api/passengers/bookings/{id}/cancel") => post(rides::cancel_booking),
         ("GET", "/api/openapi.json") => get(openapi::serve),
         ("GET", "/api/v1/admin/stats") => get(admin::stats),
+        ("GET", "/api/v1/admin/trips/{id}") => get(admin::inspect_trip),
+        ("GET", "/api/trips/{id}/bookings") => get(rides::trip_bookings),
+        ("GET", "/api/bookings/{id}/ticket.svg") => get(tickets::ticket_svg),
+        ("POST", "/api/dev/token") => post(dev::token),
         _ => return None,
     })
 }

@@ -28,7 +28,8 @@ impl Modify for BearerAuth {
         super::rides::change_status, super::rides::book, super::rides::patch_booking, super::rides::cancel_booking,
         super::track::track, super::publish::emit, super::publish::order, super::publish::run,
         super::publish::notify, super::ingest::own, super::ingest::batch, super::rides::decline,
-        super::drivers::list,
+        super::drivers::list, super::admin::inspect_trip, super::rides::trip_bookings, super::tickets::ticket_svg,
+        super::dev::token,
     ),
     modifiers(&BearerAuth)
 )]

@@ -25,7 +25,7 @@ use crate::limits::MAX_STRING;
 use crate::store::rides::{BookingRow, TripRow};
 
 /// An id from the path: anything that cannot be an id is an unknown resource.
-fn path_id(id: &str) -> Result<&str> {
+pub(super) fn path_id(id: &str) -> Result<&str> {
     if valid_id(id) { Ok(id) } else { Err(Error::NotFound) }
 }
 
@@ -258,6 +258,25 @@ pub async fn create_trip(State(app): State<Arc<App>>, who: Caller, bytes: Bytes)
         (status = 404, body = ErrorBody)), security(("bearer" = [])))]
 pub async fn get_trip(State(app): State<Arc<App>>, who: Caller, Path(id): Path<String>) -> Result<Json<Trip>> {
     Ok(Json(trips::get_trip(&app, &who.0, path_id(&id)?).await?.into()))
+}
+
+/// `GET /api/trips/{id}/bookings`: a passenger's own bookings on the trip, or all of them
+/// for the trip's driver, organizer and ADMIN/BUSINESS/SERVICE callers.
+#[utoipa::path(get, path = "/api/trips/{id}/bookings", tag = "bookings", params(("id" = String, Path)),
+    responses((status = 200, body = TripBookings), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)),
+    security(("bearer" = [])))]
+pub async fn trip_bookings(
+    State(app): State<Arc<App>>,
+    who: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<TripBookings>> {
+    Ok(Json(TripBookings { bookings: bookings::trip_bookings(&app, &who.0, path_id(&id)?).await? }))
+}
+
+/// The bookings of a trip the caller may see, oldest first.
+#[derive(Serialize, ToSchema)]
+pub struct TripBookings {
+    bookings: Vec<BookingRow>,
 }
 
 /// Offer a trip to the nearest eligible drivers now (a new round).

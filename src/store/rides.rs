@@ -102,6 +102,18 @@ pub struct BookingRow {
     pub created_at: String,
 }
 
+/// One row of a trip's status log.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "camelCase")]
+#[allow(missing_docs)]
+pub struct StatusLogRow {
+    pub previous_status: Option<String>,
+    pub new_status: String,
+    pub notes: Option<String>,
+    pub changed_by: Option<String>,
+    pub created_at: String,
+}
+
 /// A booking to create (seat number and status are decided in the transaction).
 #[derive(Debug, Clone)]
 #[allow(missing_docs)]
@@ -184,6 +196,29 @@ impl Db {
     pub async fn get_booking(&self, tenant: &Tenant, id: &str) -> Result<Option<BookingRow>> {
         let text = format!("SELECT {BOOKING_COLS} FROM bookings WHERE tenant = $1 AND id = $2");
         Ok(each!(self, p => sqlx::query_as(sql(self, &text)).bind(&tenant.0).bind(id).fetch_optional(p).await?))
+    }
+
+    /// The bookings of a trip, oldest first; with `passenger`, only that passenger's.
+    pub async fn trip_bookings(&self, tenant: &Tenant, trip: &str, passenger: Option<&str>) -> Result<Vec<BookingRow>> {
+        let only = if passenger.is_some() { "AND passenger_id = $3" } else { "" };
+        let text = format!(
+            "SELECT {BOOKING_COLS} FROM bookings WHERE tenant = $1 AND trip_id = $2 {only} \
+             ORDER BY created_at, id LIMIT 1000"
+        );
+        Ok(each!(self, p => {
+            let q = sqlx::query_as(sql(self, &text)).bind(&tenant.0).bind(trip);
+            match passenger { Some(who) => q.bind(who), None => q }.fetch_all(p).await?
+        }))
+    }
+
+    /// A trip's status log, oldest first (at most the last 200 changes).
+    pub async fn status_log(&self, tenant: &Tenant, trip: &str) -> Result<Vec<StatusLogRow>> {
+        let text = "SELECT previous_status, new_status, notes, changed_by, TS(created_at) FROM trip_status_updates \
+             WHERE tenant = $1 AND trip_id = $2 ORDER BY id DESC LIMIT 200";
+        let mut rows: Vec<StatusLogRow> =
+            each!(self, p => sqlx::query_as(sql(self, text)).bind(&tenant.0).bind(trip).fetch_all(p).await?);
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Passengers holding a booking on the trip that is not cancelled.

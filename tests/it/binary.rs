@@ -1,7 +1,7 @@
 //! The `fleetcast` binary itself: readable `--help`, bad settings refused at start with the
 //! field's name, SIGTERM shuts down gracefully, and a node killed with SIGKILL releases the
 //! subscription slots it held once its heartbeat expires and turns its drivers `OFFLINE` on
-//! the other nodes within 5 s (CONTRACT §7).
+//! the other nodes within 5 s (CONTRACT §7); `fleetcast token` prints a token the node accepts.
 
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -200,4 +200,35 @@ fn readme_configuration_table_matches_the_config() {
         let default = if default.is_empty() { "—".to_string() } else { default.join(",") };
         assert_eq!(row[2], default, "default of --{long}");
     }
+}
+
+/// `fleetcast token` prints a token the node accepts (the README's recipe), and refuses
+/// bad claims with a message and exit code 2.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_prints_a_token_the_node_accepts() {
+    let out = bin()
+        .args(["token", "--sub", "d7", "--role", "DRIVER", "--name", "Dana", "--tenant", "acme", "--ttl", "15m"])
+        .args(["--channel", "order:o1"])
+        .env("FLEETCAST_JWT_SECRET", SECRET)
+        .output()
+        .expect("run");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let token = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+    let h = Harness::start(Mode::Embedded, &[]).await;
+    let c = Client::connect(&h.a(), &token).await;
+    assert_ok(&c.ack("heartbeat", json!({})).await);
+    c.close().await;
+    let claims = h.nodes[0].app.verifier.verify(&token).expect("verified");
+    assert_eq!(
+        (claims.user.0.as_str(), claims.tenant.0.as_str(), claims.name.as_deref()),
+        ("d7", "acme", Some("Dana"))
+    );
+    assert_eq!(claims.channels, vec!["order:o1".to_string()]);
+    let left = claims.exp - chrono::Utc::now().timestamp();
+    assert!((880..=900).contains(&left), "exp in {left} s");
+    h.stop().await;
+
+    let out = bin().args(["token", "--sub", "d7", "--role", "PILOT"]).output().expect("run");
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"), "{}", String::from_utf8_lossy(&out.stderr));
 }

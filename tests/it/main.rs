@@ -16,6 +16,7 @@ mod layers;
 mod limits;
 mod ops;
 mod outage;
+mod pages;
 mod presence;
 mod publish;
 mod recovery;
