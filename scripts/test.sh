@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The one test command (README "Run the tests"): provisions what the tests need on a fresh
 # machine of our kind — Redis on 127.0.0.1:6379, PostgreSQL on 127.0.0.1:5432 with trust
-# auth, Node.js packages for the interop tests, Chromium for the pages' browser tests —
+# auth, Node.js packages for the interop tests, Chromium for the pages' browser tests,
+# Prometheus for the monitoring tests —
 # then runs every test of the workspace.
 # Services that already run are left alone; nothing shared is stopped or flushed.
 set -euo pipefail
@@ -49,6 +50,8 @@ have node || { log "installing nodejs"; apt_install nodejs npm; }
 # Debian's Chromium for the pages' browser tests (playwright-core drives it; it never
 # downloads a browser of its own).
 have chromium || { log "installing chromium"; apt_install chromium; }
+# Prometheus and promtool for the monitoring tests (deploy/prometheus).
+have prometheus && have promtool || { log "installing prometheus"; apt_install prometheus; }
 log "npm ci (tests/js)"
 npm ci --prefix tests/js --no-audit --no-fund --silent
 

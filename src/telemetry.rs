@@ -49,6 +49,7 @@ pub fn metrics(node_id: &str) -> PrometheusHandle {
 
 fn describe() {
     use metrics::{describe_counter, describe_gauge, describe_histogram};
+    describe_gauge!("fleetcast_ready", "1 when this node was ready (Redis and the database answer) at the scrape");
     describe_gauge!("fleetcast_connections", "Open Socket.IO connections on this node");
     describe_counter!("fleetcast_connections_refused_total", "Refused connection attempts by reason");
     describe_counter!("fleetcast_events_in_total", "Client events received, by event");

@@ -1,6 +1,6 @@
 //! Operations routes (CONTRACT §4 "Operations"): liveness, readiness (Redis and the
 //! database both answer, every held room is subscribed, not shutting down), Prometheus
-//! metrics, and the JSON 404 of every unknown path.
+//! metrics (with `fleetcast_ready` as of the scrape), and the JSON 404 of every unknown path.
 
 use std::sync::Arc;
 
@@ -19,8 +19,7 @@ pub(super) async fn healthz(State(app): State<Arc<App>>) -> Response {
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses((status = 200, description = "Redis and the database answer"), (status = 503, description = "not ready")))]
 pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
-    let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
-    let ready = engine && db && !app.shutting_down();
+    let (engine, db, ready) = readiness(&app).await;
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
@@ -34,7 +33,16 @@ pub(super) async fn readyz(State(app): State<Arc<App>>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, content_type = "text/plain", description = "Prometheus text, `node` label")))]
 pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
+    // Readiness as of this scrape, for the "node not ready" alert.
+    let (_, _, ready) = readiness(&app).await;
+    metrics::gauge!("fleetcast_ready").set(if ready { 1.0 } else { 0.0 });
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
+}
+
+/// `(engine answers, database answers, ready)`.
+async fn readiness(app: &App) -> (bool, bool, bool) {
+    let (engine, db) = tokio::join!(app.engine.ready(), app.db.ping());
+    (engine, db, engine && db && !app.shutting_down())
 }
 
 /// A JSON 404 for every unknown path (the contract's error shape).

@@ -14,6 +14,7 @@ mod interop_js;
 mod keys;
 mod layers;
 mod limits;
+mod monitoring;
 mod ops;
 mod outage;
 mod pages;
