@@ -7,6 +7,7 @@
 #   BENCH_ONLY="cache" loadtest/bench.sh    # opt-in diagnostic: fanout with a 10-minute membership cache
 #   BENCH_ONLY="areas ingest" loadtest/bench.sh  # opt-in: live areas (10,000 drivers at 1 Hz, with and
 #                                           # without 50 dispatchers) and HTTP batch ingest on one node
+#   BENCH_ONLY="console" loadtest/bench.sh  # opt-in: /console in Chromium, 10,000 drivers at 1 Hz
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
@@ -315,6 +316,48 @@ fi
 
 # Opt-in: the SERVICE batch (`POST /api/v1/locations`, 1,000 updates per request) to one
 # node, paced at the offered rate.
+# Opt-in: the operations console (/console) in Debian's Chromium while a fleet streams at
+# 1 Hz over the three nodes: frames and positions the page receives per second and its
+# main-thread time per second (tests/js/console-bench.mjs; needs `npm ci --prefix tests/js`).
+if wants console; then
+    drivers=${BENCH_CONSOLE_DRIVERS:-10000}
+    # Where the fleet streams: "embedded" (default: one node, in-memory engine, SQLite — the
+    # fleet and the browser fit this 2-core machine) or "cluster" (three nodes, Redis, Postgres).
+    if [[ "${BENCH_CONSOLE_MODE:-embedded}" == cluster ]]; then
+        start_cluster
+        targets=$T
+        db=$DB_URL
+        where="over 3 nodes"
+    else
+        stop_nodes
+        wait_quiet
+        db="sqlite://$LOGS/console.db?mode=rwc"
+        FLEETCAST_JWT_SECRET="$SECRET" "$SERVER" --bind 127.0.0.1:3105 --node-id bench-3105 --database-url "$db" \
+            --log warn "${LOAD_LIMITS[@]}" >>"$LOGS/node-3105.log" 2>&1 &
+        NODE_PIDS+=("$!")
+        for _ in $(seq 100); do curl -sf http://127.0.0.1:3105/readyz >/dev/null && break; sleep 0.2; done
+        targets="--target ws://127.0.0.1:3105"
+        where="on one embedded node"
+    fi
+    # A slower connection ramp than the areas group: 10,000 driver:connect at 3,000/s drain the
+    # nodes' database pools (issue 16) and most drivers never start.
+    gen=(generate $targets --drivers "$drivers" --every 1 --duration $((SECONDS_PER_RATE + 60)) --passengers-per-trip 0
+        --ramp "${BENCH_CONSOLE_RAMP:-800}" --workers 2 --secret "$SECRET" --database-url "$db")
+    log "console: $(shown "${gen[@]}")"
+    "$LT" "${gen[@]}" --json >"$LOGS/console-gen.json" 2>"$LOGS/console-gen.err" &
+    gen_pid=$!
+    token=$("$SERVER" token --jwt-secret "$SECRET" --sub bench-ops --role ADMIN --ttl 1h)
+    first=${targets#--target ws://}
+    first=${first%% *}
+    quiet=$(idle_pct)
+    URL="http://$first" TOKEN="$token" SECONDS="$SECONDS_PER_RATE" EXPECT="$drivers" \
+        node "$ROOT/tests/js/console-bench.mjs" >"$LOGS/console.json" 2>"$LOGS/console.err" || log "console bench failed (see $LOGS/console.err)"
+    wait "$gen_pid" || log "generate exited non-zero (see $LOGS/console-gen.err)"
+    row "console: /console in Chromium, ${drivers} drivers at 1 Hz ${where}" \
+        "$(shown "${gen[@]}") + URL=http://$first SECONDS=$SECONDS_PER_RATE node tests/js/console-bench.mjs" \
+        "$(jq -r '"**\(.framesPerS) frames/s**, \(.positionsPerS) positions/s, \(.driversShown) drivers on the map; **main thread \(.mainThreadPct) %** of each second (script \(.scriptPct) %, layout \(.layoutPct) %; map drawing \(.drawMsPerS) ms/s); JS heap \(.heapMb) MB; waited \(.waitedS) s for the fleet, measured \(.wallS) s"' "$LOGS/console.json" 2>/dev/null || echo 'run failed'); generate: $(jq -r '"accepted \(.acceptedRate)/s of \(.achievedRate)/s sent, ack errors \(.ackErrors), setup failures \(.setupFailures)"' "$LOGS/console-gen.json" 2>/dev/null); machine ${quiet}% idle before"
+fi
+
 if wants ingest; then
     for rate in ${BENCH_INGEST_RATES:-20000 30000}; do
         start_cluster

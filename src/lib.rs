@@ -3,7 +3,8 @@
 //! Module map, one concept each, from the edges down (`ARCHITECTURE.md` has the layers,
 //! the rules on which may import which, and where each contract event is handled):
 //! - edges, each knowing its own wire types: [`socket`] (Socket.IO), [`sse`] (EventSource
-//!   streams), [`http`] (the JSON API and operations routes);
+//!   streams), [`http`] (the JSON API and operations routes), [`web`] (the pages every node
+//!   serves: console, driver dashboard, trip tracker);
 //! - [`flows`]: what each contract action does (trips, bookings, offers, scans,
 //!   subscriptions, chat, driving, presence, publishing, stats), domain values in and out;
 //! - [`app`]: the state flows and edges share; [`access`]: who may touch a trip; [`pace`]:
@@ -13,7 +14,6 @@
 //! - [`engine`]: shared state and room pub/sub, memory or Redis; [`store`]: the database;
 //!   [`jobs`]: job types, the enqueue handle and the queue consumers; [`snapshots`]: the
 //!   node's sampled-position buffer;
-//! - [`web`]: the pages every node serves (console, driver dashboard, trip tracker);
 //! - [`domain`]: ids, roles, rooms, positions, ride rules; [`auth`]: tokens; [`mint`]:
 //!   issuing them;
 //!   [`limits`]: payload limits and client addresses; [`listener`]: the TCP listener that

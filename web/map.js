@@ -54,11 +54,18 @@ export class FleetMap {
     this.bind();
     new ResizeObserver(() => this.resize()).observe(canvas);
     this.resize();
-    const loop = () => {
+    this.frame = 0;
+    this.touch();
+  }
+
+  /** Asks for a redraw at the next animation frame (one per frame, none when idle). */
+  touch() {
+    this.dirty = true;
+    if (this.frame) return;
+    this.frame = requestAnimationFrame(() => {
+      this.frame = 0;
       if (this.dirty) this.draw();
-      requestAnimationFrame(loop);
-    };
-    requestAnimationFrame(loop);
+    });
   }
 
   resize() {
@@ -74,7 +81,7 @@ export class FleetMap {
 
   /** Marks the map for redrawing; `view` also tells the page the viewport moved. */
   changed(view = false) {
-    this.dirty = true;
+    this.touch();
     if (view) {
       clearTimeout(this.viewTimer);
       this.viewTimer = setTimeout(() => this.onView(this.bounds()), 350);
@@ -192,27 +199,27 @@ export class FleetMap {
 
   upsertDriver(d) {
     this.drivers.set(d.driverId, { ...this.drivers.get(d.driverId), ...d });
-    this.dirty = true;
+    this.touch();
   }
 
   removeDriver(id) {
     this.drivers.delete(id);
-    this.dirty = true;
+    this.touch();
   }
 
   clearDrivers() {
     this.drivers.clear();
-    this.dirty = true;
+    this.touch();
   }
 
   setPlaces(places) {
     this.places = places;
-    this.dirty = true;
+    this.touch();
   }
 
   setAlert(id, alert) {
     if (alert) this.alerts.set(id, alert); else this.alerts.delete(id);
-    this.dirty = true;
+    this.touch();
   }
 
   draw() {
@@ -245,7 +252,7 @@ export class FleetMap {
         let img = this.tiles.get(key);
         if (!img) {
           img = new Image();
-          img.onload = () => { this.dirty = true; };
+          img.onload = () => this.touch();
           img.src = this.tileUrl.replace('{z}', z).replace('{x}', x).replace('{y}', ty).replace('{s}', 'abc'[(x + ty) % 3]);
           this.tiles.set(key, img);
           if (this.tiles.size > 600) this.tiles.delete(this.tiles.keys().next().value);
@@ -383,6 +390,6 @@ export class FleetMap {
       ctx.arc(s.x, s.y, pulse, 0, Math.PI * 2);
       ctx.stroke();
     }
-    if (this.alerts.size) this.dirty = true;
+    if (this.alerts.size) this.touch();
   }
 }

@@ -45,7 +45,7 @@ pub struct DevToken {
         (status = 404, description = "not an embedded node with the development secret", body = super::error::ErrorBody)))]
 pub async fn token(State(app): State<Arc<App>>, raw: Bytes) -> Response {
     let Some(signer) = Signer::development(&app.cfg) else {
-        return super::not_found().await.into_response();
+        return super::ops::not_found().await.into_response();
     };
     match mint(&signer, &raw) {
         Ok(t) => Json(t).into_response(),

@@ -93,7 +93,9 @@ fn the_rules_and_the_dashboard_name_only_series_the_code_records() {
 async fn a_real_prometheus_scrapes_a_node_and_answers_for_its_series() {
     let h = Harness::start(Mode::Embedded, &[]).await;
     let node = &h.nodes[0];
-    let node_id = node.app.node_id.clone();
+    // The test process has one metrics recorder for all its nodes (its `node` label is the
+    // first node's), so the series is found by the scraped address.
+    let addr = node.addr.to_string();
     let dir = std::env::temp_dir().join(unique("fcprom"));
     std::fs::create_dir_all(&dir).expect("temp dir");
     let config = format!(
@@ -103,17 +105,31 @@ async fn a_real_prometheus_scrapes_a_node_and_answers_for_its_series() {
         addr = node.addr,
     );
     std::fs::write(dir.join("prometheus.yml"), config).expect("write config");
-    let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
-    let mut prom = Command::new("prometheus")
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("prometheus on PATH (the README test command installs it)");
+    // A free port, then Prometheus on it; another process may take the port in between, so a
+    // Prometheus that exits at once is started again on a new one.
+    let log = dir.join("prometheus.log");
+    let (mut prom, port) = {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let port = std::net::TcpListener::bind("127.0.0.1:0").expect("port").local_addr().expect("addr").port();
+            let mut child = Command::new("prometheus")
+                .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+                .arg(format!("--storage.tsdb.path={}", dir.join("data").display()))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).expect("log file"))
+                .spawn()
+                .expect("prometheus on PATH (the README test command installs it)");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            match child.try_wait() {
+                Ok(Some(_)) if attempt < 3 => continue,
+                _ => break (child, port),
+            }
+        }
+    };
     let query = format!("http://127.0.0.1:{port}/api/v1/query?query=fleetcast_ready");
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut last = Value::Null;
     let found = loop {
         if let Ok(r) = reqwest::get(&query).await
@@ -121,7 +137,7 @@ async fn a_real_prometheus_scrapes_a_node_and_answers_for_its_series() {
         {
             let hit = v["data"]["result"]
                 .as_array()
-                .and_then(|r| r.iter().find(|s| s["metric"]["node"] == node_id.as_str()).cloned());
+                .and_then(|r| r.iter().find(|s| s["metric"]["instance"] == addr.as_str()).cloned());
             if let Some(sample) = hit {
                 break Some(sample);
             }
@@ -136,9 +152,11 @@ async fn a_real_prometheus_scrapes_a_node_and_answers_for_its_series() {
         reqwest::get(format!("http://127.0.0.1:{port}/api/v1/rules")).await.expect("rules").json::<Value>().await;
     let _ = prom.kill();
     let _ = prom.wait();
+    let said = std::fs::read_to_string(&log).unwrap_or_default();
     let _ = std::fs::remove_dir_all(&dir);
     h.stop().await;
-    let sample = found.unwrap_or_else(|| panic!("no fleetcast_ready from node {node_id}: {last}"));
+    let tail: String = said.lines().rev().take(15).collect::<Vec<_>>().join("\n");
+    let sample = found.unwrap_or_else(|| panic!("no fleetcast_ready from {addr}: {last}\nprometheus:\n{tail}"));
     assert_eq!(sample["value"][1], "1", "the node is ready: {sample}");
     let rules = rules.expect("rules JSON");
     let loaded: usize = rules["data"]["groups"]
