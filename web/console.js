@@ -29,6 +29,8 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
   figures.map = map;
   let stream = null;
   let selected = null;
+  let retryMs = 1000;
+  let retryTimer = null;
 
   function clampBox([minLng, minLat, maxLng, maxLat]) {
     const lat = (minLat + maxLat) / 2;
@@ -49,14 +51,20 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
     setLink('connecting');
     const es = new EventSource(withToken('/api/v1/realtime/area', { bbox: box.join(','), intervalMs: 1000 }));
     stream = es;
-    es.onopen = () => setLink('live');
+    es.onopen = () => { setLink('live'); retryMs = 1000; };
     es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) {
-        setLink('lost', 'map stream refused — sign in again');
-        toast('the live map stream was refused (token expired or not allowed)');
-      } else {
-        setLink('lost');
+      if (es.readyState !== EventSource.CLOSED) { setLink('lost'); return; }
+      // Refused (a 401 once the token expired, or a 503 while the node's Redis is
+      // unreachable): EventSource gives up, so the page tries again unless the token is done.
+      if (auth.expired()) {
+        setLink('lost', 'token expired — sign in again');
+        toast('your token has expired: sign in again');
+        return;
       }
+      setLink('lost', `map stream refused — retrying in ${Math.round(retryMs / 1000)} s`);
+      clearTimeout(retryTimer);
+      retryTimer = setTimeout(() => { if (stream === es) openArea(map.bounds()); }, retryMs);
+      retryMs = Math.min(retryMs * 2, 30_000);
     };
     es.onmessage = (m) => {
       const data = JSON.parse(m.data);
@@ -163,7 +171,7 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
   const c = {
     connections: new Chart(charts, 'Connections', ['sockets', 'SSE']),
     deliveries: new Chart(charts, 'Deliveries/s (this node)', ['deliveries']),
-    acks: new Chart(charts, 'Acks/s (this node)', ['ok', 'errors']),
+    acks: new Chart(charts, 'Acks/s by code (this node)', ['OK', 'RATE_LIMITED', 'other errors']),
     refused: new Chart(charts, 'Rate-limit refusals/s (this node)', ['refused']),
     memory: new Chart(charts, 'Redis memory', ['memory'], { unit: ' MB' }),
     ops: new Chart(charts, 'Redis ops/s', ['ops']),
@@ -197,7 +205,8 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
         at: now,
         deliveries: sumOf(m, 'fleetcast_deliveries_total'),
         ok: sumOf(m, 'fleetcast_acks_total', (l) => l.code === 'OK'),
-        errors: sumOf(m, 'fleetcast_acks_total', (l) => l.code !== 'OK'),
+        limited: sumOf(m, 'fleetcast_acks_total', (l) => l.code === 'RATE_LIMITED'),
+        errors: sumOf(m, 'fleetcast_acks_total', (l) => l.code !== 'OK' && l.code !== 'RATE_LIMITED'),
         refused: sumOf(m, 'fleetcast_rate_limited_total') + sumOf(m, 'fleetcast_http_rate_limited_total'),
         lagged: sumOf(m, 'fleetcast_pubsub_lagged_total'),
         gap: sumOf(m, 'fleetcast_pubsub_gap_seconds_sum'),
@@ -206,7 +215,7 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
         const dt = (cur.at - last.at) / 1000;
         const rate = (k) => Math.max(0, (cur[k] - last[k]) / dt);
         c.deliveries.push([rate('deliveries')]);
-        c.acks.push([rate('ok'), rate('errors')]);
+        c.acks.push([rate('ok'), rate('limited'), rate('errors')]);
         c.refused.push([rate('refused')]);
         c.lag.push([rate('lagged'), cur.gap]);
       }

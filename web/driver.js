@@ -5,7 +5,7 @@
 // are HTTP calls; positions go to `POST /api/v1/drivers/me/location`, from the browser's
 // geolocation or a simulated drive towards the trip's next stop.
 
-import { $, api, attempt, el, fmtKm, setLink, signIn, toast, withToken } from './common.js';
+import { $, api, attempt, auth, el, fmtKm, setLink, signIn, toast, withToken } from './common.js';
 
 const TRIP_KEY = 'fleetcast.driver.trip';
 const NEXT = { IN_PROGRESS: 'DEPARTED', DEPARTED: 'ARRIVED', ARRIVED: 'COMPLETED' };
@@ -18,10 +18,13 @@ window.fleetcastDriver = state;
 signIn(['DRIVER'], () => {
   $('main').replaceChildren($('#driver-body').content.cloneNode(true));
   let stream = null;
+  let retryMs = 1000;
 
   function openStream() {
     if (stream) stream.close();
     const params = { offers: 'true' };
+    // A new EventSource cannot send Last-Event-ID: the query carries it.
+    if (state.lastEventId) params.lastEventId = state.lastEventId;
     const d = $('#f-distance').value;
     const e = $('#f-earnings').value;
     if (d) params.maxDistance = d;
@@ -29,10 +32,16 @@ signIn(['DRIVER'], () => {
     setLink('connecting');
     const es = new EventSource(withToken('/api/v1/realtime/me/stream', params));
     stream = es;
-    es.onopen = () => setLink('live');
+    es.onopen = () => { setLink('live'); retryMs = 1000; };
     es.onerror = () => {
-      if (es.readyState === EventSource.CLOSED) setLink('lost', 'stream refused — sign in again');
-      else setLink('lost');
+      if (es.readyState !== EventSource.CLOSED) { setLink('lost'); return; }
+      // Refused (401 once the token expired, 429 over the connection cap, 503 while the node
+      // cannot reach Redis): EventSource gives up, so the page opens a new stream later,
+      // resuming after the last event it saw.
+      if (auth.expired()) { setLink('lost', 'token expired — sign in again'); return; }
+      setLink('lost', `stream refused — retrying in ${Math.round(retryMs / 1000)} s`);
+      setTimeout(() => { if (stream === es) openStream(); }, retryMs);
+      retryMs = Math.min(retryMs * 2, 30_000);
     };
     es.onmessage = (m) => {
       if (m.lastEventId) state.lastEventId = m.lastEventId;

@@ -223,6 +223,9 @@ pub struct MeQuery {
     max_distance: Option<String>,
     min_earnings: Option<String>,
     trip_types: Option<String>,
+    /// Where to resume when the client cannot send `Last-Event-ID` (a page that opens a new
+    /// `EventSource` after one was refused); the header wins when both are given.
+    last_event_id: Option<String>,
 }
 
 impl MeQuery {
@@ -254,7 +257,8 @@ impl MeQuery {
 #[utoipa::path(get, path = "/api/v1/realtime/me/stream", tag = "sse",
     params(("offers" = Option<bool>, Query, description = "DRIVER: eligible for offers while open"),
         ("maxDistance" = Option<f64>, Query), ("minEarnings" = Option<f64>, Query),
-        ("tripTypes" = Option<String>, Query, description = "PRIVATE,SHARED")),
+        ("tripTypes" = Option<String>, Query, description = "PRIVATE,SHARED"),
+        ("lastEventId" = Option<String>, Query, description = "as the Last-Event-ID header, for a new EventSource (the header wins)")),
     description = "connected {userId}, every event of the user room under its own name (with id), heartbeat",
     responses((status = 200, content_type = "text/event-stream", description = "the stream"),
         (status = 400, body = ErrorBody), (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
@@ -271,7 +275,13 @@ pub async fn me(
     if filters.is_some() && who.role != Role::Driver {
         return Err(Error::Forbidden);
     }
-    let since = last_event_id(&headers)?;
+    let since = match last_event_id(&headers)? {
+        Some(id) => Some(id),
+        None => match q.last_event_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
+            Some(s) => Some(EventId::parse(s).ok_or_else(|| Error::invalid("lastEventId is not an event id"))?),
+            None => None,
+        },
+    };
     let room = RoomKey::user(&who.tenant, &who.user);
     let connected = to_value(&sse_events::UserConnected { kind: sse_events::CONNECTED, user_id: &who.user.0 })?;
     open(app, hub, who, room, Kind::User, connected, since, filters).await

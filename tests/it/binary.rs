@@ -232,3 +232,41 @@ async fn the_token_command_prints_a_token_the_node_accepts() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown role"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// With RS256 or ES256, `fleetcast token --private-key-file` signs with the private key and
+/// a node holding only the public key accepts the token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_command_signs_with_a_private_key_for_rs256_and_es256() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    for alg in ["RS256", "ES256"] {
+        let lower = alg.to_lowercase();
+        let private = dir.join(format!("{lower}-private.pem"));
+        let public = dir.join(format!("{lower}-public.pem"));
+        let out = bin()
+            .args(["token", "--sub", "ops", "--role", "ADMIN", "--jwt-algorithm", alg, "--private-key-file"])
+            .arg(&private)
+            .env_remove("FLEETCAST_JWT_SECRET")
+            .output()
+            .expect("run");
+        assert!(out.status.success(), "{alg}: {}", String::from_utf8_lossy(&out.stderr));
+        let token = String::from_utf8(out.stdout).expect("utf-8").trim().to_string();
+        let h = Harness::start(
+            Mode::Embedded,
+            &[
+                "--jwt-algorithm",
+                alg,
+                "--jwt-public-key-file",
+                public.to_str().expect("path"),
+                "--ticket-secret",
+                "ticket-secret-of-the-test",
+            ],
+        )
+        .await;
+        let claims = h.nodes[0].app.verifier.verify(&token).expect("verified with the public key");
+        assert_eq!((claims.user.0.as_str(), claims.role), ("ops", fleetcast::domain::Role::Admin), "{alg}");
+        h.stop().await;
+        let out =
+            bin().args(["token", "--sub", "ops", "--role", "ADMIN", "--jwt-algorithm", alg]).output().expect("run");
+        assert_eq!(out.status.code(), Some(2), "{alg} without a key file is refused");
+    }
+}

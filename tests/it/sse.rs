@@ -388,6 +388,7 @@ async fn the_user_room_stream_carries_every_event_and_replays_what_was_missed(mo
 
     notify("two").await;
     notify("three").await;
+    let url_q = url.clone();
     let mut back = SseClient::open(url, &me, Some(&last)).await.expect("stream");
     assert_eq!(back.next_of("connected").await.data.expect("data")["recovered"], json!(true));
     let two = back.next_of("notification").await.data.expect("data");
@@ -395,6 +396,21 @@ async fn the_user_room_stream_carries_every_event_and_replays_what_was_missed(mo
     assert_eq!((two["title"].as_str(), three["title"].as_str()), (Some("two"), Some("three")));
     notify("four").await;
     assert_eq!(back.next_of("notification").await.data.expect("data")["title"], json!("four"), "then live");
+    drop(back);
+    // A new EventSource cannot set Last-Event-ID: `?lastEventId=` resumes the same way.
+    notify("five").await;
+    let mut query = SseClient::open(format!("{url_q}?lastEventId={last}"), &me, None).await.expect("stream");
+    assert_eq!(query.next_of("connected").await.data.expect("data")["recovered"], json!(true));
+    for want in ["two", "three", "four", "five"] {
+        assert_eq!(
+            query.next_of("notification").await.data.expect("data")["title"],
+            json!(want),
+            "after ?lastEventId="
+        );
+    }
+    drop(query);
+    let (status, body) = call(reqwest::Method::GET, format!("{url_q}?lastEventId=nope"), Some(&me), None).await;
+    assert_eq!((status, body["error"].as_str()), (400, Some("INVALID_PAYLOAD")), "{body}");
 
     // Offers are for drivers, and the flag is checked.
     let offers_url = |q: &str| format!("{}/api/v1/realtime/me/stream?{q}", h.a());
