@@ -23,7 +23,11 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
     center: { lat: 52.52, lng: 13.405 },
     zoom: 11,
     tileUrl: cfg.tileUrl,
-    onView: (b) => openArea(b),
+    onView: (b) => {
+      // The view is in the address (`#lat,lng,zoom`): a reload or a shared link opens here.
+      history.replaceState(null, '', `#${map.center.lat.toFixed(5)},${map.center.lng.toFixed(5)},${map.zoom}`);
+      openArea(b);
+    },
     onPick: (d) => showDriver(d),
   });
   figures.map = map;
@@ -105,8 +109,10 @@ signIn(['ADMIN', 'BUSINESS'], (claims, cfg) => {
   }
   setInterval(() => { for (const a of document.querySelectorAll('[data-at]')) a.textContent = ago(a.dataset.at); }, 1000);
 
-  // Start where the fleet is.
-  attempt('drivers', async () => {
+  // Start at the view in the address, else where the fleet is.
+  const [hLat, hLng, hZoom] = location.hash.slice(1).split(',').map(Number);
+  if ([hLat, hLng, hZoom].every(Number.isFinite)) map.setView({ lat: hLat, lng: hLng }, hZoom);
+  else attempt('drivers', async () => {
     const got = await api('GET', '/api/v1/drivers?limit=1000');
     const points = got.drivers.filter((d) => d.location).map((d) => ({ lat: d.location.lat, lng: d.location.lng }));
     if (points.length) map.fit(points, 14);

@@ -5,7 +5,8 @@
 // time per second from Chromium's Performance domain (TaskDuration, ScriptDuration), with
 // the map's own drawing time from performance.now() in the page. Prints one JSON object.
 //
-// env: URL, TOKEN, SECONDS (default 30), EXPECT (default 1)
+// env: URL, TOKEN, SECONDS (default 30), EXPECT (default 1), VIEW (lat,lng,zoom; default
+// the Nairobi box `generate` drives in)
 
 import { chromium } from 'playwright-core';
 
@@ -35,7 +36,8 @@ try {
   const page = await context.newPage();
   page.on('pageerror', (e) => console.error('page error:', e.message));
   page.on('console', (m) => { if (m.type() === 'error') console.error('console:', m.text()); });
-  await page.goto(URL + '/console');
+  // The city box of `generate` (Nairobi), whatever the drivers list answers.
+  await page.goto(URL + '/console#' + (process.env.VIEW || '-1.275,36.825,12'));
   await page.waitForFunction((n) => window.fleetcastConsole && window.fleetcastConsole.frames >= 2
     && window.fleetcastConsole.drivers >= n, Math.floor(EXPECT * 0.9), { timeout: 90_000, polling: 500 }).catch(() => {});
   const waitedS = (Date.now() - t0) / 1000;

@@ -95,6 +95,7 @@ try {
   const consoleTab = await open({ width: 1280, height: 800 }, process.env.ADMIN_TOKEN, '/console');
   const cp = consoleTab.page;
   await cp.waitForSelector('#link[data-state="live"]', { timeout: 10_000 });
+  await cp.waitForFunction(() => /^#-?[\d.]+,-?[\d.]+,[\d.]+$/.test(location.hash), null, { timeout: 5000 });
 
   // An offer: the countdown runs; declining removes the card.
   step('offer, countdown, decline');
