@@ -33,10 +33,10 @@ pub struct TokenClaims {
     /// `channels` grants.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub channels: Vec<String>,
-    /// `iss`, when the node checks one.
+    /// `iss`, when the node checks one (set by the [`Signer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub iss: Option<String>,
-    /// `aud`, when the node checks one.
+    /// `aud`, when the node checks one (set by the [`Signer`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub aud: Option<String>,
 }
@@ -103,15 +103,6 @@ pub struct Signer {
 }
 
 impl Signer {
-    /// The signer a node with `cfg` accepts: its HS256 secret (the development secret in
-    /// embedded mode without one), or `private_key` (PEM) for RS256/ES256.
-    pub fn for_config(cfg: &Config, private_key: Option<&Path>) -> Result<Self, MintError> {
-        let mut signer = Self::new(cfg.jwt_algorithm, Some(cfg.hs256_secret()), private_key)?;
-        signer.iss.clone_from(&cfg.jwt_issuer);
-        signer.aud.clone_from(&cfg.jwt_audience);
-        Ok(signer)
-    }
-
     /// A signer for `alg`: HS256 with `secret` (the development secret when `None`),
     /// RS256/ES256 with the PEM file `private_key`.
     pub fn new(alg: JwtAlgorithm, secret: Option<&str>, private_key: Option<&Path>) -> Result<Self, MintError> {
@@ -139,21 +130,27 @@ impl Signer {
         let dev = !cfg.is_cluster()
             && cfg.jwt_algorithm == JwtAlgorithm::Hs256
             && cfg.jwt_secret.as_deref().is_none_or(|s| s == DEV_JWT_SECRET);
-        dev.then(|| Self {
-            alg: Algorithm::HS256,
-            key: EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
-            iss: cfg.jwt_issuer.clone(),
-            aud: cfg.jwt_audience.clone(),
+        dev.then(|| {
+            let hs256 = Self {
+                alg: Algorithm::HS256,
+                key: EncodingKey::from_secret(DEV_JWT_SECRET.as_bytes()),
+                iss: None,
+                aud: None,
+            };
+            hs256.checked_as(cfg.jwt_issuer.clone(), cfg.jwt_audience.clone())
         })
+    }
+
+    /// Adds the `iss`/`aud` claims the verifying node checks, if it checks them.
+    pub fn checked_as(mut self, iss: Option<String>, aud: Option<String>) -> Self {
+        self.iss = iss;
+        self.aud = aud;
+        self
     }
 
     /// The signed token (the node's `iss`/`aud` added when it checks them).
     pub fn sign(&self, claims: TokenClaims) -> Result<String, MintError> {
-        let claims = TokenClaims {
-            iss: claims.iss.or_else(|| self.iss.clone()),
-            aud: claims.aud.or_else(|| self.aud.clone()),
-            ..claims
-        };
+        let claims = TokenClaims { iss: self.iss.clone(), aud: self.aud.clone(), ..claims };
         jsonwebtoken::encode(&Header::new(self.alg), &claims, &self.key).map_err(|e| MintError::Key(e.to_string()))
     }
 }
@@ -201,9 +198,8 @@ pub struct TokenCommand {
 impl TokenCommand {
     /// The signed token.
     pub fn run(&self) -> Result<String, MintError> {
-        let mut signer = Signer::new(self.jwt_algorithm, self.jwt_secret.as_deref(), self.private_key_file.as_deref())?;
-        signer.iss.clone_from(&self.jwt_issuer);
-        signer.aud.clone_from(&self.jwt_audience);
+        let signer = Signer::new(self.jwt_algorithm, self.jwt_secret.as_deref(), self.private_key_file.as_deref())?
+            .checked_as(self.jwt_issuer.clone(), self.jwt_audience.clone());
         let mut claims = TokenClaims::new(&self.sub, &self.role, parse_ttl(&self.ttl)?)?
             .tenant(self.tenant.as_deref())?
             .name(self.name.as_deref())?;
@@ -241,7 +237,7 @@ mod tests {
     #[test]
     fn a_minted_token_is_accepted_by_the_node_it_was_made_for() {
         let cfg = Config::from_args(["--jwt-secret", "0123456789abcdef0123"]).expect("config");
-        let signer = Signer::for_config(&cfg, None).expect("signer");
+        let signer = Signer::new(cfg.jwt_algorithm, cfg.jwt_secret.as_deref(), None).expect("signer");
         let claims = TokenClaims::new("d1", "DRIVER", Duration::from_secs(60))
             .and_then(|c| c.tenant(Some("acme")))
             .and_then(|c| c.name(Some("Dana")))

@@ -78,12 +78,16 @@ fn message(kind: &str, json: &str) -> Option<Value> {
     Some(v)
 }
 
-fn last_event_id(headers: &HeaderMap) -> Result<Option<EventId>> {
-    match headers.get("last-event-id").and_then(|h| h.to_str().ok()) {
-        None => Ok(None),
-        Some(s) if s.trim().is_empty() => Ok(None),
-        Some(s) => EventId::parse(s.trim()).map(Some).ok_or_else(|| Error::invalid("Last-Event-ID is not an event id")),
-    }
+/// Where a stream resumes: its `Last-Event-ID` header, else (the user-room stream, for a page
+/// that opens a new `EventSource`) the `lastEventId` query parameter.
+fn last_event_id(headers: &HeaderMap, query: Option<&str>) -> Result<Option<EventId>> {
+    let header = headers.get("last-event-id").and_then(|h| h.to_str().ok()).map(str::trim).filter(|s| !s.is_empty());
+    let (given, name) = match (header, query.map(str::trim).filter(|s| !s.is_empty())) {
+        (Some(h), _) => (h, "Last-Event-ID"),
+        (None, Some(q)) => (q, "lastEventId"),
+        (None, None) => return Ok(None),
+    };
+    EventId::parse(given).map(Some).ok_or_else(|| Error::invalid(format!("{name} is not an event id")))
 }
 
 /// `GET /api/realtime/trip-status/{tripId}`.
@@ -114,7 +118,7 @@ pub async fn trip_status(
         trip_id: &trip.0,
         current_status: &current,
     })?;
-    open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers)?, None).await
+    open(app, hub, who, room, Kind::TripStatus, connected, last_event_id(&headers, None)?, None).await
 }
 
 fn may_follow(who: &crate::auth::Claims, grant: &str) -> Result<()> {
@@ -146,7 +150,7 @@ async fn entity_stream(
         Entity::Order => Kind::Order,
         Entity::Run => Kind::Run,
     };
-    open(app, hub, who, room, kind, connected, last_event_id(headers)?, None).await
+    open(app, hub, who, room, kind, connected, last_event_id(headers, None)?, None).await
 }
 
 /// `GET /api/v1/realtime/orders/{id}/stream`.
@@ -275,13 +279,7 @@ pub async fn me(
     if filters.is_some() && who.role != Role::Driver {
         return Err(Error::Forbidden);
     }
-    let since = match last_event_id(&headers)? {
-        Some(id) => Some(id),
-        None => match q.last_event_id.as_deref().map(str::trim).filter(|s| !s.is_empty()) {
-            Some(s) => Some(EventId::parse(s).ok_or_else(|| Error::invalid("lastEventId is not an event id"))?),
-            None => None,
-        },
-    };
+    let since = last_event_id(&headers, q.last_event_id.as_deref())?;
     let room = RoomKey::user(&who.tenant, &who.user);
     let connected = to_value(&sse_events::UserConnected { kind: sse_events::CONNECTED, user_id: &who.user.0 })?;
     open(app, hub, who, room, Kind::User, connected, since, filters).await

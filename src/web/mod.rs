@@ -9,7 +9,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{Path, State};
+use axum::extract::Path;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -71,7 +71,7 @@ struct Pages {
     dir: Option<std::path::PathBuf>,
 }
 
-/// The pages' router. `tile_url` is the configured raster tile template, if any.
+/// The pages' router, with the node settings they need (tile template, dev sign-in).
 pub fn routes(app: &App) -> Router<Arc<App>> {
     let tile_url = app.cfg.map_tile_url.clone();
     let tile_origin = tile_url.as_deref().and_then(origin_of).unwrap_or_default();
@@ -103,7 +103,7 @@ pub fn routes(app: &App) -> Router<Arc<App>> {
         .route("/track/{trip_id}", page("track.html"))
         .route(
             "/web/config.json",
-            get(move |State(_): State<Arc<App>>| async move {
+            get(move || async move {
                 (
                     [(header::CONTENT_TYPE, "application/json"), (header::CACHE_CONTROL, "no-cache")],
                     cfg_pages.config.clone(),

@@ -8,7 +8,7 @@
 // env: URL, TOKEN, SECONDS (default 30), EXPECT (default 1), VIEW (lat,lng,zoom; default
 // the Nairobi box `generate` drives in)
 
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 
 const URL = process.env.URL;
 const SECONDS = Number(process.env.SECONDS || 30);
@@ -25,11 +25,7 @@ for (;;) {
   await new Promise((resolve) => setTimeout(resolve, 1000));
 }
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 try {
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 }, deviceScaleFactor: 1 });
   await context.addInitScript((t) => sessionStorage.setItem('fleetcast.token', t), process.env.TOKEN);

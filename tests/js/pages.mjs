@@ -9,7 +9,7 @@
 
 import { mkdirSync } from 'node:fs';
 import net from 'node:net';
-import { chromium } from 'playwright-core';
+import { launch } from './chromium.mjs';
 import { io } from 'socket.io-client';
 
 const URL = process.env.URL;
@@ -61,11 +61,7 @@ const DRIVER_URL = `http://127.0.0.1:${relayServer.address().port}`;
 const cut = () => { relay.down = true; for (const s of relay.sockets) s.destroy(); };
 const restore = () => { relay.down = false; };
 
-const browser = await chromium.launch({
-  executablePath: process.env.CHROMIUM || '/usr/bin/chromium',
-  args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-    '--disable-component-update', '--disable-sync'],
-});
+const browser = await launch();
 const errors = [];
 async function open(viewport, token, path, base = URL) {
   const context = await browser.newContext({ viewport, deviceScaleFactor: 1 });
