@@ -16,11 +16,13 @@ use crate::store::{Db, TripMembership};
 /// costs one indexed query).
 const CACHE_MAX_ENTRIES: usize = 100_000;
 
-/// A cached trip: when it was read, the value, and whether a refresh is under way.
+/// A cached trip: when it was read, the value, whether a refresh is under way, and whether
+/// the last read of it failed (the database unreachable).
 struct Entry {
     read_at: Instant,
     trip: TripMembership,
     refreshing: bool,
+    failing: bool,
 }
 
 /// Trip access checks with a membership cache. Shared by every handler of a node.
@@ -30,9 +32,16 @@ struct Entry {
 /// wait on the database at once (measured: at 5,000 updates/s over 3,000 trips the
 /// synchronous re-reads every 5 s exhausted the pool and turned a third of the acks into
 /// `UNAVAILABLE`).
+///
+/// While the database cannot be read, an entry is served for up to `stale_if_error`
+/// (`--membership-stale-if-error-ms`) after it was read: drivers on their trips keep
+/// streaming through a database outage (membership only changes by writes to that same
+/// database), with one background read at a time retrying it. A trip never read before the
+/// outage is `UNAVAILABLE`.
 pub struct Access {
     db: Db,
     ttl: Duration,
+    stale_if_error: Duration,
     /// Only found trips are cached: a trip created a moment ago must be visible at once.
     /// The lock is never held across an `.await`.
     cache: Arc<Mutex<HashMap<Key, Entry>>>,
@@ -54,9 +63,10 @@ const REFRESH_BATCH: usize = 500;
 type Key = (String, String);
 
 impl Access {
-    /// Checks against `db`, caching membership for `ttl`.
-    pub fn new(db: Db, ttl: Duration) -> Self {
-        Self { db, ttl, cache: Arc::default(), pending: Arc::default() }
+    /// Checks against `db`, caching membership for `ttl`, and up to `stale_if_error` while
+    /// the database cannot be read.
+    pub fn new(db: Db, ttl: Duration, stale_if_error: Duration) -> Self {
+        Self { db, ttl, stale_if_error, cache: Arc::default(), pending: Arc::default() }
     }
 
     /// The trip, or `NOT_FOUND` when it does not exist in the tenant.
@@ -69,7 +79,7 @@ impl Access {
                 if age < self.ttl {
                     return Ok(e.trip.clone());
                 }
-                if age < self.ttl * STALE_FACTOR {
+                if age < self.ttl * STALE_FACTOR || (e.failing && age < self.stale_if_error) {
                     if !e.refreshing {
                         e.refreshing = true;
                         self.refresh(key.clone());
@@ -78,9 +88,31 @@ impl Access {
                 }
             }
         }
-        let m = self.db.trip_membership(tenant, trip).await?.ok_or(Error::NotFound)?;
-        self.store(key, m.clone());
-        Ok(m)
+        match self.db.trip_membership(tenant, trip).await {
+            Ok(m) => {
+                let m = m.ok_or(Error::NotFound)?;
+                self.store(key, m.clone());
+                Ok(m)
+            }
+            Err(Error::Unavailable) => self.stale_on_error(&key).ok_or(Error::Unavailable),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The cached entry of a trip whose read just failed, if it is young enough to be
+    /// served through the outage; marks it failing so the next calls do not wait on the
+    /// database again.
+    fn stale_on_error(&self, key: &Key) -> Option<TripMembership> {
+        let mut cache = self.lock();
+        let e = cache.get_mut(key)?;
+        if e.read_at.elapsed() >= self.stale_if_error {
+            return None;
+        }
+        if !e.failing {
+            e.failing = true;
+            metrics::counter!("fleetcast_membership_served_stale_total").increment(1);
+        }
+        Some(e.trip.clone())
     }
 
     fn store(&self, key: (String, String), trip: TripMembership) {
@@ -130,6 +162,7 @@ impl Access {
                             for trip in chunk {
                                 if let Some(e) = c.get_mut(&(tenant.clone(), trip.clone())) {
                                     e.refreshing = false;
+                                    e.failing = true;
                                 }
                             }
                         }
@@ -221,5 +254,5 @@ fn insert(c: &mut HashMap<Key, Entry>, key: Key, trip: TripMembership) {
     if c.len() >= CACHE_MAX_ENTRIES {
         c.clear();
     }
-    c.insert(key, Entry { read_at: Instant::now(), trip, refreshing: false });
+    c.insert(key, Entry { read_at: Instant::now(), trip, refreshing: false, failing: false });
 }

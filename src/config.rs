@@ -276,6 +276,11 @@ pub struct Config {
     #[arg(long, env = "FLEETCAST_MEMBERSHIP_CACHE_MS", default_value_t = 5_000)]
     pub membership_cache_ms: u64,
 
+    /// How long a cached trip membership is still served while the database cannot be
+    /// read (a database outage): drivers on their trips keep streaming meanwhile.
+    #[arg(long, env = "FLEETCAST_MEMBERSHIP_STALE_IF_ERROR_MS", default_value_t = 300_000)]
+    pub membership_stale_if_error_ms: u64,
+
     /// Largest websocket message accepted, in bytes (larger ones close that connection).
     #[arg(long, env = "FLEETCAST_WS_MAX_MESSAGE_BYTES", default_value_t = 65_536)]
     pub ws_max_message_bytes: usize,

@@ -20,7 +20,7 @@ pub const MAX_STRING: usize = 1024;
 /// Longest client-visible room name, in characters.
 pub const MAX_ROOM_NAME: usize = 200;
 
-/// Checks nesting depth and string sizes of any JSON value; `depth` is the value's own
+/// Checks nesting depth and string sizes (values and object keys alike) of any JSON value; `depth` is the value's own
 /// level (1 for a whole payload).
 pub fn check_json(v: &Value, depth: usize) -> Result<()> {
     if depth > MAX_DEPTH {
@@ -31,7 +31,12 @@ pub fn check_json(v: &Value, depth: usize) -> Result<()> {
             Err(Error::invalid(format!("string longer than {MAX_STRING} bytes")))
         }
         Value::Array(items) => items.iter().try_for_each(|i| check_json(i, depth + 1)),
-        Value::Object(map) => map.values().try_for_each(|i| check_json(i, depth + 1)),
+        Value::Object(map) => map.iter().try_for_each(|(key, i)| {
+            if key.len() > MAX_STRING {
+                return Err(Error::invalid(format!("object key longer than {MAX_STRING} bytes")));
+            }
+            check_json(i, depth + 1)
+        }),
         _ => Ok(()),
     }
 }

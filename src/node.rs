@@ -195,7 +195,11 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
         node_id: node_id.clone(),
         started: Instant::now(),
         engine: Arc::new(engine),
-        access: Access::new(db.clone(), Duration::from_millis(cfg.membership_cache_ms)),
+        access: Access::new(
+            db.clone(),
+            Duration::from_millis(cfg.membership_cache_ms),
+            Duration::from_millis(cfg.membership_stale_if_error_ms),
+        ),
         pace: Default::default(),
         offer_jobs: JobQueue::new(db.clone(), 5),
         db,

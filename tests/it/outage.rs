@@ -181,6 +181,24 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
 
     let driver = unique("d");
     let c = Client::connect(&format!("http://{}", node.addr), &token(&driver, "DRIVER")).await;
+    // A driver on a trip: its membership is read before the outage and must keep serving
+    // through all of it (`--membership-stale-if-error-ms`), well past the cache's TTL.
+    let (trip, trip_driver) = (unique("t"), unique("d"));
+    let Db::Pg(pool) = &db else { unreachable!("a postgres database") };
+    sqlx::query(
+        "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
+         VALUES ('default', $1, $2, 'outage trip', 4, 4)",
+    )
+    .bind(&trip)
+    .bind(&trip_driver)
+    .execute(pool)
+    .await
+    .expect("insert trip");
+    let on_trip = Client::connect(&format!("http://{}", node.addr), &token(&trip_driver, "DRIVER")).await;
+    assert_ok(&on_trip.ack("driver:connect", json!({ "tripId": trip })).await);
+    let trip_update = |i: u32| json!({ "tripId": trip, "lat": 11.0 + f64::from(i) / 1000.0, "lng": 21.0 });
+    assert_ok(&on_trip.ack("driver:location:update", trip_update(0)).await);
+    let mut on_trip_accepted = 1;
     let mut accepted = 0;
     let send = |i: u32| json!({ "lat": 10.0 + f64::from(i) / 1000.0, "lng": 20.0 });
     let mut i = 0;
@@ -207,7 +225,19 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     assert!(accepted >= 60, "updates accepted during the outage: {accepted}");
     let buffered = node.app.sampler.buffered();
     assert!(buffered > 0, "the node buffers sampled rows while the database is down");
-    tokio::time::sleep(Duration::from_secs(60).saturating_sub(down.elapsed())).await;
+    // The rest of the outage: the trip's driver streams on (one update every 2 s).
+    let mut j = 1;
+    while down.elapsed() < Duration::from_secs(60) {
+        let ack = on_trip.ack("driver:location:update", trip_update(j)).await;
+        assert_eq!(ack["ok"], json!(true), "a driver on its trip {:?} into the outage: {ack}", down.elapsed());
+        on_trip_accepted += 1;
+        j += 1;
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+    assert!(on_trip_accepted >= 20, "updates on the trip during the outage: {on_trip_accepted}");
+    // Status events need only the membership and Redis.
+    let status = json!({ "tripId": trip, "status": "STARTED" });
+    assert_ok(&on_trip.ack("driver:status", status).await);
     pg.start();
     let back = Instant::now();
     let mut n = 0;
@@ -221,6 +251,16 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     let n_final = count(&db, &driver).await;
     assert_eq!(n_final, accepted, "every sampled update written exactly once (saw {n} then {n_final})");
+    let mut on_trip_written = 0;
+    while back.elapsed() < Duration::from_secs(60) {
+        on_trip_written = count(&db, &trip_driver).await;
+        if on_trip_written >= on_trip_accepted {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(on_trip_written, on_trip_accepted, "the trip driver's sampled updates, each once");
+    on_trip.close().await;
     c.close().await;
     cancel.cancel();
     let _ = worker.await;

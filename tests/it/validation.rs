@@ -25,6 +25,8 @@ async fn garbage_payloads_get_invalid_payload_and_the_socket_stays_usable(mode: 
     let c = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
     let mut deep_trip = json!({ "tripId": trip });
     deep_trip["nested"] = deep(40);
+    let mut long_key = json!({ "tripId": trip });
+    long_key["k".repeat(1025)] = json!(1);
     let garbage: Vec<Option<Value>> = vec![
         None,
         Some(Value::Null),
@@ -38,6 +40,8 @@ async fn garbage_payloads_get_invalid_payload_and_the_socket_stays_usable(mode: 
         Some(json!({ "tripId": "x".repeat(129) })),
         Some(json!({ "tripId": "x".repeat(2000) })),
         Some(deep_trip),
+        // Object keys are strings too: over 1 KiB is refused like a value.
+        Some(long_key),
     ];
     for event in EVENTS {
         for g in &garbage {
