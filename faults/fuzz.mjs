@@ -381,11 +381,12 @@ function fuzzOne(c, ws) {
     const size = Buffer.byteLength(text) + 1;
     if (size > WS_MAX) return send(c, ws, "oversize-event", text, { closes: true, ackId, must: false });
     // Text the JSON reader cannot read as a whole (a truncated or invalid value, an escaped
-    // lone surrogate): the Socket.IO parser may refuse the packet.
-    if (!decodable(name, args)) return send(c, ws, "event-undecodable-json", text, { ackId, must: false, closes: true, name });
+    // lone surrogate): the Socket.IO parser may refuse the packet, unanswered, but the
+    // connection stays.
+    if (!decodable(name, args)) return send(c, ws, "event-undecodable-json", text, { ackId, must: false, closes: false, name });
     const refuse = mustRefuse(name, args[0]);
     const kind = escaped ? "event-escaped-name" : label ? `event-${label}` : refuse ? `event-refused(${refuse})` : args[0] !== undefined && longKey(args[0]) ? "event-key-over-1KiB" : "event";
-    return send(c, ws, kind, text, { ackId, must: !escaped, refuse, closes: escaped, name });
+    return send(c, ws, kind, text, { ackId, must: !escaped, refuse, closes: false, name });
   }
   if (r < 0.8) {
     // Framing that stays decodable: acks, namespaces, ack-id forms, fragmented frames, pings.
@@ -434,14 +435,16 @@ function fuzzOne(c, ws) {
       }
     }
   }
-  // Framing the parsers refuse: the node may close this connection.
+  // Framing the parsers refuse. A text packet the Socket.IO parser cannot decode may go
+  // unanswered but must not close the connection (CONTRACT §6: closes false); attachment
+  // errors, a second connect, a disconnect and engine.io framing errors may close it.
   const closers = [
-    () => send(c, ws, "sio-bad-type", `4${pick(["7", "8", "9", "a", "-", " ", "é"])}${jAny(1)}`, { closes: true }),
-    () => send(c, ws, "sio-ack-without-id", `43[${jAny(1)}]`, { closes: true }),
-    () => send(c, ws, "sio-event-not-array", `42${int(2) ? int(1e4) : ""}${pick([jAny(1), "{}", '"heartbeat"', "5", "", "[]", "[5]", "[null]", '["heartbeat"', "[", "]"])}`, { closes: true }),
-    () => send(c, ws, "sio-event-truncated", (() => { const { text } = eventPacket(c, { name: pick(EVENT_NAMES), args: payloadArgs("heartbeat"), ack: false }); return text.slice(0, 2 + int(text.length - 2)); })(), { closes: true }),
-    () => send(c, ws, "sio-ackid-negative", `42-${int(100)}["heartbeat",{}]`, { closes: true }),
-    () => send(c, ws, "sio-namespace-no-comma", `42/${randStr().replace(/,/g, "")}`, { closes: true }),
+    () => send(c, ws, "sio-bad-type", `4${pick(["7", "8", "9", "a", "-", " ", "é"])}${jAny(1)}`, { closes: false }),
+    () => send(c, ws, "sio-ack-without-id", `43[${jAny(1)}]`, { closes: false }),
+    () => send(c, ws, "sio-event-not-array", `42${int(2) ? int(1e4) : ""}${pick([jAny(1), "{}", '"heartbeat"', "5", "", "[]", "[5]", "[null]", '["heartbeat"', "[", "]"])}`, { closes: false }),
+    () => send(c, ws, "sio-event-truncated", (() => { const { text } = eventPacket(c, { name: pick(EVENT_NAMES), args: payloadArgs("heartbeat"), ack: false }); return text.slice(0, 2 + int(text.length - 2)); })(), { closes: false }),
+    () => send(c, ws, "sio-ackid-negative", `42-${int(100)}["heartbeat",{}]`, { closes: false }),
+    () => send(c, ws, "sio-namespace-no-comma", `42/${randStr().replace(/,/g, "")}`, { closes: false }),
     () => terminal(c, send(c, ws, "sio-connect-again", `40${JSON.stringify({ token: userToken(c.sub, c.role) })}`, { closes: true })),
     () => terminal(c, send(c, ws, "sio-disconnect", "41", { closes: true })),
     () => { // attachments announced, never sent, then a text packet

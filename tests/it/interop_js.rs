@@ -81,6 +81,27 @@ async fn binary_attachments_past_one_message_bound_close_their_connection() {
     h.stop().await;
 }
 
+/// A packet the Socket.IO parser cannot decode may go unanswered, but the connection stays
+/// usable (CONTRACT §6; socketioxide is patched for it, vendor/README.md): after each such
+/// packet the same raw websocket's next event is answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn undecodable_packets_are_dropped_and_the_connection_stays_usable() {
+    let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
+    assert!(js.join("node_modules/ws").exists(), "ws missing: run `npm ci --prefix tests/js`");
+    let h = Harness::start(Mode::Embedded, &[]).await;
+    let out = Command::new("node")
+        .arg(js.join("undecodable.mjs"))
+        .env("URL", h.a())
+        .env("TOKEN", token("d1", "DRIVER"))
+        .output()
+        .expect("node on PATH");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "undecodable packets\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("undecodable ok 12"), "{stdout}");
+    h.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn official_js_client_follows_a_live_area_and_syncs_its_user_room() {
     let js = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/js");
