@@ -220,7 +220,7 @@ const EVENT_NAMES = Object.keys(EVENTS);
 // Events the node handles (socket/handlers/mod.rs); the others must be answered INVALID_PAYLOAD.
 const HANDLED = new Set(["driver:connect", "driver:location:update", "driver:status", "passenger:subscribe", "passenger:unsubscribe", "admin:subscribe",
   "heartbeat", "room:join", "room:leave", "chat:typing", "chat:read", "driver:subscribe", "driver:unsubscribe", "trip:offer:accept", "trip:offer:decline",
-  "conductor:scan", "auth:refresh"]);
+  "conductor:scan", "auth:refresh", "area:subscribe", "area:unsubscribe", "user:sync"]);
 const CODES = new Set(["INVALID_PAYLOAD", "FORBIDDEN", "NOT_FOUND", "RATE_LIMITED", "SUBSCRIPTION_LIMIT", "CONFLICT", "UNAVAILABLE", "INTERNAL", "INVALID_TOKEN"]);
 
 // What the contract says must happen to the first argument (the payload), or null.
@@ -418,8 +418,12 @@ function fuzzOne(c, ws) {
         const places = Array.from({ length: n }, (_, i) => `{"_placeholder":true,"num":${i}}`);
         const name = pick(EVENT_NAMES);
         const { text, ackId } = eventPacket(c, { type: "5", attachments: n, name, args: [chance(0.5) ? `{"tripId":${places[0]},"x":[${places.slice(1).join(",")}]}` : `[${places.join(",")}]`] });
-        if (!send(c, ws, "binary-event-complete", text, { ackId, must: true })) return false;
-        for (let i = 0; i < n; i++) send(c, ws, "binary-attachment", bytes(pick([0, 1, 100, 1000, 60000])), { force: true });
+        const sizes = Array.from({ length: n }, () => pick([0, 1, 100, 1000, 60000]));
+        // Attachments that add up past one message's bound close the connection, like one
+        // message past it (--ws-max-message-bytes).
+        const over = Buffer.byteLength(text) + sizes.reduce((a, b) => a + b, 0) + 1 > WS_MAX;
+        if (!send(c, ws, "binary-event-complete", text, over ? { ackId, must: false, closes: true } : { ackId, must: true })) return false;
+        for (const size of sizes) send(c, ws, "binary-attachment", bytes(size), { force: true, closes: over });
         return true;
       }
       case 7: { // binary event whose placeholders name attachments that do not exist

@@ -16,7 +16,7 @@
 -- ARGV[15] deadline, ms in Redis time (0 = none): past it the update is not applied
 -- KEYS[8] the tenant's area watches SET (absent = no live area watches any cell)
 -- ARGV[16] cell size, degrees   ARGV[17] cell watchers key prefix   ARGV[18] cell channel
--- prefix   ARGV[19] the update's cell name   ARGV[20] head of the cell rooms' frame (the
+-- prefix (both end inside the hash tag: the cell name and `}` follow)   ARGV[19] the update's cell name   ARGV[20] head of the cell rooms' frame (the
 -- Location JSON, ARGV[5], follows it)
 -- The frame goes to the update's cell and, when the driver moved out of it, to the cell of
 -- its previous position, each only while some node watches that cell (the cell formula is
@@ -104,8 +104,8 @@ if ARGV[10] ~= '' then
   redis.call('PUBLISH', ARGV[10], ARGV[11])
 end
 for _, cell in ipairs(cells) do
-  if redis.call('EXISTS', ARGV[17] .. cell) == 1 then
-    redis.call('PUBLISH', ARGV[18] .. cell, ARGV[20] .. ARGV[5])
+  if redis.call('EXISTS', ARGV[17] .. cell .. '}') == 1 then
+    redis.call('PUBLISH', ARGV[18] .. cell .. '}', ARGV[20] .. ARGV[5])
   end
 end
 -- The driver's SSE location stream costs one EXISTS while nobody follows it.

@@ -11,6 +11,13 @@
 -- ARGV[1] freshness ms   ARGV[2] node silence ms   ARGV[3] this node id   ARGV[4] tenant
 -- ARGV[3 + 2i] driver i   ARGV[4 + 2i] its trip: "\0" = keep the stored one, "" = none
 -- Returns {driver, availability, previous, trip, ...} for the drivers whose value changed.
+--
+-- On a Redis Cluster the inputs live on other slots (each driver's on its own), so the node
+-- reads them first and passes them in: ARGV[1] is "given", KEYS holds the presence HASH
+-- only, ARGV[2..4] as above, then per driver i ARGV[3 + 3i], ARGV[4 + 3i] driver and trip
+-- and ARGV[5 + 3i] three flags "FCO" ("1"/"0": a fresh position, a live connection, a live
+-- offer slot). The tenants SET is then the node's to update: the reply starts with
+-- "exists" or "empty" (the HASH after the call), then the changes.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local fresh_ms = tonumber(ARGV[1])
@@ -33,10 +40,13 @@ local function holds(key)
   return false
 end
 
+local given = ARGV[1] == 'given'
 local out = {}
 local n = (#ARGV - 4) / 2
+if given then n = (#ARGV - 4) / 3 end
 for i = 1, n do
   local driver, trip_arg = ARGV[3 + 2 * i], ARGV[4 + 2 * i]
+  if given then driver, trip_arg = ARGV[2 + 3 * i], ARGV[3 + 3 * i] end
   local stored = redis.call('HGET', KEYS[1], driver)
   local previous, stored_trip = 'OFFLINE', ''
   if stored then
@@ -49,12 +59,22 @@ for i = 1, n do
   end
   local trip = trip_arg
   if trip_arg == '\0' then trip = stored_trip end
-  local seen = redis.call('ZSCORE', KEYS[2], driver)
-  local fresh = seen ~= false and tonumber(seen) >= now - fresh_ms
+  local fresh, conns, offers
+  if given then
+    local flags = ARGV[4 + 3 * i]
+    fresh = string.sub(flags, 1, 1) == '1'
+    conns = function() return string.sub(flags, 2, 2) == '1' end
+    offers = function() return string.sub(flags, 3, 3) == '1' end
+  else
+    local seen = redis.call('ZSCORE', KEYS[2], driver)
+    fresh = seen ~= false and tonumber(seen) >= now - fresh_ms
+    conns = function() return holds(KEYS[3 + 2 * i]) end
+    offers = function() return holds(KEYS[4 + 2 * i]) end
+  end
   local value = 'OFFLINE'
-  if trip ~= '' and (fresh or holds(KEYS[3 + 2 * i])) then
+  if trip ~= '' and (fresh or conns()) then
     value = 'BUSY'
-  elseif fresh and holds(KEYS[4 + 2 * i]) then
+  elseif fresh and offers() then
     value = 'AVAILABLE'
   end
   if value == 'OFFLINE' then
@@ -70,6 +90,15 @@ for i = 1, n do
     out[#out + 1] = previous
     out[#out + 1] = trip
   end
+end
+if given then
+  local state = 'empty'
+  if redis.call('EXISTS', KEYS[1]) == 1 then
+    redis.call('PEXPIRE', KEYS[1], 86400000)
+    state = 'exists'
+  end
+  table.insert(out, 1, state)
+  return out
 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('PEXPIRE', KEYS[1], 86400000)

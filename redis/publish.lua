@@ -18,6 +18,8 @@
 --         brace, e.g. `"emittedAt":"…","tripId":"t1"}`; the payload is
 --         `{"eventId":"<id>",` .. tail
 -- ARGV[8] deadline, ms in Redis time (0 = none): past it nothing is appended or published
+-- ARGV[9] publish command: PUBLISH (one Redis) or SPUBLISH (Redis Cluster; the channel has
+--         the history's hash tag, so both are on the script's slot)
 -- Returns the event id, or "late" when it ran after its deadline.
 local deadline = tonumber(ARGV[8])
 if deadline > 0 then
@@ -42,5 +44,5 @@ for _, e in ipairs(redis.call('XRANGE', KEYS[1], '-', '(' .. cutoff, 'COUNT', 10
 end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 local frame = ARGV[4] .. '\n' .. ARGV[5] .. '\n' .. ARGV[7] .. '\n' .. '{"eventId":"' .. id .. '",' .. ARGV[6]
-redis.call('PUBLISH', ARGV[3], frame)
+redis.call(ARGV[9], ARGV[3], frame)
 return id

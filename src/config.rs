@@ -420,9 +420,12 @@ impl Config {
             return bad("map-tile-url", "must be an http(s) URL with {z}, {x} and {y}");
         }
         if let Some(url) = &self.redis_url
-            && !url.starts_with("redis://")
+            && !(url.starts_with("redis://") || url.starts_with("redis-cluster://"))
         {
-            return bad("redis-url", "must start with redis:// (TLS is not built in)");
+            return bad("redis-url", "must start with redis:// or redis-cluster:// (TLS is not built in)");
+        }
+        if self.redis_prefix.contains(['{', '}']) {
+            return bad("redis-prefix", "may not contain braces (they would make a Redis Cluster hash tag)");
         }
         if !(self.database_url.starts_with("postgres://")
             || self.database_url.starts_with("postgresql://")

@@ -24,12 +24,22 @@ pub const REDIS: &str = "redis://127.0.0.1:6379";
 pub enum Mode {
     /// One node, memory engine, SQLite.
     Embedded,
-    /// Two nodes, Redis engine, Postgres.
+    /// Two nodes, Redis engine on one Redis (the machine's), Postgres.
     Cluster,
+    /// Two nodes, Redis engine on a Redis Cluster (three primaries, three replicas: the
+    /// test process's own, started once), Postgres.
+    RedisCluster,
 }
 
-/// Runs a scenario `async fn name(mode: Mode)` once per mode as `name::embedded` and
-/// `name::cluster`.
+impl Mode {
+    /// Nodes share state through Redis (and Postgres).
+    pub fn shared(self) -> bool {
+        self != Mode::Embedded
+    }
+}
+
+/// Runs a scenario `async fn name(mode: Mode)` once per mode as `name::embedded`,
+/// `name::cluster` and `name::redis_cluster`.
 #[macro_export]
 macro_rules! both_modes {
     ($($name:ident),* $(,)?) => {$(
@@ -42,8 +52,42 @@ macro_rules! both_modes {
             async fn cluster() {
                 super::$name($crate::common::Mode::Cluster).await
             }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_cluster() {
+                super::$name($crate::common::Mode::RedisCluster).await
+            }
         }
     )*};
+}
+
+/// The URL of this test process's Redis Cluster, started on first use by
+/// `scripts/redis-cluster.sh` on six free ports (stopped by that script once this process
+/// is gone). Tests share it and isolate themselves by key prefix, as on the shared Redis.
+pub fn redis_cluster_url() -> &'static str {
+    static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    URL.get_or_init(|| {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(format!("fcit-cluster-{}", std::process::id()));
+        for attempt in 0..20 {
+            // Six ports and their cluster bus ports (+10000), all free.
+            let base = 20_000 + ((std::process::id() as u16 % 500) + attempt * 37) % 500 * 10;
+            let free = (0..6).all(|i| {
+                std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
+            });
+            if !free {
+                continue;
+            }
+            let out = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
+                .args(["start", &base.to_string(), &dir.display().to_string()])
+                .env("WATCH", std::process::id().to_string())
+                .output()
+                .expect("scripts/redis-cluster.sh runs");
+            assert!(out.status.success(), "redis cluster: {}", String::from_utf8_lossy(&out.stderr));
+            return String::from_utf8_lossy(&out.stdout).trim().to_string();
+        }
+        panic!("no six free ports for a redis cluster");
+    })
 }
 
 /// Nodes under test. In embedded mode `a` and `b` are the same node.
@@ -66,7 +110,8 @@ pub fn unique(tag: &str) -> String {
 impl Harness {
     /// Starts nodes for `mode` with extra `--flag value` settings.
     pub async fn start(mode: Mode, extra: &[&str]) -> Self {
-        Self::start_with_redis(mode, extra, REDIS).await
+        let redis = if mode == Mode::RedisCluster { redis_cluster_url() } else { REDIS };
+        Self::start_with_redis(mode, extra, redis).await
     }
 
     /// Like [`Harness::start`], against a given Redis (fault tests run their own).
@@ -77,7 +122,7 @@ impl Harness {
                 let path = std::env::temp_dir().join(format!("{prefix}.db"));
                 (format!("sqlite://{}?mode=rwc", path.display()), None, Some(path))
             }
-            Mode::Cluster => {
+            Mode::Cluster | Mode::RedisCluster => {
                 let name = prefix.clone();
                 let admin = sqlx::PgPool::connect(PG_ADMIN).await.expect("postgres reachable at 127.0.0.1:5432");
                 sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE \"{name}\"")))
@@ -99,7 +144,7 @@ impl Harness {
             redis_url: redis_url.to_string(),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
-        let count = if mode == Mode::Cluster { 2 } else { 1 };
+        let count = if mode.shared() { 2 } else { 1 };
         for _ in 0..count {
             h.add_node().await;
         }
@@ -129,7 +174,7 @@ impl Harness {
             "--shutdown-drain-ms".into(),
             "2000".into(),
         ];
-        if self.mode == Mode::Cluster {
+        if self.mode.shared() {
             args.extend(["--redis-url".into(), redis_url.to_string(), "--redis-prefix".into(), self.prefix.clone()]);
         }
         args.extend(self.extra.iter().cloned());

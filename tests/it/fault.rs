@@ -199,7 +199,7 @@ async fn writes_acked_unavailable_while_redis_is_frozen_never_run_later() {
     let status = passenger.expect("server:trip:status", "after the freeze").await;
     assert_eq!(status["status"], json!("ENDED"), "a status acked UNAVAILABLE was delivered late: {status}");
     // Nor were they recorded: the trip room's history holds the two acked statuses only.
-    let key = format!("{}:hist:default:trip:{trip}:subscribers", h.prefix);
+    let key = format!("{}:hist:default:{{trip:{trip}:subscribers}}", h.prefix);
     let history = redis.cli(&["XRANGE", &key, "-", "+"]);
     assert!(history.contains("STARTED") && history.contains("ENDED"), "{history}");
     assert!(!history.contains("PAUSED") && !history.contains("EMERGENCY"), "{history}");

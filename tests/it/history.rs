@@ -222,7 +222,7 @@ async fn the_track_pages_through_a_trip_that_spans_two_partitions(mode: Mode) {
         })
         .collect();
     assert_eq!(write_snapshots(&h.db, &rows, None).await.expect("write"), 241);
-    if mode == Mode::Cluster {
+    if mode.shared() {
         let parts: Vec<String> = homes(&h.db, &driver).await.into_iter().map(|(_, p)| p).collect();
         let distinct: std::collections::BTreeSet<&String> = parts.iter().collect();
         assert_eq!(distinct.len(), 2, "the trip spans two partitions: {distinct:?}");

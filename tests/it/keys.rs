@@ -61,7 +61,7 @@ async fn every_redis_key_family_has_a_ttl() {
     // The families this scenario must have written (so a renamed key cannot pass unseen).
     for expected in [
         "conns", "subs", "offers", "offerf", "rl:loc", "loc:drv", "loc:trip", "geo", "geofresh", "snap", "hist", "sse",
-        "nodes", "node",
+        "{nodes}",
     ] {
         assert!(families.iter().any(|f| f == expected), "no {expected} key among {families:?}");
     }

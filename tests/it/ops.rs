@@ -89,7 +89,7 @@ async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
     let (status, stats) = get(admin.clone()).await;
     assert_eq!(status, 200, "{stats}");
     let cluster = &stats["cluster"];
-    let nodes = if mode == Mode::Cluster { 2 } else { 1 };
+    let nodes = if mode.shared() { 2 } else { 1 };
     assert_eq!(cluster["nodeCount"], json!(nodes), "{stats}");
     assert_eq!(cluster["connections"], json!(2), "{stats}");
     assert_eq!(cluster["sseStreams"], json!(1), "{stats}");
@@ -106,7 +106,9 @@ async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
     let (_, later) = get(admin.clone()).await;
     assert!(later["node"]["uptimeSecs"].as_u64().expect("uptime") > up, "{later}");
     match mode {
-        Mode::Cluster => assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}"),
+        Mode::Cluster | Mode::RedisCluster => {
+            assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}")
+        }
         Mode::Embedded => assert!(stats["redis"].is_null()),
     }
     // Another tenant's admin sees none of it.

@@ -92,7 +92,7 @@ async fn sampled_updates_are_written_once_per_interval(mode: Mode) {
         &["--location-min-interval-ms", "0", "--snapshot-interval-ms", "400", "--snapshot-flush-ms", "100"],
     )
     .await;
-    let worker = (mode == Mode::Cluster).then(|| spawn_worker(h.db.clone()));
+    let worker = mode.shared().then(|| spawn_worker(h.db.clone()));
     let trip = unique("t");
     let driver = unique("d");
     h.insert_trip("default", &trip, Some(&driver)).await;
@@ -150,7 +150,7 @@ fn row(driver: &str, i: i64) -> SnapshotRow {
 
 async fn a_replayed_batch_writes_nothing_new(mode: Mode) {
     let h = Harness::start(mode, &[]).await;
-    let worker = (mode == Mode::Cluster).then(|| spawn_worker(h.db.clone()));
+    let worker = mode.shared().then(|| spawn_worker(h.db.clone()));
     let driver = unique("d");
     let queue = JobQueue::new(h.db.clone(), 5);
     let batch = SnapshotBatch { rows: (0..50).map(|i| row(&driver, i)).collect() };
@@ -216,7 +216,7 @@ async fn a_failing_batch_is_retried_with_a_delay_and_succeeds_later() {
 
 async fn the_track_returns_a_trips_snapshots_in_time_order_to_its_participants(mode: Mode) {
     let h = Harness::start(mode, &[]).await;
-    let worker = (mode == Mode::Cluster).then(|| spawn_worker(h.db.clone()));
+    let worker = mode.shared().then(|| spawn_worker(h.db.clone()));
     let trip = unique("t");
     let driver = unique("d");
     h.insert_trip("default", &trip, Some(&driver)).await;

@@ -3,6 +3,7 @@
 //! and the drivers near a point for an area's first snapshot (`redis/nearby.lua`).
 
 use fred::prelude::*;
+use futures_util::StreamExt;
 
 use super::{RedisEngine, SLOT_HASH_TTL_MS, unavailable};
 use crate::domain::area::Cell;
@@ -54,12 +55,39 @@ impl RedisEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<(String, f64, f64)>> {
-        let keys = vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant)];
-        let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
         let started = std::time::Instant::now();
+        let found = if self.cluster {
+            // The geo cells around the point, each on its shard, read concurrently.
+            let mut reads = Vec::new();
+            for cell in super::cells::cells_around(lat, lng, radius_km) {
+                let keys = vec![self.keys.geo_cell(tenant, &cell), self.keys.geo_cell_fresh(tenant, &cell)];
+                reads.push(self.nearby(keys, lat, lng, radius_km, fresh_ms));
+            }
+            let mut all = Vec::new();
+            let mut reads = futures_util::stream::iter(reads).buffer_unordered(16);
+            while let Some(found) = reads.next().await {
+                all.extend(found?);
+            }
+            super::cells::merge(lat, lng, all)
+        } else {
+            self.nearby(vec![self.keys.geo(tenant), self.keys.geo_fresh(tenant)], lat, lng, radius_km, fresh_ms).await?
+        };
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
+        Ok(found)
+    }
+
+    /// `redis/nearby.lua` on one GEO index and its freshness set.
+    async fn nearby(
+        &self,
+        keys: Vec<String>,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<(String, f64, f64)>> {
+        let args = vec![lng.to_string(), lat.to_string(), radius_km.to_string(), fresh_ms.to_string()];
         let flat: Vec<String> =
             self.nearby_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
-        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "nearby").record(started.elapsed());
         Ok(flat.chunks_exact(3).filter_map(|c| Some((c[0].clone(), c[2].parse().ok()?, c[1].parse().ok()?))).collect())
     }
 }

@@ -34,6 +34,10 @@ type Cursors = HashMap<String, EventId>;
 /// How often the delivery task forgets the cursors of rooms no longer held.
 const PRUNE_EVERY: Duration = Duration::from_secs(30);
 
+/// How often a node on a Redis Cluster checks that its held rooms are still subscribed on
+/// their shards.
+const SHARD_CHECK_EVERY: Duration = Duration::from_secs(2);
+
 /// Rooms caught up at once after a gap (one history read each).
 const CATCH_UP_CONCURRENCY: usize = 32;
 
@@ -67,7 +71,32 @@ impl RedisEngine {
     /// gap (signalled by the re-subscribe task) it catches up first, then marks the node's
     /// subscriptions whole again.
     pub(super) fn spawn_delivery(self: &Arc<Self>, deliver: Deliver) {
-        let mut rx = self.subscriber.message_rx();
+        // The forwarder (owner: this engine): fred's broadcast channel is small (each of its
+        // slots is allocated up front), so its messages move at once into a bounded queue
+        // that allocates as it fills; the delivery task reads that queue.
+        let mut messages = self.subscriber.message_rx();
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<fred::types::Message>(super::PUBSUB_BUFFER);
+        let forward_cancel = self.cancel.clone();
+        self.tasks.spawn(async move {
+            loop {
+                let m = tokio::select! {
+                    _ = forward_cancel.cancelled() => break,
+                    m = messages.recv() => m,
+                };
+                match m {
+                    Ok(m) => {
+                        if tx.try_send(m).is_err() {
+                            metrics::counter!("fleetcast_pubsub_lagged_total").increment(1);
+                        }
+                    }
+                    Err(RecvError::Lagged(n)) => {
+                        tracing::warn!(lost = n, "pub/sub delivery lagged; frames dropped");
+                        metrics::counter!("fleetcast_pubsub_lagged_total").increment(n);
+                    }
+                    Err(RecvError::Closed) => break,
+                }
+            }
+        });
         let keys = self.keys.clone();
         let cancel = self.cancel.clone();
         let resubscribed = self.resubscribed.clone();
@@ -98,7 +127,7 @@ impl RedisEngine {
                     m = rx.recv() => m,
                 };
                 match msg {
-                    Ok(m) => {
+                    Some(m) => {
                         let (Some(room), Some(text)) = (keys.room_from_channel(&m.channel), m.value.as_str()) else {
                             continue;
                         };
@@ -119,11 +148,7 @@ impl RedisEngine {
                         }
                         deliver(&room, &text);
                     }
-                    Err(RecvError::Lagged(n)) => {
-                        tracing::warn!(lost = n, "pub/sub delivery lagged; frames dropped");
-                        metrics::counter!("fleetcast_pubsub_lagged_total").increment(n);
-                    }
-                    Err(RecvError::Closed) => break,
+                    None => break,
                 }
             }
         });
@@ -189,85 +214,142 @@ impl RedisEngine {
         self.rooms.lock().await.keys().cloned().collect()
     }
 
-    /// Starts the re-subscribe task (owner: this engine).
+    /// Starts the re-subscribe task (owner: this engine): after a reconnect of the
+    /// subscriber, and on a Redis Cluster also after a change of the cluster's routing (a
+    /// failover, a resharding) and whenever the periodic check finds a held room no longer
+    /// subscribed on its shard (Redis drops a shard channel's subscribers with an
+    /// unsolicited `SUNSUBSCRIBE` when its slot moves, which fred does not report), every
+    /// held room is subscribed again on its owner and verified; not ready meanwhile.
     pub(super) fn spawn_resubscriber(self: &Arc<Self>) {
         let mut reconnects = self.subscriber.reconnect_rx();
         let mut errors = self.subscriber.error_rx();
+        let mut changes = self.subscriber.cluster_change_rx();
         let cancel = self.cancel.clone();
         let this = Arc::downgrade(self);
+        let cluster = self.cluster;
         self.tasks.spawn(async move {
             // When the subscriber connection was last seen failing: the start of the gap.
             let mut gap_since: Option<std::time::Instant> = None;
+            let mut check = tokio::time::interval(SHARD_CHECK_EVERY);
+            check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             loop {
-                tokio::select! {
+                let cause = tokio::select! {
                     _ = cancel.cancelled() => break,
                     e = errors.recv() => {
                         if let Some(this) = this.upgrade() { this.subscriptions_ok.store(false, Ordering::SeqCst); }
                         gap_since.get_or_insert_with(std::time::Instant::now);
                         if matches!(e, Err(RecvError::Closed)) { break; }
+                        continue;
                     }
                     r = reconnects.recv() => {
                         if matches!(r, Err(RecvError::Closed)) { break; }
+                        "reconnect"
+                    }
+                    c = changes.recv(), if cluster => {
+                        if matches!(c, Err(RecvError::Closed)) { break; }
+                        "cluster change"
+                    }
+                    _ = check.tick(), if cluster => {
                         let Some(this) = this.upgrade() else { break };
-                        this.subscriptions_ok.store(false, Ordering::SeqCst);
-                        let since = *gap_since.get_or_insert_with(std::time::Instant::now);
-                        // Retry until every held room is subscribed and verified.
-                        loop {
-                            if cancel.is_cancelled() { return; }
-                            match this.resubscribe_and_verify().await {
-                                Ok(()) => break,
-                                Err(e) => {
-                                    tracing::warn!(error = %e, "re-subscribe failed; retrying");
-                                    tokio::time::sleep(Duration::from_millis(200)).await;
-                                }
-                            }
+                        if this.subscriptions_ok.load(Ordering::SeqCst) && this.verify_held().await.unwrap_or(true) {
+                            continue;
                         }
-                        // The delivery task catches up, then marks the subscriptions whole.
-                        this.resubscribed.notify_one();
-                        gap_since = None;
-                        // Volatile frames published to this node's rooms during the gap are
-                        // lost; recoverable ones come back with the catch-up.
-                        metrics::counter!("fleetcast_pubsub_resubscribed_total").increment(1);
-                        metrics::histogram!("fleetcast_pubsub_gap_seconds").record(since.elapsed());
-                        tracing::warn!(
-                            gap_ms = since.elapsed().as_millis() as u64,
-                            "redis subscriber connection was lost; room subscriptions restored"
-                        );
+                        "shard unsubscribed"
+                    }
+                };
+                let Some(this) = this.upgrade() else { break };
+                this.subscriptions_ok.store(false, Ordering::SeqCst);
+                let since = *gap_since.get_or_insert_with(std::time::Instant::now);
+                // Retry until every held room is subscribed and verified.
+                loop {
+                    if cancel.is_cancelled() {
+                        return;
+                    }
+                    match this.resubscribe_and_verify().await {
+                        Ok(()) => break,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "re-subscribe failed; retrying");
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
                     }
                 }
+                // The delivery task catches up, then marks the subscriptions whole.
+                this.resubscribed.notify_one();
+                gap_since = None;
+                // Volatile frames published to this node's rooms during the gap are lost;
+                // recoverable ones come back with the catch-up.
+                metrics::counter!("fleetcast_pubsub_resubscribed_total", "cause" => cause).increment(1);
+                metrics::histogram!("fleetcast_pubsub_gap_seconds").record(since.elapsed());
+                tracing::warn!(cause, gap_ms = since.elapsed().as_millis() as u64, "room subscriptions restored");
             }
         });
+    }
+
+    /// Whether every held room is still subscribed on its shard (`Ok(false)` when one is
+    /// not); a Redis Cluster's periodic check.
+    async fn verify_held(&self) -> std::result::Result<bool, fred::error::Error> {
+        let channels: Vec<String> = self.held_channels().await.into_iter().collect();
+        for group in self.by_owner(&channels) {
+            for chunk in group.chunks(500) {
+                let counts: Vec<Value> = self.client.pubsub_shardnumsub(chunk.to_vec()).await?;
+                if check_counts(&counts).is_err() {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
     }
 
     async fn resubscribe_and_verify(&self) -> std::result::Result<(), fred::error::Error> {
         let rooms = self.rooms.lock().await;
         let channels: Vec<String> = rooms.keys().cloned().collect();
+        if self.cluster {
+            // Each shard's channels on the node that owns their slot now (after a failover
+            // or a resharding the owner changed), and counted there.
+            for group in self.by_owner(&channels) {
+                for chunk in group.chunks(500) {
+                    for channel in chunk {
+                        self.subscriber.ssubscribe(channel.clone()).await?;
+                    }
+                    let counts: Vec<Value> = self.client.pubsub_shardnumsub(chunk.to_vec()).await?;
+                    check_counts(&counts)?;
+                }
+            }
+            drop(rooms);
+            return Ok(());
+        }
         for chunk in channels.chunks(500) {
             self.subscriber.subscribe(chunk.to_vec()).await?;
         }
         for chunk in channels.chunks(500) {
             let counts: Vec<Value> = self.client.pubsub_numsub(chunk.to_vec()).await?;
-            // Reply is [channel, count, channel, count, …].
-            for pair in counts.chunks(2) {
-                let n = pair.get(1).and_then(Value::as_i64).unwrap_or(0);
-                if n < 1 {
-                    return Err(fred::error::Error::new(
-                        fred::error::ErrorKind::Unknown,
-                        "channel not subscribed after reconnect",
-                    ));
-                }
-            }
+            check_counts(&counts)?;
         }
         drop(rooms);
         Ok(())
     }
 
+    /// Channels grouped by the cluster node that owns their slot (fred's routing table),
+    /// so that one `PUBSUB SHARDNUMSUB` asks the node that holds them all.
+    fn by_owner(&self, channels: &[String]) -> Vec<Vec<String>> {
+        let Some(routing) = self.client.cached_cluster_state() else {
+            return vec![channels.to_vec()];
+        };
+        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        for c in channels {
+            let owner =
+                routing.get_server(fred::util::redis_keyslot(c.as_bytes())).map(|s| s.to_string()).unwrap_or_default();
+            groups.entry(owner).or_default().push(c.clone());
+        }
+        groups.into_values().collect()
+    }
+
     pub(in crate::engine) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {
         let started = std::time::Instant::now();
-        let args = vec![self.keys.room_channel(room), frame.to_string(), self.clock.deadline()];
+        let args = vec![frame.to_string(), self.clock.deadline(), self.publish_command().to_string()];
         let r: i64 = self
             .volatile_script
-            .evalsha_with_reload(&self.client, Vec::<String>::new(), args)
+            .evalsha_with_reload(&self.client, vec![self.keys.room_channel(room)], args)
             .await
             .map_err(unavailable)?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "publish").record(started.elapsed());
@@ -291,6 +373,7 @@ impl RedisEngine {
             tail.to_string(),
             frame::except_rooms(except),
             self.clock.deadline(),
+            self.publish_command().to_string(),
         ];
         let id: String = self
             .publish_script
@@ -352,7 +435,11 @@ impl RedisEngine {
             *n += 1;
             return Ok(());
         }
-        self.subscriber.subscribe(channel.clone()).await.map_err(unavailable)?;
+        if self.cluster {
+            self.subscriber.ssubscribe(channel.clone()).await.map_err(unavailable)?;
+        } else {
+            self.subscriber.subscribe(channel.clone()).await.map_err(unavailable)?;
+        }
         rooms.insert(channel, 1);
         metrics::gauge!("fleetcast_room_subscriptions").set(rooms.len() as f64);
         Ok(())
@@ -366,11 +453,30 @@ impl RedisEngine {
         if *n == 0 {
             rooms.remove(&channel);
             metrics::gauge!("fleetcast_room_subscriptions").set(rooms.len() as f64);
-            if let Err(e) = self.subscriber.unsubscribe(channel).await {
+            let left = if self.cluster {
+                self.subscriber.sunsubscribe(channel).await
+            } else {
+                self.subscriber.unsubscribe(channel).await
+            };
+            if let Err(e) = left {
                 // Harmless: frames for a room without members are dropped on delivery, and
                 // the next reconnect re-subscribes only held rooms.
                 tracing::debug!(error = %e, "unsubscribe failed");
             }
         }
     }
+}
+
+/// A `PUBSUB NUMSUB`/`SHARDNUMSUB` reply (`[channel, count, …]`): every channel counted.
+fn check_counts(counts: &[Value]) -> std::result::Result<(), fred::error::Error> {
+    for pair in counts.chunks(2) {
+        let n = pair.get(1).and_then(Value::as_i64).unwrap_or(0);
+        if n < 1 {
+            return Err(fred::error::Error::new(
+                fred::error::ErrorKind::Unknown,
+                "channel not subscribed after reconnect",
+            ));
+        }
+    }
+    Ok(())
 }

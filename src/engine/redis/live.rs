@@ -8,6 +8,9 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use super::{RedisEngine, SLOT_HASH_TTL_MS, late, unavailable};
+
+/// How long this node's view of the live nodes is reused by slot claims.
+const LIVE_NODES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
@@ -18,6 +21,9 @@ impl RedisEngine {
         w: LocationWrite<'_>,
         l: &LocationLimits,
     ) -> Result<LocationOutcome> {
+        if self.cluster {
+            return self.write_location_sharded(w, l).await;
+        }
         let k = &self.keys;
         let driver = &w.fix.driver;
         let trip_key = match &w.fix.trip {
@@ -78,6 +84,167 @@ impl RedisEngine {
         }
     }
 
+    /// A location update on a Redis Cluster (`redis/location_driver.lua`, then
+    /// `location_trip.lua` and `location_cell.lua` concurrently): one round trip to the
+    /// driver's shard decides and writes the driver's part; only an accepted update touches
+    /// the trip's and the cell's shards. The trip's position and its broadcast are written
+    /// together; when that write fails the update is answered `UNAVAILABLE` and its entry in
+    /// the rate window is taken back, so the ack and what was applied agree.
+    async fn write_location_sharded(&self, w: LocationWrite<'_>, l: &LocationLimits) -> Result<LocationOutcome> {
+        let k = &self.keys;
+        let driver = &w.fix.driver;
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let entry = format!("{}:{seq}", self.node_id);
+        let window = k.location_window(w.tenant, driver);
+        let keys = vec![
+            window.clone(),
+            k.driver_location(w.tenant, driver),
+            k.snapshot_marker(w.tenant, driver),
+            k.sse_streams(w.tenant, &UserId(w.driver_room.0.as_str().to_string())),
+            k.room_channel(w.driver_room.0),
+        ];
+        let args: Vec<String> = vec![
+            l.min_interval_ms.to_string(),
+            l.max_per_minute.to_string(),
+            l.ttl_ms.to_string(),
+            l.snapshot_interval_ms.to_string(),
+            w.location_json.to_string(),
+            entry.clone(),
+            self.clock.deadline(),
+            w.driver_room.1.to_string(),
+        ];
+        let started = std::time::Instant::now();
+        let r: Vec<Value> =
+            self.location_driver_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
+        let (sampled, came_live, previous) = match r.first().and_then(Value::as_i64) {
+            Some(1) => (
+                r.get(1).and_then(Value::as_i64) == Some(1),
+                r.get(2).and_then(Value::as_i64) == Some(1),
+                r.get(3).and_then(Value::as_string).filter(|p| !p.is_empty()),
+            ),
+            Some(0) => {
+                let wait = r.get(1).and_then(Value::as_i64).unwrap_or(1).max(1) as u64;
+                return Ok(LocationOutcome::RateLimited { retry_after_ms: wait });
+            }
+            Some(2) => return Err(late("location")),
+            _ => {
+                tracing::error!(reply = ?r, "unexpected location script reply");
+                return Err(Error::Internal);
+            }
+        };
+        let previous: Option<Location> = previous.and_then(|p| serde_json::from_str(&p).ok());
+        let (lat, lng) = (w.fix.lat, w.fix.lng);
+        let cell = super::cells::geo_cell(lat, lng);
+        let prev_cell = previous.as_ref().map(|p| super::cells::geo_cell(p.lat, p.lng)).filter(|c| *c != cell);
+        let trip = async {
+            let (Some(t), Some((room, frame))) = (&w.fix.trip, w.publish) else { return Ok(()) };
+            let keys = vec![k.trip_location(w.tenant, t), k.room_channel(room)];
+            let args =
+                vec![w.location_json.to_string(), l.ttl_ms.to_string(), frame.to_string(), self.clock.deadline()];
+            let r: i64 =
+                self.location_trip_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
+            if r == 2 { Err(late("location")) } else { Ok(()) }
+        };
+        let index = async {
+            let keys = vec![k.geo_cell(w.tenant, &cell), k.geo_cell_fresh(w.tenant, &cell)];
+            let args = vec![
+                lng.to_string(),
+                lat.to_string(),
+                driver.0.clone(),
+                l.ttl_ms.to_string(),
+                l.snapshot_interval_ms.to_string(),
+                if sampled { "1" } else { "0" }.to_string(),
+            ];
+            let was_empty: i64 = self.location_cell_script.evalsha_with_reload(&self.client, keys, args).await?;
+            if was_empty == 1 {
+                let registry = k.geo_cells(w.tenant);
+                let _: i64 = self.client.sadd(&registry, cell.as_str()).await?;
+                let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
+            }
+            if let Some(prev) = &prev_cell {
+                let member = driver.0.as_str();
+                let _: i64 = self.client.zrem(k.geo_cell_fresh(w.tenant, prev), member).await?;
+                let _: i64 = self.client.zrem(k.geo_cell(w.tenant, prev), member).await?;
+            }
+            Ok::<(), fred::error::Error>(())
+        };
+        let areas = self.publish_area_position(w.tenant, w.cell, previous.as_ref(), w.location_json);
+        let (trip, index, ()) = tokio::join!(trip, index, areas);
+        metrics::histogram!("fleetcast_redis_command_seconds", "command" => "location").record(started.elapsed());
+        if let Err(e) = index {
+            // The update was stored and delivered; the offer index catches up with the
+            // driver's next update.
+            tracing::warn!(error = %e, "geo cell not updated");
+            metrics::counter!("fleetcast_redis_errors_total").increment(1);
+        }
+        if let Err(e) = trip {
+            // Not delivered to the trip: take the update back out of the rate window, so
+            // that the driver's retry is not refused for an update nobody saw.
+            let _: std::result::Result<i64, _> = self.client.zrem(&window, entry.as_str()).await;
+            return Err(e);
+        }
+        Ok(LocationOutcome::Accepted { sampled, came_live })
+    }
+
+    /// Publishes an `area.position` frame to the cell rooms a position concerns (its cell,
+    /// and the cell it left) while some node watches them: the tenant's watched cells are
+    /// read at most once a second, so no update reads a tenant-wide key.
+    async fn publish_area_position(
+        &self,
+        tenant: &Tenant,
+        cell: crate::domain::area::Cell,
+        previous: Option<&Location>,
+        location_json: &str,
+    ) {
+        let watched = match self.watched_cells(tenant).await {
+            Ok(w) => w,
+            Err(_) => return,
+        };
+        if watched.is_empty() {
+            return;
+        }
+        let mut cells = vec![cell];
+        if let Some(p) = previous {
+            let prev = crate::domain::area::Cell::of(p.lat, p.lng);
+            if prev != cell {
+                cells.push(prev);
+            }
+        }
+        let frame = format!("{}{location_json}", crate::engine::frame::area_position_head());
+        for c in cells.into_iter().filter(|c| watched.contains(&c.name())) {
+            let channel = self.keys.room_channel(&crate::domain::RoomKey::area_cell(tenant, c));
+            if let Err(e) = self.client.spublish::<i64, _, _>(channel, frame.as_str()).await {
+                tracing::debug!(error = %e, "area position not published");
+            }
+        }
+    }
+
+    /// The tenant's watched area cells (from `{p}:areas:{tenant}`), read at most once a
+    /// second.
+    pub(super) async fn watched_cells(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<std::sync::Arc<std::collections::HashSet<String>>> {
+        {
+            let cache = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if let Some((at, cells)) = cache.get(&tenant.0)
+                && at.elapsed() < LIVE_NODES_FOR
+            {
+                return Ok(cells.clone());
+            }
+        }
+        let members: Vec<String> = self.client.smembers(self.keys.area_watches(tenant)).await.map_err(unavailable)?;
+        let cells: std::collections::HashSet<String> =
+            members.iter().filter_map(|m| m.split_once('\u{1f}').map(|(c, _)| c.to_string())).collect();
+        let cells = std::sync::Arc::new(cells);
+        let mut cache = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(tenant.0.clone(), (std::time::Instant::now(), cells.clone()));
+        Ok(cells)
+    }
+
     /// The stored `Location` at `key`, parsed (it was written from a [`Location`]).
     async fn get_location(&self, key: String) -> Result<Option<Location>> {
         let started = std::time::Instant::now();
@@ -115,20 +282,7 @@ impl RedisEngine {
 
     pub(in crate::engine) async fn count_slots(&self, kind: SlotKind, tenant: &Tenant, user: &UserId) -> Result<u64> {
         // A claim of nothing under an unbounded cap drops dead nodes' entries and counts.
-        let args: Vec<String> = vec![
-            self.keys.node_prefix(),
-            u32::MAX.to_string(),
-            self.node_id.clone(),
-            String::new(),
-            SLOT_HASH_TTL_MS.to_string(),
-            self.heartbeat_ttl_ms.to_string(),
-            "0".to_string(),
-        ];
-        let r: Vec<i64> = self
-            .claim_script
-            .evalsha_with_reload(&self.client, vec![self.slot_key(kind, tenant, user)], args)
-            .await
-            .map_err(unavailable)?;
+        let r = self.run_claim(self.slot_key(kind, tenant, user), u32::MAX, "", &[], false).await?;
         Ok(r.get(1).copied().unwrap_or(0).max(0) as u64)
     }
 
@@ -141,28 +295,74 @@ impl RedisEngine {
         slots: &[&str],
         cap: u32,
     ) -> Result<Claim> {
-        let mut args: Vec<String> = vec![
-            self.keys.node_prefix(),
-            cap.to_string(),
-            self.node_id.clone(),
-            sid.to_string(),
-            SLOT_HASH_TTL_MS.to_string(),
-            self.heartbeat_ttl_ms.to_string(),
-            self.clock.deadline(),
-        ];
-        args.extend(slots.iter().map(|s| s.to_string()));
         let started = std::time::Instant::now();
-        let r: Vec<i64> = self
-            .claim_script
-            .evalsha_with_reload(&self.client, vec![self.slot_key(kind, tenant, user)], args)
-            .await
-            .map_err(unavailable)?;
+        let r = self.run_claim(self.slot_key(kind, tenant, user), cap, sid, slots, true).await?;
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "claim").record(started.elapsed());
         match r.first() {
             Some(1) => Ok(Claim::Granted),
             Some(2) => Err(late("claim")),
             _ => Ok(Claim::Refused),
         }
+    }
+
+    /// Runs `redis/claim.lua` on one slot HASH with this node's view of the live nodes; when
+    /// the script finds entries of nodes outside that view, once more with a fresh read of
+    /// the registry (only then are those entries dropped). `deadline`: the claim carries one.
+    async fn run_claim(&self, key: String, cap: u32, sid: &str, slots: &[&str], deadline: bool) -> Result<Vec<i64>> {
+        let mut fresh = false;
+        loop {
+            let live = self.live_nodes(fresh).await?;
+            let mut args: Vec<String> = vec![
+                String::new(),
+                cap.to_string(),
+                self.node_id.clone(),
+                sid.to_string(),
+                SLOT_HASH_TTL_MS.to_string(),
+                String::new(),
+                if deadline { self.clock.deadline() } else { "0".to_string() },
+                live.join("\u{1f}"),
+                if fresh { "1" } else { "0" }.to_string(),
+            ];
+            args.extend(slots.iter().map(|s| s.to_string()));
+            let r: Vec<Value> = self
+                .claim_script
+                .evalsha_with_reload(&self.client, vec![key.clone()], args)
+                .await
+                .map_err(unavailable)?;
+            let code = r.first().and_then(Value::as_i64);
+            if code == Some(3) && !fresh {
+                fresh = true;
+                continue;
+            }
+            return Ok(r.iter().map(|v| v.as_i64().unwrap_or(0)).collect());
+        }
+    }
+
+    /// The ids of the live nodes (heartbeat within its TTL, this one always), from the
+    /// registry; read at most once a second unless `fresh`.
+    async fn live_nodes(&self, fresh: bool) -> Result<std::sync::Arc<Vec<String>>> {
+        if !fresh
+            && let Some((at, nodes)) =
+                self.live_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+            && at.elapsed() < LIVE_NODES_FOR
+        {
+            return Ok(nodes.clone());
+        }
+        let now = crate::domain::now_ms();
+        let mut nodes: Vec<String> = self
+            .node_beats()
+            .await?
+            .into_iter()
+            .filter(|(_, beat)| beat + self.heartbeat_ttl_ms >= now)
+            .map(|(id, _)| id)
+            .collect();
+        if !nodes.contains(&self.node_id) {
+            nodes.push(self.node_id.clone());
+        }
+        let nodes = std::sync::Arc::new(nodes);
+        *self.live_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
+            Some((std::time::Instant::now(), nodes.clone()));
+        Ok(nodes)
     }
 
     pub(in crate::engine) async fn release(
@@ -205,18 +405,40 @@ impl RedisEngine {
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
         let near = self.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await?;
-        let mut found = Vec::with_capacity(near.len());
-        // The drivers' filters, a thousand keys per MGET; drivers without any are not
-        // subscribed to offers.
-        for chunk in near.chunks(1_000) {
-            let keys: Vec<String> =
-                chunk.iter().map(|(d, _, _)| self.keys.offer_filters(tenant, &UserId(d.clone()))).collect();
-            let filters: Vec<Option<String>> = self.client.mget(keys).await.map_err(unavailable)?;
-            found.extend(chunk.iter().zip(filters).filter_map(|((driver, lat, lng), filters)| {
-                Some(Candidate { driver: driver.clone(), lat: *lat, lng: *lng, filters: filters? })
-            }));
+        // The drivers' filters; drivers without any are not subscribed to offers.
+        let keys: Vec<String> =
+            near.iter().map(|(d, _, _)| self.keys.offer_filters(tenant, &UserId(d.clone()))).collect();
+        let filters = self.get_many(keys).await?;
+        Ok(near
+            .into_iter()
+            .zip(filters)
+            .filter_map(|((driver, lat, lng), filters)| Some(Candidate { driver, lat, lng, filters: filters? }))
+            .collect())
+    }
+
+    /// The string values of many keys, in order: `MGET`s of a thousand on one Redis; on a
+    /// Redis Cluster, where the keys live on many slots, `GET`s issued concurrently.
+    pub(super) async fn get_many(&self, keys: Vec<String>) -> Result<Vec<Option<String>>> {
+        use futures_util::StreamExt;
+        if self.cluster {
+            let mut gets = Vec::with_capacity(keys.len());
+            for k in keys {
+                gets.push(self.client.get::<Option<String>, _>(k));
+            }
+            let values: Vec<std::result::Result<Option<String>, _>> =
+                futures_util::stream::iter(gets).buffered(64).collect().await;
+            return values.into_iter().map(|v| v.map_err(unavailable)).collect();
         }
-        Ok(found)
+        let mut out = Vec::with_capacity(keys.len());
+        for chunk in keys.chunks(1_000) {
+            let values: Vec<Option<String>> = if chunk.len() == 1 {
+                vec![self.client.get(chunk[0].clone()).await.map_err(unavailable)?]
+            } else {
+                self.client.mget(chunk.to_vec()).await.map_err(unavailable)?
+            };
+            out.extend(values);
+        }
+        Ok(out)
     }
 
     pub(in crate::engine) async fn heartbeat(&self, stats_json: &str) -> Result<()> {
@@ -243,6 +465,20 @@ impl RedisEngine {
     pub(in crate::engine) async fn live_drivers(&self, tenant: &Tenant, fresh_ms: u64) -> Result<u64> {
         let now = crate::domain::now_ms();
         let min = now.saturating_sub(fresh_ms) as f64;
+        if self.cluster {
+            // The sum over the tenant's geo cells.
+            let cells: Vec<String> = self.client.smembers(self.keys.geo_cells(tenant)).await.map_err(unavailable)?;
+            let mut n = 0;
+            for cell in cells {
+                let c: u64 = self
+                    .client
+                    .zcount(self.keys.geo_cell_fresh(tenant, &cell), min, f64::INFINITY)
+                    .await
+                    .map_err(unavailable)?;
+                n += c;
+            }
+            return Ok(n);
+        }
         let n: u64 = self.client.zcount(self.keys.geo_fresh(tenant), min, f64::INFINITY).await.map_err(unavailable)?;
         Ok(n)
     }

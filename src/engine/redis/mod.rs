@@ -26,6 +26,7 @@ use crate::error::Error;
 
 mod areas;
 mod broker;
+mod cells;
 mod clock;
 mod live;
 mod presence;
@@ -34,11 +35,25 @@ mod presence;
 /// by the claim script long before.
 const SLOT_HASH_TTL_MS: u64 = 24 * 3600 * 1000;
 
-/// Pub/sub messages buffered between fred's reader and our delivery task. fred's default
-/// (32) silently drops bursts; 64k frames is about 20 MB at typical frame sizes and covers
-/// several seconds of a 15k updates/s node. Lag beyond it is counted in
+/// Pub/sub messages buffered between fred's reader and our delivery task: a forwarding
+/// task moves them from fred's broadcast channel into a queue of this bound (which, unlike
+/// fred's channels, allocates as it fills). 64k frames is about 20 MB at typical frame sizes
+/// and covers several seconds of a 15k updates/s node. Lag beyond it is counted in
 /// `fleetcast_pubsub_lagged_total`.
-const PUBSUB_BUFFER: usize = 65_536;
+pub(super) const PUBSUB_BUFFER: usize = 65_536;
+
+/// Capacity of each of fred's broadcast channels on the subscriber client (messages,
+/// errors, reconnects, cluster changes, … nine per client, each allocated in full at
+/// start): deep enough for a burst between two polls of the forwarding task. (fred's
+/// default, 32, drops bursts; 65,536 on every channel of both clients cost ≈ 100 MB per
+/// node before any socket.)
+const SUBSCRIBER_BROADCAST: usize = 4_096;
+
+/// The same for the command client, which receives no messages.
+const CLIENT_BROADCAST: usize = 32;
+
+/// A tenant's watched area cells and when they were read.
+type WatchedCells = (std::time::Instant, Arc<std::collections::HashSet<String>>);
 
 /// Settings of the Redis engine.
 pub struct RedisSettings {
@@ -58,10 +73,16 @@ pub struct RedisSettings {
 
 /// The cluster engine.
 pub struct RedisEngine {
+    /// A Redis Cluster (`redis-cluster://…`): sharded pub/sub, and the location path split
+    /// by slot.
+    cluster: bool,
     client: Client,
     subscriber: SubscriberClient,
     keys: Keys,
     location_script: Script,
+    location_driver_script: Script,
+    location_trip_script: Script,
+    location_cell_script: Script,
     claim_script: Script,
     publish_script: Script,
     volatile_script: Script,
@@ -72,6 +93,11 @@ pub struct RedisEngine {
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
+    /// This node's view of the live nodes and when it was read (`live::live_nodes`).
+    live_nodes: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
+    /// Per tenant, its watched area cells and when they were read (`live::watched_cells`;
+    /// Redis Cluster).
+    watched: std::sync::Mutex<HashMap<String, WatchedCells>>,
     /// Redis's clock, for the deadline of every write.
     clock: clock::RedisClock,
     /// Local member count per held room channel. An async mutex because the first join
@@ -110,26 +136,30 @@ impl RedisEngine {
     /// is down and becomes ready when it returns); [`Self::spawn_tasks`] starts delivering.
     pub async fn connect(s: RedisSettings, deliver: Deliver) -> Result<Self, fred::error::Error> {
         let config = Config::from_url(&s.url)?;
-        let mut builder = Builder::from_config(config);
-        builder
-            .with_config(|c| {
-                // Start even when Redis is down; the reconnect policy takes over.
-                c.fail_fast = false;
-            })
-            .with_performance_config(|p| {
-                p.default_command_timeout = s.timeout;
-                p.broadcast_channel_capacity = PUBSUB_BUFFER;
-            })
-            .with_connection_config(|c| {
-                c.connection_timeout = Duration::from_secs(2);
-                c.internal_command_timeout = s.timeout;
-                c.max_command_attempts = 1;
-                c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
-            })
-            // Unlimited attempts, 100 ms apart: cross-node delivery resumes within ~2 s.
-            .set_policy(ReconnectPolicy::new_constant(0, 100));
-        let client = builder.build()?;
-        let subscriber = builder.build_subscriber_client()?;
+        let cluster = config.server.is_clustered();
+        let builder = |broadcast: usize| -> Builder {
+            let mut builder = Builder::from_config(config.clone());
+            builder
+                .with_config(|c| {
+                    // Start even when Redis is down; the reconnect policy takes over.
+                    c.fail_fast = false;
+                })
+                .with_performance_config(|p| {
+                    p.default_command_timeout = s.timeout;
+                    p.broadcast_channel_capacity = broadcast;
+                })
+                .with_connection_config(|c| {
+                    c.connection_timeout = Duration::from_secs(2);
+                    c.internal_command_timeout = s.timeout;
+                    c.max_command_attempts = 1;
+                    c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
+                })
+                // Unlimited attempts, 100 ms apart: cross-node delivery resumes within ~2 s.
+                .set_policy(ReconnectPolicy::new_constant(0, 100));
+            builder
+        };
+        let client = builder(CLIENT_BROADCAST).build()?;
+        let subscriber = builder(SUBSCRIBER_BROADCAST).build_subscriber_client()?;
         client.connect();
         subscriber.connect();
         let wait = Duration::from_secs(5);
@@ -139,10 +169,14 @@ impl RedisEngine {
             tracing::warn!("redis not reachable at start; the node starts not ready and keeps retrying");
         }
         let engine = Self {
+            cluster,
             client,
             subscriber,
-            keys: Keys::new(&s.prefix),
+            keys: Keys::new(&s.prefix).map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Config, e))?,
             location_script: Script::from_lua(include_str!("../../../redis/location.lua")),
+            location_driver_script: Script::from_lua(include_str!("../../../redis/location_driver.lua")),
+            location_trip_script: Script::from_lua(include_str!("../../../redis/location_trip.lua")),
+            location_cell_script: Script::from_lua(include_str!("../../../redis/location_cell.lua")),
             claim_script: Script::from_lua(include_str!("../../../redis/claim.lua")),
             publish_script: Script::from_lua(include_str!("../../../redis/publish.lua")),
             volatile_script: Script::from_lua(include_str!("../../../redis/volatile.lua")),
@@ -153,6 +187,8 @@ impl RedisEngine {
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
+            live_nodes: std::sync::Mutex::new(None),
+            watched: std::sync::Mutex::new(HashMap::new()),
             clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),
@@ -186,6 +222,12 @@ impl RedisEngine {
                 }
             }
         });
+    }
+
+    /// The command that publishes to a room channel: sharded on a Redis Cluster, so only
+    /// the shard that owns the room's slot carries its traffic.
+    fn publish_command(&self) -> &'static str {
+        if self.cluster { "SPUBLISH" } else { "PUBLISH" }
     }
 
     pub(in crate::engine) async fn ready(&self) -> bool {

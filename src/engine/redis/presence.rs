@@ -22,6 +22,24 @@ fn parse_stored(v: &str) -> Option<(Availability, Option<String>)> {
     Some((Availability::parse(a)?, trip.filter(|t| !t.is_empty())))
 }
 
+/// The changes in a `presence.lua` reply: `driver, availability, previous, trip` each.
+fn parse_changes(flat: &[String]) -> Result<Vec<PresenceChange>> {
+    flat.chunks_exact(4)
+        .map(|c| {
+            let (Some(availability), Some(previous)) = (Availability::parse(&c[1]), Availability::parse(&c[2])) else {
+                tracing::error!(reply = ?c, "unexpected presence script reply");
+                return Err(Error::Internal);
+            };
+            Ok(PresenceChange {
+                driver: c[0].clone(),
+                availability,
+                previous,
+                trip: (!c[3].is_empty()).then(|| c[3].clone()),
+            })
+        })
+        .collect()
+}
+
 impl RedisEngine {
     pub(in crate::engine) async fn derive_presence(
         &self,
@@ -29,6 +47,9 @@ impl RedisEngine {
         drivers: &[PresenceInput],
         limits: &PresenceLimits,
     ) -> Result<Vec<PresenceChange>> {
+        if self.cluster {
+            return self.derive_presence_sharded(tenant, drivers, limits).await;
+        }
         let k = &self.keys;
         let mut changes = Vec::new();
         for chunk in drivers.chunks(DERIVE_BATCH) {
@@ -54,19 +75,85 @@ impl RedisEngine {
             let flat: Vec<String> =
                 self.presence_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
             metrics::histogram!("fleetcast_redis_command_seconds", "command" => "presence").record(started.elapsed());
-            for c in flat.chunks_exact(4) {
-                let (Some(availability), Some(previous)) = (Availability::parse(&c[1]), Availability::parse(&c[2]))
-                else {
-                    tracing::error!(reply = ?c, "unexpected presence script reply");
-                    return Err(Error::Internal);
-                };
-                changes.push(PresenceChange {
-                    driver: c[0].clone(),
-                    availability,
-                    previous,
-                    trip: (!c[3].is_empty()).then(|| c[3].clone()),
-                });
+            changes.extend(parse_changes(&flat)?);
+        }
+        Ok(changes)
+    }
+
+    /// [`Self::derive_presence`] on a Redis Cluster: each driver's inputs are read on its
+    /// own slot (its connection and offer slots, whether its latest position is still
+    /// stored — it lives the location TTL, the freshness bound), then `presence.lua` compares
+    /// and sets on the tenant's slot with them ("given"), and the node keeps the tenants SET.
+    /// Two derivations of one driver at once may each report a change (never the same one
+    /// twice); the next derivation settles it.
+    async fn derive_presence_sharded(
+        &self,
+        tenant: &Tenant,
+        drivers: &[PresenceInput],
+        limits: &PresenceLimits,
+    ) -> Result<Vec<PresenceChange>> {
+        use futures_util::StreamExt;
+        let k = &self.keys;
+        let now = crate::domain::now_ms();
+        let beats = self.node_beats().await?;
+        let alive = |node: &str| {
+            node == self.node_id || beats.iter().any(|(n, beat)| n == node && beat + limits.node_silence_ms >= now)
+        };
+        let mut reads = Vec::with_capacity(drivers.len());
+        for input in drivers {
+            let driver = UserId(input.driver.clone());
+            let (conns, offers, loc) =
+                (k.connections(tenant, &driver), k.offer_slots(tenant, &driver), k.driver_location(tenant, &driver));
+            let pipe = self.client.pipeline();
+            reads.push(async move {
+                let _: () = pipe.hvals(conns).await?;
+                let _: () = pipe.hvals(offers).await?;
+                let _: () = pipe.exists(loc).await?;
+                let (conns, offers, fresh): (Vec<String>, Vec<String>, i64) = pipe.all().await?;
+                Ok::<_, fred::error::Error>((conns, offers, fresh == 1))
+            });
+        }
+        let inputs: Vec<std::result::Result<_, _>> = futures_util::stream::iter(reads).buffered(64).collect().await;
+        let mut changes = Vec::new();
+        let mut all = drivers.iter().zip(inputs);
+        loop {
+            let chunk: Vec<_> = all.by_ref().take(DERIVE_BATCH).collect();
+            if chunk.is_empty() {
+                break;
             }
+            let mut args =
+                vec!["given".to_string(), limits.node_silence_ms.to_string(), self.node_id.clone(), tenant.0.clone()];
+            for (input, read) in chunk {
+                let (conns, offers, fresh) = read.map_err(unavailable)?;
+                let flag = |b: bool| if b { '1' } else { '0' };
+                args.push(input.driver.clone());
+                args.push(match &input.trip {
+                    None => "\0".to_string(),
+                    Some(None) => String::new(),
+                    Some(Some(t)) => t.clone(),
+                });
+                args.push(
+                    [flag(fresh), flag(conns.iter().any(|n| alive(n))), flag(offers.iter().any(|n| alive(n)))]
+                        .iter()
+                        .collect(),
+                );
+            }
+            let started = std::time::Instant::now();
+            let flat: Vec<String> = self
+                .presence_script
+                .evalsha_with_reload(&self.client, vec![k.presence(tenant)], args)
+                .await
+                .map_err(unavailable)?;
+            metrics::histogram!("fleetcast_redis_command_seconds", "command" => "presence").record(started.elapsed());
+            let (state, rest) = flat.split_first().map(|(s, r)| (s.as_str(), r)).unwrap_or(("", &[]));
+            let tenants = k.presence_tenants();
+            if state == "exists" {
+                let _: i64 = self.client.sadd(&tenants, tenant.0.as_str()).await.map_err(unavailable)?;
+                let _: i64 = self.client.pexpire(&tenants, 86_400_000, None).await.map_err(unavailable)?;
+            } else {
+                let _: i64 = self.client.srem(&tenants, tenant.0.as_str()).await.map_err(unavailable)?;
+            }
+            changes.extend(parse_changes(rest)?);
         }
         Ok(changes)
     }
@@ -109,6 +196,19 @@ impl RedisEngine {
         drivers: &[String],
         fresh_ms: u64,
     ) -> Result<Vec<bool>> {
+        if self.cluster {
+            // A driver's latest position lives the location TTL, the freshness bound of
+            // every caller (`flows::presence`): stored means fresh.
+            use futures_util::StreamExt;
+            let mut reads = Vec::with_capacity(drivers.len());
+            for d in drivers {
+                reads.push(self.client.exists::<i64, _>(self.keys.driver_location(tenant, &UserId(d.clone()))));
+            }
+            let found: Vec<std::result::Result<i64, _>> =
+                futures_util::stream::iter(reads).buffered(64).collect().await;
+            let _ = fresh_ms;
+            return found.into_iter().map(|r| r.map(|n| n == 1).map_err(unavailable)).collect();
+        }
         // Scores are Redis's clock; nodes of one cluster agree with it within far less than
         // a location TTL.
         let bound = crate::domain::now_ms().saturating_sub(fresh_ms) as f64;
@@ -140,17 +240,9 @@ impl RedisEngine {
         tenant: &Tenant,
         drivers: &[UserId],
     ) -> Result<Vec<Option<Location>>> {
-        let mut out = Vec::with_capacity(drivers.len());
-        for chunk in drivers.chunks(1_000) {
-            let keys: Vec<String> = chunk.iter().map(|d| self.keys.driver_location(tenant, d)).collect();
-            let values: Vec<Option<String>> = if keys.len() == 1 {
-                vec![self.client.get(keys[0].clone()).await.map_err(unavailable)?]
-            } else {
-                self.client.mget(keys).await.map_err(unavailable)?
-            };
-            out.extend(values.into_iter().map(|v| v.and_then(|json| serde_json::from_str(&json).ok())));
-        }
-        Ok(out)
+        let keys: Vec<String> = drivers.iter().map(|d| self.keys.driver_location(tenant, d)).collect();
+        let values = self.get_many(keys).await?;
+        Ok(values.into_iter().map(|v| v.and_then(|json| serde_json::from_str(&json).ok())).collect())
     }
 
     pub(in crate::engine) async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {

@@ -1,0 +1,58 @@
+-- Redis Cluster: the driver's part of an accepted-or-refused location update, on the
+-- driver's slot (every key here is tagged with its location room). The cluster-wide rate
+-- check (minimum interval + sliding minute) decides first; a refused update writes nothing.
+-- An accepted one stores the driver's latest position, decides snapshot sampling and
+-- publishes to the driver's location room while SSE streams follow it. The node then writes
+-- the trip's and the geo cell's parts on their own slots (`location_trip.lua`,
+-- `location_cell.lua`), concurrently.
+--
+-- KEYS[1] rate window ZSET   KEYS[2] latest position   KEYS[3] snapshot-sampling marker
+-- KEYS[4] SSE streams watching the driver's location (HASH; absent = nobody watches)
+-- KEYS[5] the driver's location room channel (declared: SPUBLISH on the script's slot)
+-- ARGV[1] min interval ms   ARGV[2] max per minute   ARGV[3] location TTL ms
+-- ARGV[4] snapshot interval ms   ARGV[5] Location JSON   ARGV[6] unique window entry id
+-- ARGV[7] deadline, ms in Redis time (0 = none): past it the update is not applied
+-- ARGV[8] frame for the driver's location room
+-- Returns {1, sampled(0|1), came_live(0|1), previous Location JSON or ""} when accepted,
+-- {0, retryAfterMs} when refused, {2, 0} when it ran after its deadline (nothing written).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local deadline = tonumber(ARGV[7])
+if deadline > 0 and now > deadline then return {2, 0} end
+local min_interval = tonumber(ARGV[1])
+local max_per_minute = tonumber(ARGV[2])
+
+if min_interval > 0 then
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  if #last > 0 then
+    local wait = tonumber(last[2]) + min_interval - now
+    if wait > 0 then return {0, wait} end
+  end
+end
+if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
+  if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+    local wait = tonumber(oldest[2]) + 60000 - now
+    if wait < 1 then wait = 1 end
+    return {0, wait}
+  end
+end
+redis.call('ZADD', KEYS[1], now, ARGV[6])
+redis.call('PEXPIRE', KEYS[1], 60000)
+
+-- The latest position lives the location TTL: none stored means the driver had no fresh
+-- position (it "comes live").
+local previous = redis.call('GET', KEYS[2])
+local came_live = 0
+if not previous then
+  came_live = 1
+  previous = ''
+end
+redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
+local sampled = 0
+if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
+if redis.call('EXISTS', KEYS[4]) == 1 then
+  redis.call('SPUBLISH', KEYS[5], ARGV[8])
+end
+return {1, sampled, came_live, previous}
