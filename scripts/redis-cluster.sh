@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # A private Redis Cluster for tests and benchmarks: three primaries and three replicas from
 # `redis-server --cluster-enabled yes`, joined with `redis-cli --cluster create
-# --cluster-replicas 1`, on six consecutive ports from BASE, in DIR. Never touches another
-# Redis; stopped by the PIDs it wrote.
+# --cluster-replicas 1`, on six consecutive ports from BASE, in DIR; ready once every replica
+# is in sync (`--cluster-node-timeout 2000`: a replica takes over a failed primary within
+# about 3 s). Never touches another Redis; stopped by the PIDs it wrote.
 #
 #   scripts/redis-cluster.sh start BASE DIR   # prints the seed URL: redis-cluster://127.0.0.1:BASE?node=…
 #   scripts/redis-cluster.sh stop DIR         # SIGTERM to each of its redis-servers (by PID file)
@@ -21,6 +22,7 @@ start)
     mkdir -p "$dir/$p"
     (cd "$dir/$p" && redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
       --cluster-config-file nodes.conf --cluster-node-timeout 2000 --save '' --appendonly no \
+      --repl-diskless-sync yes --repl-diskless-sync-delay 0 --cluster-replica-validity-factor 0 \
       --daemonize yes --logfile log --pidfile "$dir/$p/pid")
   done
   for p in "${ports[@]}"; do
@@ -35,6 +37,12 @@ start)
       redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
     done
     [ "$(redis-cli -p "$base" cluster nodes | grep -c slave)" = 3 ] || ok=0
+    # Every replica in sync with its primary, so that it can take over at once.
+    for p in "${ports[@]}"; do
+      if redis-cli -p "$p" info replication 2>/dev/null | grep -q 'role:slave'; then
+        redis-cli -p "$p" info replication | grep -q 'master_link_status:up' || ok=0
+      fi
+    done
     [ $ok = 1 ] && break
     sleep 0.1
   done

@@ -480,6 +480,11 @@ impl Client {
         }
     }
 
+    /// The next event of any name received within `within`.
+    pub async fn next_any(&mut self, within: Duration) -> Option<(String, Value)> {
+        tokio::time::timeout(within, self.events.recv()).await.ok().flatten()
+    }
+
     /// Like [`Client::next`] but panics with `what` when nothing arrives.
     pub async fn expect(&mut self, event: &str, what: &str) -> Value {
         self.next(event, Duration::from_secs(5)).await.unwrap_or_else(|| panic!("{what}: no {event} within 5 s"))

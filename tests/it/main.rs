@@ -1,11 +1,13 @@
 //! fleetcast integration tests: one binary, one file per behaviour. Scenarios run against
-//! an embedded node and a two-node cluster (see `common`).
+//! an embedded node, a two-node cluster on one Redis and a two-node cluster on a Redis
+//! Cluster (see `common`).
 
 mod common;
 
 mod areas;
 mod auth;
 mod binary;
+mod cluster;
 mod delivery;
 mod dispatch;
 mod fault;

@@ -247,11 +247,17 @@ impl RedisEngine {
                     }
                     c = changes.recv(), if cluster => {
                         if matches!(c, Err(RecvError::Closed)) { break; }
+                        // Only a change that left a held room without its subscription
+                        // costs a re-subscribe (fred reports every refresh of its routing).
+                        let Some(this) = this.upgrade() else { break };
+                        if this.verify_held().await.unwrap_or(false) {
+                            continue;
+                        }
                         "cluster change"
                     }
                     _ = check.tick(), if cluster => {
                         let Some(this) = this.upgrade() else { break };
-                        if this.subscriptions_ok.load(Ordering::SeqCst) && this.verify_held().await.unwrap_or(true) {
+                        if !this.subscriptions_ok.load(Ordering::SeqCst) || this.verify_held().await.unwrap_or(true) {
                             continue;
                         }
                         "shard unsubscribed"
@@ -276,6 +282,8 @@ impl RedisEngine {
                 // The delivery task catches up, then marks the subscriptions whole.
                 this.resubscribed.notify_one();
                 gap_since = None;
+                // Routing refreshes of the re-subscribe itself are no news.
+                while changes.try_recv().is_ok() {}
                 // Volatile frames published to this node's rooms during the gap are lost;
                 // recoverable ones come back with the catch-up.
                 metrics::counter!("fleetcast_pubsub_resubscribed_total", "cause" => cause).increment(1);
@@ -285,19 +293,47 @@ impl RedisEngine {
         });
     }
 
-    /// Whether every held room is still subscribed on its shard (`Ok(false)` when one is
-    /// not); a Redis Cluster's periodic check.
+    /// Whether every held room is still subscribed on its shard by this node (`Ok(false)`
+    /// when one is not); a Redis Cluster's check.
     async fn verify_held(&self) -> std::result::Result<bool, fred::error::Error> {
         let channels: Vec<String> = self.held_channels().await.into_iter().collect();
-        for group in self.by_owner(&channels) {
-            for chunk in group.chunks(500) {
-                let counts: Vec<Value> = self.client.pubsub_shardnumsub(chunk.to_vec()).await?;
-                if check_counts(&counts).is_err() {
-                    return Ok(false);
-                }
+        if channels.is_empty() {
+            return Ok(true);
+        }
+        // Asked of each slot's owner now: a stale routing table would ask a node that no
+        // longer holds the slot.
+        self.client.sync_cluster().await?;
+        for (owner, group) in self.by_owner(&channels) {
+            if self.own_shard_subscriptions(owner.as_ref()).await? < group.len() as u64 {
+                return Ok(false);
             }
         }
         Ok(true)
+    }
+
+    /// How many shard channels this node's subscriber connection to `owner` holds (its
+    /// `ssub` in `CLIENT LIST`, found by the connection's name). Counting subscribers of a
+    /// channel (`PUBSUB SHARDNUMSUB`) would not do: another node's subscription to the same
+    /// room would hide that this one's was dropped.
+    async fn own_shard_subscriptions(
+        &self,
+        owner: Option<&fred::types::config::Server>,
+    ) -> std::result::Result<u64, fred::error::Error> {
+        let cmd = fred::types::CustomCommand::new_static("CLIENT", None::<u16>, false);
+        let list: String = match owner {
+            Some(server) => {
+                self.client.with_cluster_node(server.clone()).custom(cmd, vec!["LIST", "TYPE", "pubsub"]).await?
+            }
+            None => self.client.custom(cmd, vec!["LIST", "TYPE", "pubsub"]).await?,
+        };
+        let name = format!(" name={} ", self.subscriber.id());
+        Ok(list
+            .lines()
+            .filter(|l| l.contains(&name))
+            .filter_map(|l| {
+                l.split_whitespace().find_map(|f| f.strip_prefix("ssub=")).and_then(|n| n.parse::<u64>().ok())
+            })
+            .sum())
     }
 
     async fn resubscribe_and_verify(&self) -> std::result::Result<(), fred::error::Error> {
@@ -306,13 +342,17 @@ impl RedisEngine {
         if self.cluster {
             // Each shard's channels on the node that owns their slot now (after a failover
             // or a resharding the owner changed), and counted there.
-            for group in self.by_owner(&channels) {
-                for chunk in group.chunks(500) {
-                    for channel in chunk {
-                        self.subscriber.ssubscribe(channel.clone()).await?;
-                    }
-                    let counts: Vec<Value> = self.client.pubsub_shardnumsub(chunk.to_vec()).await?;
-                    check_counts(&counts)?;
+            self.subscriber.sync_cluster().await?;
+            self.client.sync_cluster().await?;
+            for (owner, group) in self.by_owner(&channels) {
+                for channel in &group {
+                    self.subscriber.ssubscribe(channel.clone()).await?;
+                }
+                if self.own_shard_subscriptions(owner.as_ref()).await? < group.len() as u64 {
+                    return Err(fred::error::Error::new(
+                        fred::error::ErrorKind::Unknown,
+                        "shard channels not subscribed after re-subscribing",
+                    ));
                 }
             }
             drop(rooms);
@@ -329,19 +369,17 @@ impl RedisEngine {
         Ok(())
     }
 
-    /// Channels grouped by the cluster node that owns their slot (fred's routing table),
-    /// so that one `PUBSUB SHARDNUMSUB` asks the node that holds them all.
-    fn by_owner(&self, channels: &[String]) -> Vec<Vec<String>> {
+    /// Channels grouped by the cluster node that owns their slot (fred's routing table).
+    fn by_owner(&self, channels: &[String]) -> Vec<(Option<fred::types::config::Server>, Vec<String>)> {
         let Some(routing) = self.client.cached_cluster_state() else {
-            return vec![channels.to_vec()];
+            return vec![(None, channels.to_vec())];
         };
-        let mut groups: HashMap<String, Vec<String>> = HashMap::new();
+        let mut groups: HashMap<Option<fred::types::config::Server>, Vec<String>> = HashMap::new();
         for c in channels {
-            let owner =
-                routing.get_server(fred::util::redis_keyslot(c.as_bytes())).map(|s| s.to_string()).unwrap_or_default();
+            let owner = routing.get_server(fred::util::redis_keyslot(c.as_bytes())).cloned();
             groups.entry(owner).or_default().push(c.clone());
         }
-        groups.into_values().collect()
+        groups.into_iter().collect()
     }
 
     pub(in crate::engine) async fn publish(&self, room: &RoomKey, frame: &str) -> Result<()> {

@@ -144,6 +144,9 @@ impl RedisEngine {
                     // Start even when Redis is down; the reconnect policy takes over.
                     c.fail_fast = false;
                 })
+                // Each connection named after its client, so that a node finds its own
+                // subscriber connections in `CLIENT LIST` (the shard check).
+                .with_connection_config(|c| c.auto_client_setname = true)
                 .with_performance_config(|p| {
                     p.default_command_timeout = s.timeout;
                     p.broadcast_channel_capacity = broadcast;

@@ -1,0 +1,385 @@
+//! Redis Cluster faults under traffic (issue 12): on a private cluster (three primaries,
+//! three replicas, `scripts/redis-cluster.sh`, stopped by PID), two nodes, a driver streaming
+//! locations and status events on node A and a passenger of its trip on node B. Each case
+//! breaks the shard that holds the trip room — its primary killed (the replica takes over),
+//! its slot moved to another primary with `redis-cli --cluster reshard`, or its subscriber
+//! connection killed — and measures how long until the passenger gets locations again, how
+//! many were lost meanwhile (at most once), and checks that every status event acked `ok`
+//! reached the passenger live or in the `since` replay, unless the replay says the history
+//! itself was lost (`recovered: false`: Redis replicates asynchronously, so a failover may
+//! drop the last writes the old primary acknowledged), which the test prints.
+
+use std::collections::BTreeSet;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use fleetcast::domain::{RoomKey, Tenant, TripId};
+use fleetcast::engine::keys::{Keys, slot};
+use serde_json::json;
+
+use crate::common::*;
+
+/// A private Redis Cluster of this test.
+struct PrivateCluster {
+    dir: PathBuf,
+    base: u16,
+    url: String,
+}
+
+impl PrivateCluster {
+    fn start() -> Self {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let dir = std::env::temp_dir().join(unique("fcit-rc"));
+        // Each cluster of this process on its own ports (tests run at once).
+        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+        for _ in 0..40 {
+            let attempt = NEXT.fetch_add(1, Ordering::SeqCst);
+            let base = 26_000 + (std::process::id() as u16 % 300 + attempt * 41) % 300 * 10;
+            let free = (0..6).all(|i| {
+                std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                    && std::net::TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
+            });
+            if !free {
+                continue;
+            }
+            let out = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
+                .args(["start", &base.to_string(), &dir.display().to_string()])
+                .env("WATCH", std::process::id().to_string())
+                .output()
+                .expect("scripts/redis-cluster.sh runs");
+            assert!(out.status.success(), "redis cluster: {}", String::from_utf8_lossy(&out.stderr));
+            let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
+            return Self { dir, base, url };
+        }
+        panic!("no six free ports for a redis cluster");
+    }
+
+    fn cli(&self, port: u16, args: &[&str]) -> String {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &port.to_string()])
+            .args(args)
+            .output()
+            .expect("redis-cli");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    }
+
+    /// `(id, port, is_primary, slot ranges)` of every live node, as a live node sees them.
+    fn nodes(&self) -> Vec<(String, u16, bool, Vec<(u16, u16)>)> {
+        let ask =
+            (0..6).map(|i| self.base + i).find(|p| self.cli(*p, &["PING"]).trim() == "PONG").expect("a live node");
+        self.cli(ask, &["CLUSTER", "NODES"])
+            .lines()
+            .filter(|l| !l.contains("fail"))
+            .filter_map(|l| {
+                let f: Vec<&str> = l.split_whitespace().collect();
+                let port = f.get(1)?.split(['@', ':']).nth(1)?.parse().ok()?;
+                let primary = f.get(2)?.contains("master");
+                let ranges = f
+                    .iter()
+                    .skip(8)
+                    .filter_map(|r| {
+                        let (a, b) = r.split_once('-').unwrap_or((r, r));
+                        Some((a.parse().ok()?, b.parse().ok()?))
+                    })
+                    .collect();
+                Some((f[0].to_string(), port, primary, ranges))
+            })
+            .collect()
+    }
+
+    /// The primary that owns `slot`: its id and port.
+    fn owner(&self, s: u16) -> (String, u16) {
+        self.nodes()
+            .into_iter()
+            .find(|(_, _, primary, ranges)| *primary && ranges.iter().any(|(a, b)| (*a..=*b).contains(&s)))
+            .map(|(id, port, _, _)| (id, port))
+            .expect("an owner of the slot")
+    }
+
+    fn kill(&self, port: u16) {
+        let path = self.dir.join(port.to_string()).join("pid");
+        let pid = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        let ok = std::process::Command::new("kill").args(["-KILL", pid.trim()]).status().expect("kill").success();
+        assert!(ok, "kill {pid}");
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let _ = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
+            .args(["stop", &self.dir.display().to_string()])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A trip id whose room's slot satisfies `want`.
+fn trip_on_slot(want: impl Fn(u16) -> bool) -> String {
+    let keys = Keys::new("x").expect("prefix");
+    loop {
+        let trip = unique("t");
+        let room = RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.clone()));
+        if want(slot(&keys.room_channel(&room))) {
+            return trip;
+        }
+    }
+}
+
+/// A timestamp in ms (the node stores its own rendering of the one it was sent).
+fn millis(ts: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(ts).ok().map(|t| t.timestamp_millis())
+}
+
+/// What the traffic saw.
+#[derive(Default)]
+struct Seen {
+    /// Timestamps (ms) of status events acked `ok`, by the driver.
+    acked: BTreeSet<i64>,
+    /// Locations acked `ok`.
+    locations_ok: u64,
+    /// Acks refused (`UNAVAILABLE` during the fault).
+    refused: u64,
+}
+
+/// Streams a location every 50 ms and a status every 250 ms until `stop`.
+fn traffic(
+    driver: Arc<Client>,
+    trip: String,
+    stop: Arc<AtomicBool>,
+    n: Arc<AtomicU64>,
+) -> tokio::task::JoinHandle<Seen> {
+    tokio::spawn(async move {
+        let mut seen = Seen::default();
+        let mut i = 0u64;
+        while !stop.load(Ordering::SeqCst) {
+            i += 1;
+            n.store(i, Ordering::SeqCst);
+            let lat = 10.0 + i as f64 / 10_000.0;
+            let ack = driver.ack("driver:location:update", json!({ "tripId": trip, "lat": lat, "lng": 20.0 })).await;
+            if ack["ok"] == json!(true) {
+                seen.locations_ok += 1;
+            } else {
+                seen.refused += 1;
+            }
+            if i % 5 == 0 {
+                let ts = (chrono::Utc::now() - chrono::Duration::milliseconds(1)).to_rfc3339();
+                let status = if i % 10 == 0 { "STARTED" } else { "PAUSED" };
+                let ack =
+                    driver.ack("driver:status", json!({ "tripId": trip, "status": status, "timestamp": ts })).await;
+                if ack["ok"] == json!(true) {
+                    seen.acked.insert(millis(&ts).expect("rfc3339"));
+                } else {
+                    seen.refused += 1;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        seen
+    })
+}
+
+/// Runs the traffic, applies `fault` once a few seconds of it went through, and reports.
+async fn under_traffic(case: &str, cluster: &PrivateCluster, trip: &str, fault: impl FnOnce(&PrivateCluster)) {
+    if let Ok(filter) = std::env::var("FLEETCAST_TEST_LOG") {
+        fleetcast::telemetry::init_logs(fleetcast::config::LogFormat::Text, &filter);
+    }
+    let h = Harness::start_with_redis(
+        Mode::RedisCluster,
+        &["--location-min-interval-ms", "0", "--location-max-per-minute", "100000"],
+        &cluster.url,
+    )
+    .await;
+    h.insert_trip("default", trip, Some("d1")).await;
+    h.insert_booking("default", trip, "p1").await;
+    let driver = Arc::new(Client::connect(&h.a(), &token("d1", "DRIVER")).await);
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&driver.ack("driver:connect", json!({ "tripId": trip })).await);
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let http = reqwest::Client::new();
+    let resubscribed = || async {
+        let text = http.get(format!("{}/metrics", h.b())).send().await.expect("metrics").text().await.expect("text");
+        metric_sum(&text, "fleetcast_pubsub_resubscribed_total")
+    };
+    let before = resubscribed().await;
+
+    let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
+    let run = traffic(driver.clone(), trip.to_string(), stop.clone(), sent.clone());
+    // Everything the passenger receives, with when.
+    let mut live_status: BTreeSet<i64> = BTreeSet::new();
+    let mut first_id: Option<String> = None;
+    let mut locations = 0u64;
+    let mut last_location = Instant::now();
+    let mut longest_gap = Duration::ZERO;
+    let mut faulted: Option<Instant> = None;
+    let mut fault = Some(fault);
+    let started = Instant::now();
+    let mut back_after: Option<Duration> = None;
+    while started.elapsed() < Duration::from_secs(40) {
+        if faulted.is_none() && started.elapsed() > Duration::from_secs(3) {
+            (fault.take().expect("once"))(cluster);
+            faulted = Some(Instant::now());
+            last_location = Instant::now();
+        }
+        let Some((event, v)) = passenger.next_any(Duration::from_millis(200)).await else { continue };
+        match event.as_str() {
+            "server:location:update" => {
+                locations += 1;
+                let gap = last_location.elapsed();
+                longest_gap = longest_gap.max(gap);
+                last_location = Instant::now();
+                if let Some(at) = faulted
+                    && back_after.is_none()
+                {
+                    if gap > Duration::from_millis(500) {
+                        // The first location after the fault's gap: delivery resumed.
+                        back_after = Some(at.elapsed());
+                    } else if at.elapsed() > Duration::from_secs(5) {
+                        back_after = Some(Duration::ZERO); // never interrupted
+                    }
+                }
+            }
+            "server:trip:status" => {
+                if first_id.is_none() {
+                    first_id = v["eventId"].as_str().map(str::to_string);
+                }
+                if let Some(ts) = v["timestamp"].as_str().and_then(millis) {
+                    live_status.insert(ts);
+                }
+            }
+            _ => {}
+        }
+        if let Some(at) = faulted
+            && at.elapsed() > Duration::from_secs(12)
+            && back_after.is_some()
+        {
+            break;
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    let seen = run.await.expect("traffic");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while let Some((event, v)) = passenger.next_any(Duration::from_millis(300)).await {
+        if event == "server:trip:status"
+            && let Some(ts) = v["timestamp"].as_str().and_then(millis)
+        {
+            live_status.insert(ts);
+        }
+    }
+    // Whatever was missed live, from the room's history.
+    let since = first_id.expect("a status before the fault");
+    let replay_client = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let mut replay_client = replay_client;
+    let subscribed = Instant::now();
+    let mut ack = replay_client.ack("passenger:subscribe", json!({ "tripId": trip, "since": since })).await;
+    while ack["ok"] != json!(true) && subscribed.elapsed() < Duration::from_secs(10) {
+        let ready = http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status();
+        eprintln!("{case}: replay subscribe answered {ack} (node B /readyz {ready}); again");
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        ack = replay_client.ack("passenger:subscribe", json!({ "tripId": trip, "since": since })).await;
+    }
+    assert_ok(&ack);
+    let mut replayed: BTreeSet<i64> = BTreeSet::new();
+    while let Some(v) = replay_client.next("server:trip:status", Duration::from_millis(500)).await {
+        if let Some(ts) = v["timestamp"].as_str().and_then(millis) {
+            replayed.insert(ts);
+        }
+    }
+    let after_fault_start = seen.acked.iter().filter(|ts| live_status.first().is_some_and(|f| *ts >= f)).count();
+    let missed_live = seen.acked.iter().filter(|ts| !live_status.contains(*ts)).count();
+    let missed = seen
+        .acked
+        .iter()
+        .filter(|ts| {
+            !live_status.contains(*ts) && !replayed.contains(*ts) && live_status.first().is_some_and(|f| *ts > f)
+        })
+        .count();
+    let after = resubscribed().await;
+    let ready = http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status();
+    if back_after.is_none() {
+        let keys = Keys::new(&h.prefix).expect("prefix");
+        let channel =
+            keys.room_channel(&RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.to_string())));
+        for (id, port, primary, ranges) in cluster.nodes() {
+            eprintln!(
+                "{case}: node {port} {} {ranges:?} {id}: SHARDNUMSUB {:?} channels {:?}",
+                if primary { "primary" } else { "replica" },
+                cluster.cli(port, &["PUBSUB", "SHARDNUMSUB", &channel]).replace('\n', " "),
+                cluster.cli(port, &["PUBSUB", "SHARDCHANNELS"]).replace('\n', " "),
+            );
+        }
+    }
+    eprintln!(
+        "{case}: delivery back after {back_after:?} (longest gap {longest_gap:?}); {} locations sent, {} acked ok, \
+         {locations} delivered ({} lost, at most once), {} refused; {} status events acked ok ({after_fault_start} \
+         after the first one seen), {missed_live} missed live, {missed} missed after the since replay \
+         (recovered: {}); re-subscriptions counted (all nodes of this process) {before} → {after}; node B /readyz {ready}",
+        sent.load(Ordering::SeqCst),
+        seen.locations_ok,
+        seen.locations_ok.saturating_sub(locations),
+        seen.refused,
+        seen.acked.len(),
+        ack["recovered"],
+    );
+    assert!(back_after.is_some_and(|d| d < Duration::from_secs(15)), "{case}: delivery did not resume in 15 s");
+    assert_eq!(ready, 200, "{case}: node B ready again");
+    assert!(
+        missed == 0 || ack["recovered"] == json!(false),
+        "{case}: {missed} status events acked ok were lost without the replay saying so"
+    );
+    driver.sio.disconnect().await.ok();
+    passenger.close().await;
+    replay_client.close().await;
+    h.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_killed_fails_over_and_the_room_is_served_again() {
+    let cluster = PrivateCluster::start();
+    let trip = trip_on_slot(|_| true);
+    let keys = Keys::new("x").expect("prefix");
+    let room = RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.clone()));
+    let s = slot(&keys.room_channel(&room));
+    under_traffic("primary killed", &cluster, &trip, |c| {
+        let (_, port) = c.owner(s);
+        c.kill(port);
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_resharded_slot_moves_its_room_subscription_to_the_new_owner() {
+    let cluster = PrivateCluster::start();
+    // A room on the lowest slot of the first primary: what a one-slot reshard moves.
+    let lowest = cluster.owner(0);
+    assert_eq!(cluster.nodes().iter().find(|n| n.0 == lowest.0).map(|n| n.3[0].0), Some(0));
+    let trip = trip_on_slot(|s| s == 0);
+    let to = cluster.nodes().into_iter().find(|n| n.2 && n.0 != lowest.0).expect("another primary").0;
+    under_traffic("slot resharded", &cluster, &trip, |c| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["--cluster", "reshard", &format!("127.0.0.1:{}", c.base), "--cluster-from", &lowest.0])
+            .args(["--cluster-to", &to, "--cluster-slots", "1", "--cluster-yes"])
+            .output()
+            .expect("redis-cli --cluster reshard");
+        assert!(out.status.success(), "reshard: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(c.owner(0).0, to, "slot 0 moved");
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shard_subscriber_connection_killed_is_restored() {
+    let cluster = PrivateCluster::start();
+    let trip = trip_on_slot(|_| true);
+    let keys = Keys::new("x").expect("prefix");
+    let room = RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.clone()));
+    let s = slot(&keys.room_channel(&room));
+    under_traffic("shard subscriber killed", &cluster, &trip, |c| {
+        let (_, port) = c.owner(s);
+        let killed: u32 = c.cli(port, &["CLIENT", "KILL", "TYPE", "pubsub"]).trim().parse().unwrap_or(0);
+        assert!(killed >= 1, "CLIENT KILL TYPE pubsub killed {killed}");
+    })
+    .await;
+}
