@@ -21,6 +21,9 @@ use serde_json::json;
 
 use crate::common::*;
 
+/// A node of the cluster: id, port, whether it is a primary, its slot ranges.
+type ClusterNode = (String, u16, bool, Vec<(u16, u16)>);
+
 /// A private Redis Cluster of this test.
 struct PrivateCluster {
     dir: PathBuf,
@@ -66,7 +69,7 @@ impl PrivateCluster {
     }
 
     /// `(id, port, is_primary, slot ranges)` of every live node, as a live node sees them.
-    fn nodes(&self) -> Vec<(String, u16, bool, Vec<(u16, u16)>)> {
+    fn nodes(&self) -> Vec<ClusterNode> {
         let ask =
             (0..6).map(|i| self.base + i).find(|p| self.cli(*p, &["PING"]).trim() == "PONG").expect("a live node");
         self.cli(ask, &["CLUSTER", "NODES"])
@@ -164,9 +167,9 @@ fn traffic(
             } else {
                 seen.refused += 1;
             }
-            if i % 5 == 0 {
+            if i.is_multiple_of(5) {
                 let ts = (chrono::Utc::now() - chrono::Duration::milliseconds(1)).to_rfc3339();
-                let status = if i % 10 == 0 { "STARTED" } else { "PAUSED" };
+                let status = if i.is_multiple_of(10) { "STARTED" } else { "PAUSED" };
                 let ack =
                     driver.ack("driver:status", json!({ "tripId": trip, "status": status, "timestamp": ts })).await;
                 if ack["ok"] == json!(true) {
