@@ -94,11 +94,15 @@ impl PrivateCluster {
 
     /// The primary that owns `slot`: its id and port.
     fn owner(&self, s: u16) -> (String, u16) {
+        self.owner_or_none(s).expect("an owner of the slot")
+    }
+
+    /// The live primary that owns `slot`, if any.
+    fn owner_or_none(&self, s: u16) -> Option<(String, u16)> {
         self.nodes()
             .into_iter()
             .find(|(_, _, primary, ranges)| *primary && ranges.iter().any(|(a, b)| (*a..=*b).contains(&s)))
             .map(|(id, port, _, _)| (id, port))
-            .expect("an owner of the slot")
     }
 
     fn kill(&self, port: u16) {
@@ -385,4 +389,71 @@ async fn a_shard_subscriber_connection_killed_is_restored() {
         assert!(killed >= 1, "CLIENT KILL TYPE pubsub killed {killed}");
     })
     .await;
+}
+
+/// What a failover can lose (README "What a failover can lose"): the replica's link is cut
+/// (and its resync refused), a status event is acked `ok` by the primary, which dies before
+/// the replica has it. The passenger connected then got it live; the replica that takes over
+/// has no trace of it, so a passenger that was away since the event before gets a replay
+/// without it, told `recovered: true`: the loss is silent.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failover_can_lose_an_acked_event_that_was_not_replicated() {
+    let cluster = PrivateCluster::start();
+    let trip = trip_on_slot(|_| true);
+    let keys = Keys::new("x").expect("prefix");
+    let s = slot(&keys.room_channel(&RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.clone()))));
+    let h = Harness::start_with_redis(Mode::RedisCluster, &[], &cluster.url).await;
+    h.insert_trip("default", &trip, Some("d1")).await;
+    h.insert_booking("default", &trip, "p1").await;
+    let driver = Client::connect(&h.a(), &token("d1", "DRIVER")).await;
+    let mut passenger = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
+    let status = |s: &str| json!({ "tripId": trip, "status": s });
+    assert_ok(&driver.ack("driver:status", status("STARTED")).await);
+    let first = passenger.expect("server:trip:status", "the first status").await["eventId"].clone();
+    // Let the first event reach the replica, then cut the replica's link and write again.
+    let (primary_id, primary) = cluster.owner(s);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The replica may not resync (its PSYNC refused), and its link is cut.
+    cluster.cli(primary, &["ACL", "SETUSER", "default", "-psync", "-sync"]);
+    cluster.cli(primary, &["CLIENT", "KILL", "TYPE", "replica"]);
+    assert_ok(&driver.ack("driver:status", status("PAUSED")).await);
+    cluster.kill(primary);
+    let second = passenger.expect("server:trip:status", "the second status, live").await["eventId"].clone();
+    // The replica takes over without the second event.
+    let started = Instant::now();
+    while cluster.owner_or_none(s).is_none_or(|(id, _)| id == primary_id) {
+        assert!(started.elapsed() < Duration::from_secs(20), "no failover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let http = reqwest::Client::new();
+    while http.get(format!("{}/readyz", h.b())).send().await.expect("readyz").status() != 200 {
+        assert!(started.elapsed() < Duration::from_secs(30), "node B not ready after the failover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The new primary's history holds the first event and not the second.
+    let (_, owner) = cluster.owner(s);
+    let history_key = Keys::new(&h.prefix)
+        .expect("prefix")
+        .history(&RoomKey::trip_subscribers(&Tenant("default".into()), &TripId(trip.clone())));
+    let ids = cluster.cli(owner, &["XRANGE", &history_key, "-", "+"]);
+    let (first, second) = (first.as_str().expect("id").to_string(), second.as_str().expect("id").to_string());
+    assert!(ids.contains(&first), "the replicated event survives: {ids}");
+    assert!(!ids.contains(&second), "the acked event was lost with the primary: {ids}");
+    // A passenger away since the first event: a replay without the lost one, not told.
+    let mut away = Client::connect(&h.b(), &token("p1", "PASSENGER")).await;
+    let ack = away.ack("passenger:subscribe", json!({ "tripId": trip, "since": first })).await;
+    assert_ok(&ack);
+    let replayed = away.next("server:trip:status", Duration::from_millis(500)).await;
+    eprintln!(
+        "failover loss: event {second} acked ok and delivered live, gone from the new primary; \
+         a replay since {first}: {ack}, replayed {replayed:?}"
+    );
+    assert!(replayed.is_none(), "the lost event cannot be replayed: {replayed:?}");
+    assert_eq!(ack["recovered"], json!(true), "{ack}");
+    let saw = away;
+    for c in [driver, passenger, saw] {
+        c.close().await;
+    }
+    h.stop().await;
 }

@@ -187,8 +187,8 @@ impl RedisEngine {
     }
 
     /// Publishes an `area.position` frame to the cell rooms a position concerns (its cell,
-    /// and the cell it left) while some node watches them: the tenant's watched cells are
-    /// read at most once a second, so no update reads a tenant-wide key.
+    /// and the cell it left) while some node watches them (`redis/location_area.lua` on each
+    /// cell room's slot, concurrently).
     async fn publish_area_position(
         &self,
         tenant: &Tenant,
@@ -196,13 +196,6 @@ impl RedisEngine {
         previous: Option<&Location>,
         location_json: &str,
     ) {
-        let watched = match self.watched_cells(tenant).await {
-            Ok(w) => w,
-            Err(_) => return,
-        };
-        if watched.is_empty() {
-            return;
-        }
         let mut cells = vec![cell];
         if let Some(p) = previous {
             let prev = crate::domain::area::Cell::of(p.lat, p.lng);
@@ -211,38 +204,23 @@ impl RedisEngine {
             }
         }
         let frame = format!("{}{location_json}", crate::engine::frame::area_position_head());
-        for c in cells.into_iter().filter(|c| watched.contains(&c.name())) {
-            let channel = self.keys.room_channel(&crate::domain::RoomKey::area_cell(tenant, c));
-            if let Err(e) = self.client.spublish::<i64, _, _>(channel, frame.as_str()).await {
+        let mut sends = Vec::with_capacity(cells.len());
+        for c in cells {
+            let keys = vec![
+                self.keys.cell_watchers(tenant, c),
+                self.keys.room_channel(&crate::domain::RoomKey::area_cell(tenant, c)),
+            ];
+            sends.push(self.location_area_script.evalsha_with_reload::<i64, _, _>(
+                &self.client,
+                keys,
+                vec![frame.clone()],
+            ));
+        }
+        for r in futures_util::future::join_all(sends).await {
+            if let Err(e) = r {
                 tracing::debug!(error = %e, "area position not published");
             }
         }
-    }
-
-    /// The tenant's watched area cells (from `{p}:areas:{tenant}`), read at most once a
-    /// second.
-    pub(super) async fn watched_cells(
-        &self,
-        tenant: &Tenant,
-    ) -> Result<std::sync::Arc<std::collections::HashSet<String>>> {
-        {
-            let cache = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            if let Some((at, cells)) = cache.get(&tenant.0)
-                && at.elapsed() < LIVE_NODES_FOR
-            {
-                return Ok(cells.clone());
-            }
-        }
-        let members: Vec<String> = self.client.smembers(self.keys.area_watches(tenant)).await.map_err(unavailable)?;
-        let cells: std::collections::HashSet<String> =
-            members.iter().filter_map(|m| m.split_once('\u{1f}').map(|(c, _)| c.to_string())).collect();
-        let cells = std::sync::Arc::new(cells);
-        let mut cache = self.watched.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if cache.len() > 10_000 {
-            cache.clear();
-        }
-        cache.insert(tenant.0.clone(), (std::time::Instant::now(), cells.clone()));
-        Ok(cells)
     }
 
     /// The stored `Location` at `key`, parsed (it was written from a [`Location`]).

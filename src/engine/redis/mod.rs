@@ -52,9 +52,6 @@ const SUBSCRIBER_BROADCAST: usize = 4_096;
 /// The same for the command client, which receives no messages.
 const CLIENT_BROADCAST: usize = 32;
 
-/// A tenant's watched area cells and when they were read.
-type WatchedCells = (std::time::Instant, Arc<std::collections::HashSet<String>>);
-
 /// Settings of the Redis engine.
 pub struct RedisSettings {
     /// `redis://…`
@@ -83,6 +80,7 @@ pub struct RedisEngine {
     location_driver_script: Script,
     location_trip_script: Script,
     location_cell_script: Script,
+    location_area_script: Script,
     claim_script: Script,
     publish_script: Script,
     volatile_script: Script,
@@ -95,9 +93,6 @@ pub struct RedisEngine {
     heartbeat_ttl_ms: u64,
     /// This node's view of the live nodes and when it was read (`live::live_nodes`).
     live_nodes: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
-    /// Per tenant, its watched area cells and when they were read (`live::watched_cells`;
-    /// Redis Cluster).
-    watched: std::sync::Mutex<HashMap<String, WatchedCells>>,
     /// Redis's clock, for the deadline of every write.
     clock: clock::RedisClock,
     /// Local member count per held room channel. An async mutex because the first join
@@ -180,6 +175,7 @@ impl RedisEngine {
             location_driver_script: Script::from_lua(include_str!("../../../redis/location_driver.lua")),
             location_trip_script: Script::from_lua(include_str!("../../../redis/location_trip.lua")),
             location_cell_script: Script::from_lua(include_str!("../../../redis/location_cell.lua")),
+            location_area_script: Script::from_lua(include_str!("../../../redis/location_area.lua")),
             claim_script: Script::from_lua(include_str!("../../../redis/claim.lua")),
             publish_script: Script::from_lua(include_str!("../../../redis/publish.lua")),
             volatile_script: Script::from_lua(include_str!("../../../redis/volatile.lua")),
@@ -191,7 +187,6 @@ impl RedisEngine {
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
             live_nodes: std::sync::Mutex::new(None),
-            watched: std::sync::Mutex::new(HashMap::new()),
             clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),
