@@ -172,6 +172,13 @@ impl Keys {
         format!("{}:geofresh:{}:{}", self.prefix, esc(&tenant.0), tag(&format!("geo:{cell}")))
     }
 
+    /// On a Redis Cluster, the nodes watching the live-area cell a geo cell belongs to (HASH
+    /// node → `1`; TTL 24 h refreshed by each watch), on the geo cell's slot: the cell's
+    /// location script tells from it whether to publish the area frame.
+    pub fn geo_cell_watchers(&self, tenant: &Tenant, cell: &str) -> String {
+        format!("{}:gwatch:{}:{}", self.prefix, esc(&tenant.0), tag(&format!("geo:{cell}")))
+    }
+
     /// On a Redis Cluster, the geo cells of a tenant that hold drivers (SET; TTL 24 h
     /// refreshed when a cell is added): the live-driver count sums their freshness sets.
     pub fn geo_cells(&self, tenant: &Tenant) -> String {

@@ -323,8 +323,8 @@ impl MemoryEngine {
         Ok(s.geo.get(&tenant.0).map_or(0, |d| d.values().filter(fresh).count() as u64))
     }
 
-    pub(super) async fn server_info(&self) -> Result<Option<String>> {
-        Ok(None)
+    pub(super) async fn server_infos(&self) -> Result<Vec<(String, String)>> {
+        Ok(Vec::new())
     }
 
     pub(super) async fn derive_presence(

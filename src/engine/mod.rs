@@ -232,9 +232,10 @@ impl Engine {
         dispatch!(self, e => e.presence_of(tenant, drivers).await)
     }
 
-    /// The shared store's `INFO` text (Redis), or `None` embedded.
-    pub async fn server_info(&self) -> Result<Option<String>> {
-        dispatch!(self, e => e.server_info().await)
+    /// The shared store's `INFO` text per shard: one Redis's as `redis`, each primary's of a
+    /// Redis Cluster by its address; empty embedded.
+    pub async fn server_infos(&self) -> Result<Vec<(String, String)>> {
+        dispatch!(self, e => e.server_infos().await)
     }
 
     /// True when shared state answers and every held room is subscribed.

@@ -38,13 +38,46 @@ fn redis_view(info: &str) -> Value {
     let field =
         |name: &str| info.lines().find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(':'))).map(str::trim);
     let num = |name: &str| field(name).and_then(|v| v.parse::<u64>().ok());
+    // `db0:keys=12,expires=12,avg_ttl=…`
+    let keys = field("db0").and_then(|v| v.split(',').find_map(|kv| kv.strip_prefix("keys="))?.parse::<u64>().ok());
     json!({
         "usedMemoryBytes": num("used_memory"),
         "usedMemoryHuman": field("used_memory_human"),
         "opsPerSec": num("instantaneous_ops_per_sec"),
         "connectedClients": num("connected_clients"),
         "pubsubChannels": num("pubsub_channels"),
+        "pubsubShardChannels": num("pubsubshard_channels"),
+        "keys": keys,
     })
+}
+
+/// The `redis` part of the stats: one Redis's figures; on a Redis Cluster the same fields
+/// summed over the primaries, and each primary's under `shards`. `None` embedded.
+pub(crate) fn redis_section(infos: &[(String, String)]) -> Option<Value> {
+    match infos {
+        [] => None,
+        [(name, info)] if name == "redis" => Some(redis_view(info)),
+        shards => {
+            let views: Vec<Value> = shards
+                .iter()
+                .map(|(shard, info)| {
+                    let mut v = redis_view(info);
+                    v["shard"] = json!(shard);
+                    v
+                })
+                .collect();
+            let sum = |k: &str| views.iter().filter_map(|v| v[k].as_u64()).sum::<u64>();
+            Some(json!({
+                "usedMemoryBytes": sum("usedMemoryBytes"),
+                "opsPerSec": sum("opsPerSec"),
+                "connectedClients": sum("connectedClients"),
+                "pubsubChannels": sum("pubsubChannels"),
+                "pubsubShardChannels": sum("pubsubShardChannels"),
+                "keys": sum("keys"),
+                "shards": views,
+            }))
+        }
+    }
 }
 
 /// `GET /api/v1/admin/stats`.
@@ -77,7 +110,7 @@ pub async fn stats(State(app): State<Arc<App>>, who: Caller) -> Result<Json<Valu
         .filter_map(|t| t.as_str().map(str::to_string))
         .collect();
     let live_drivers = app.engine.live_drivers(&who.0.tenant, app.cfg.location_ttl_ms).await?;
-    let redis = app.engine.server_info().await?.map(|i| redis_view(&i));
+    let redis = redis_section(&app.engine.server_infos().await?);
     let depth = app.db.queue_depth(SNAPSHOT_QUEUE).await.map_err(Error::from)?;
     Ok(Json(json!({
         "node": me,

@@ -36,6 +36,25 @@ pub(super) async fn metrics(State(app): State<Arc<App>>) -> Response {
     // Readiness as of this scrape, for the "node not ready" alert.
     let (_, _, ready) = readiness(&app).await;
     metrics::gauge!("fleetcast_ready").set(if ready { 1.0 } else { 0.0 });
+    // Each Redis Cluster primary's figures, as of this scrape.
+    if let Ok(infos) = app.engine.server_infos().await
+        && infos.first().is_some_and(|(name, _)| name != "redis")
+        && let Some(section) = super::admin::redis_section(&infos)
+    {
+        for shard in section["shards"].as_array().into_iter().flatten() {
+            let name = shard["shard"].as_str().unwrap_or_default().to_string();
+            for (field, metric) in [
+                ("usedMemoryBytes", "fleetcast_redis_shard_used_memory_bytes"),
+                ("opsPerSec", "fleetcast_redis_shard_ops_per_sec"),
+                ("pubsubShardChannels", "fleetcast_redis_shard_pubsub_channels"),
+                ("keys", "fleetcast_redis_shard_keys"),
+            ] {
+                if let Some(v) = shard[field].as_f64() {
+                    metrics::gauge!(metric, "shard" => name.clone()).set(v);
+                }
+            }
+        }
+    }
     ([(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")], app.metrics.render()).into_response()
 }
 

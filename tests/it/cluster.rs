@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 
 use fleetcast::domain::{RoomKey, Tenant, TripId};
 use fleetcast::engine::keys::{Keys, slot};
+use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::common::*;
@@ -453,6 +454,93 @@ async fn a_failover_can_lose_an_acked_event_that_was_not_replicated() {
     assert_eq!(ack["recovered"], json!(true), "{ack}");
     let saw = away;
     for c in [driver, passenger, saw] {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+/// Keys, channels and commands spread over the primaries (no hot shard): 2,000 drivers of
+/// one tenant post positions over a city-sized area (HTTP ingest), 300 users hold sockets
+/// (a user room channel each); each primary's keys (`DBSIZE`), shard channels and script
+/// calls of the steady load (`INFO commandstats`, after every driver came live: coming live
+/// derives presence on the tenant's slot) are within ±25 % of their mean.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_channels_and_commands_spread_over_the_primaries() {
+    let cluster = PrivateCluster::start();
+    let h = Harness::start_with_redis(
+        Mode::RedisCluster,
+        &["--http-rate-per-address-per-sec", "0", "--http-rate-per-user-per-sec", "0"],
+        &cluster.url,
+    )
+    .await;
+    let primaries: Vec<u16> = cluster.nodes().into_iter().filter(|n| n.2).map(|n| n.1).collect();
+    assert_eq!(primaries.len(), 3);
+    let calls = |port: u16| -> u64 {
+        cluster
+            .cli(port, &["INFO", "commandstats"])
+            .lines()
+            .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_spublish:"))
+            .filter_map(|l| l.split("calls=").nth(1)?.split(',').next()?.parse::<u64>().ok())
+            .sum()
+    };
+    let http = reqwest::Client::new();
+    let round = |n: u32| {
+        let http = http.clone();
+        let posts: Vec<_> = (0..2_000)
+            .map(|i| {
+                let (http, url) = (http.clone(), format!("{}/api/v1/drivers/me/location", h.url(i % 2)));
+                // A 0.5° × 0.5° city, spread evenly; each round a little further north.
+                let (lat, lng) =
+                    (48.6 + (i % 50) as f64 * 0.01 + f64::from(n) * 0.0001, 2.1 + (i / 50) as f64 * 0.0125);
+                async move {
+                    let r = http
+                        .post(url)
+                        .bearer_auth(token(&format!("spread-d{i}"), "DRIVER"))
+                        .json(&json!({ "lat": lat, "lng": lng }))
+                        .send()
+                        .await
+                        .expect("post");
+                    r.status().as_u16()
+                }
+            })
+            .collect();
+        async move {
+            let statuses: Vec<u16> = futures_util::stream::iter(posts).buffer_unordered(32).collect().await;
+            let refused: Vec<&u16> = statuses.iter().filter(|s| **s >= 300).take(5).collect();
+            assert!(refused.is_empty(), "ingest refused some: {refused:?}");
+        }
+    };
+    // The drivers come live (each one's presence derived on the tenant's slot), then the
+    // measured load: two more positions each.
+    round(0).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let before: Vec<u64> = primaries.iter().map(|p| calls(*p)).collect();
+    round(1).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    round(2).await;
+    let mut sockets = Vec::new();
+    for i in 0..300 {
+        sockets.push(Client::connect(&h.url(i % 2), &token(&format!("spread-u{i}"), "PASSENGER")).await);
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let keys: Vec<u64> = primaries.iter().map(|p| cluster.cli(*p, &["DBSIZE"]).trim().parse().unwrap_or(0)).collect();
+    let channels: Vec<u64> = primaries
+        .iter()
+        .map(|p| cluster.cli(*p, &["PUBSUB", "SHARDCHANNELS"]).lines().filter(|l| !l.is_empty()).count() as u64)
+        .collect();
+    let commands: Vec<u64> = primaries.iter().zip(&before).map(|(p, b)| calls(*p) - b).collect();
+    eprintln!(
+        "spread over the primaries {primaries:?}: keys {keys:?}, shard channels {channels:?}, script and publish calls {commands:?}"
+    );
+    for (what, v) in [("keys", &keys), ("channels", &channels), ("commands", &commands)] {
+        let mean = v.iter().sum::<u64>() as f64 / v.len() as f64;
+        assert!(mean > 0.0, "{what}: {v:?}");
+        assert!(
+            v.iter().all(|x| (*x as f64 - mean).abs() <= 0.25 * mean),
+            "{what} not within ±25 % of their mean: {v:?}"
+        );
+    }
+    for c in sockets {
         c.close().await;
     }
     h.stop().await;

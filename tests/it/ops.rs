@@ -106,8 +106,19 @@ async fn admin_stats_show_the_cluster_of_the_callers_tenant(mode: Mode) {
     let (_, later) = get(admin.clone()).await;
     assert!(later["node"]["uptimeSecs"].as_u64().expect("uptime") > up, "{later}");
     match mode {
-        Mode::Cluster | Mode::RedisCluster => {
-            assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}")
+        Mode::Cluster => assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}"),
+        Mode::RedisCluster => {
+            // Summed over the three primaries, and each one's figures.
+            assert!(stats["redis"]["usedMemoryBytes"].as_u64().is_some_and(|m| m > 0), "{stats}");
+            let shards = stats["redis"]["shards"].as_array().expect("shards");
+            assert_eq!(shards.len(), 3, "{stats}");
+            assert!(
+                shards.iter().all(|s| s["shard"].is_string() && s["usedMemoryBytes"].as_u64().is_some()),
+                "{stats}"
+            );
+            assert!(shards.iter().any(|s| s["pubsubShardChannels"].as_u64().is_some_and(|n| n > 0)), "{stats}");
+            let text = reqwest::get(format!("{}/metrics", h.a())).await.expect("metrics").text().await.expect("text");
+            assert!(text.contains("fleetcast_redis_shard_used_memory_bytes{"), "per-shard metrics");
         }
         Mode::Embedded => assert!(stats["redis"].is_null()),
     }

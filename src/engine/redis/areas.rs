@@ -22,6 +22,15 @@ impl RedisEngine {
         let _: () = pipe.sadd(&watches, format!("{}\u{1f}{}", cell.name(), self.node_id)).await.map_err(unavailable)?;
         let _: () = pipe.pexpire(&watches, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
         let _: Vec<Value> = pipe.all().await.map_err(unavailable)?;
+        if self.cluster {
+            // The cell's four geo cells, each on its slot, carry the watch for the location
+            // path (`location_cell.lua`).
+            for g in super::cells::geo_cells_of(cell) {
+                let key = self.keys.geo_cell_watchers(tenant, &g);
+                let _: i64 = self.client.hset(&key, (self.node_id.as_str(), "1")).await.map_err(unavailable)?;
+                let _: i64 = self.client.pexpire(&key, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
+            }
+        }
         Ok(())
     }
 
@@ -31,6 +40,12 @@ impl RedisEngine {
         let r: std::result::Result<(), _> = async {
             let _: i64 = self.client.hdel(&watchers, self.node_id.as_str()).await?;
             let _: i64 = self.client.srem(&watches, member).await?;
+            if self.cluster {
+                for g in super::cells::geo_cells_of(cell) {
+                    let _: i64 =
+                        self.client.hdel(self.keys.geo_cell_watchers(tenant, &g), self.node_id.as_str()).await?;
+                }
+            }
             Ok::<(), fred::error::Error>(())
         }
         .await;
@@ -58,8 +73,18 @@ impl RedisEngine {
         let started = std::time::Instant::now();
         let found = if self.cluster {
             // The geo cells around the point, each on its shard, read concurrently.
+            // The cells of the circle's box; for a wide search, those of the tenant's cells
+            // that hold drivers and fall in the box.
+            let cells = match super::cells::cells_around(lat, lng, radius_km) {
+                Some(cells) => cells,
+                None => {
+                    let held: Vec<String> =
+                        self.client.smembers(self.keys.geo_cells(tenant)).await.map_err(unavailable)?;
+                    held.into_iter().filter(|c| super::cells::in_box(c, lat, lng, radius_km)).collect()
+                }
+            };
             let mut reads = Vec::new();
-            for cell in super::cells::cells_around(lat, lng, radius_km) {
+            for cell in cells {
                 let keys = vec![self.keys.geo_cell(tenant, &cell), self.keys.geo_cell_fresh(tenant, &cell)];
                 reads.push(self.nearby(keys, lat, lng, radius_km, fresh_ms));
             }

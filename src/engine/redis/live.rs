@@ -145,31 +145,52 @@ impl RedisEngine {
                 self.location_trip_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
             if r == 2 { Err(late("location")) } else { Ok(()) }
         };
-        let index = async {
-            let keys = vec![k.geo_cell(w.tenant, &cell), k.geo_cell_fresh(w.tenant, &cell)];
-            let args = vec![
+        let cell_args = |leave: bool| {
+            vec![
                 lng.to_string(),
                 lat.to_string(),
                 driver.0.clone(),
                 l.ttl_ms.to_string(),
                 l.snapshot_interval_ms.to_string(),
                 if sampled { "1" } else { "0" }.to_string(),
-            ];
-            let was_empty: i64 = self.location_cell_script.evalsha_with_reload(&self.client, keys, args).await?;
-            if was_empty == 1 {
+                if leave { "leave" } else { "" }.to_string(),
+            ]
+        };
+        let cell_keys =
+            |c: &str| vec![k.geo_cell(w.tenant, c), k.geo_cell_fresh(w.tenant, c), k.geo_cell_watchers(w.tenant, c)];
+        // The update's cell, and the cell it left: the index, and whether their live-area
+        // cells are watched (then the area frame goes to those cells' rooms).
+        let index = async {
+            let r: Vec<i64> =
+                self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(&cell), cell_args(false)).await?;
+            if r.first() == Some(&1) {
                 let registry = k.geo_cells(w.tenant);
                 let _: i64 = self.client.sadd(&registry, cell.as_str()).await?;
                 let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
             }
-            if let Some(prev) = &prev_cell {
-                let member = driver.0.as_str();
-                let _: i64 = self.client.zrem(k.geo_cell_fresh(w.tenant, prev), member).await?;
-                let _: i64 = self.client.zrem(k.geo_cell(w.tenant, prev), member).await?;
-            }
-            Ok::<(), fred::error::Error>(())
+            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
         };
-        let areas = self.publish_area_position(w.tenant, w.cell, previous.as_ref(), w.location_json);
-        let (trip, index, ()) = tokio::join!(trip, index, areas);
+        let left = async {
+            let Some(prev) = &prev_cell else { return Ok(false) };
+            let r: Vec<i64> =
+                self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(prev), cell_args(true)).await?;
+            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
+        };
+        let (trip, index, left) = tokio::join!(trip, index, left);
+        let area_cell = w.cell;
+        let prev_area =
+            previous.as_ref().map(|p| crate::domain::area::Cell::of(p.lat, p.lng)).filter(|c| *c != area_cell);
+        let mut areas = Vec::new();
+        if matches!(index, Ok(true)) {
+            areas.push(area_cell);
+        }
+        if let (Ok(true), Some(p)) = (&left, prev_area) {
+            areas.push(p);
+        }
+        if !areas.is_empty() {
+            self.publish_area_position(w.tenant, &areas, w.location_json).await;
+        }
+        let index = index.and(left);
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "location").record(started.elapsed());
         if let Err(e) = index {
             // The update was stored and delivered; the offer index catches up with the
@@ -186,35 +207,14 @@ impl RedisEngine {
         Ok(LocationOutcome::Accepted { sampled, came_live })
     }
 
-    /// Publishes an `area.position` frame to the cell rooms a position concerns (its cell,
-    /// and the cell it left) while some node watches them (`redis/location_area.lua` on each
-    /// cell room's slot, concurrently).
-    async fn publish_area_position(
-        &self,
-        tenant: &Tenant,
-        cell: crate::domain::area::Cell,
-        previous: Option<&Location>,
-        location_json: &str,
-    ) {
-        let mut cells = vec![cell];
-        if let Some(p) = previous {
-            let prev = crate::domain::area::Cell::of(p.lat, p.lng);
-            if prev != cell {
-                cells.push(prev);
-            }
-        }
+    /// Publishes an `area.position` frame to the rooms of watched live-area cells (the
+    /// update's, and the one it left), concurrently.
+    async fn publish_area_position(&self, tenant: &Tenant, cells: &[crate::domain::area::Cell], location_json: &str) {
         let frame = format!("{}{location_json}", crate::engine::frame::area_position_head());
         let mut sends = Vec::with_capacity(cells.len());
         for c in cells {
-            let keys = vec![
-                self.keys.cell_watchers(tenant, c),
-                self.keys.room_channel(&crate::domain::RoomKey::area_cell(tenant, c)),
-            ];
-            sends.push(self.location_area_script.evalsha_with_reload::<i64, _, _>(
-                &self.client,
-                keys,
-                vec![frame.clone()],
-            ));
+            let channel = self.keys.room_channel(&crate::domain::RoomKey::area_cell(tenant, *c));
+            sends.push(self.client.spublish::<i64, _, _>(channel, frame.clone()));
         }
         for r in futures_util::future::join_all(sends).await {
             if let Err(e) = r {
@@ -461,8 +461,18 @@ impl RedisEngine {
         Ok(n)
     }
 
-    pub(in crate::engine) async fn server_info(&self) -> Result<Option<String>> {
-        let info: String = self.client.info(None).await.map_err(unavailable)?;
-        Ok(Some(info))
+    pub(in crate::engine) async fn server_infos(&self) -> Result<Vec<(String, String)>> {
+        if !self.cluster {
+            let info: String = self.client.info(None).await.map_err(unavailable)?;
+            return Ok(vec![("redis".to_string(), info)]);
+        }
+        let primaries = self.client.cached_cluster_state().map(|s| s.unique_primary_nodes()).unwrap_or_default();
+        let mut out = Vec::with_capacity(primaries.len());
+        for server in primaries {
+            let info: String = self.client.with_cluster_node(server.clone()).info(None).await.map_err(unavailable)?;
+            out.push((server.to_string(), info));
+        }
+        out.sort();
+        Ok(out)
     }
 }
