@@ -34,30 +34,9 @@ struct PrivateCluster {
 
 impl PrivateCluster {
     fn start() -> Self {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::temp_dir().join(unique("fcit-rc"));
-        // Each cluster of this process on its own ports (tests run at once).
-        static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
-        for _ in 0..40 {
-            let attempt = NEXT.fetch_add(1, Ordering::SeqCst);
-            let base = 26_000 + (std::process::id() as u16 % 300 + attempt * 41) % 300 * 10;
-            let free = (0..6).all(|i| {
-                std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
-            });
-            if !free {
-                continue;
-            }
-            let out = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
-                .args(["start", &base.to_string(), &dir.display().to_string()])
-                .env("WATCH", std::process::id().to_string())
-                .output()
-                .expect("scripts/redis-cluster.sh runs");
-            assert!(out.status.success(), "redis cluster: {}", String::from_utf8_lossy(&out.stderr));
-            let url = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            return Self { dir, base, url };
-        }
-        panic!("no six free ports for a redis cluster");
+        let (base, url) = start_redis_cluster(&dir, 26_000);
+        Self { dir, base, url }
     }
 
     fn cli(&self, port: u16, args: &[&str]) -> String {

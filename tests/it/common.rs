@@ -66,28 +66,36 @@ macro_rules! both_modes {
 pub fn redis_cluster_url() -> &'static str {
     static URL: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     URL.get_or_init(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let dir = std::env::temp_dir().join(format!("fcit-cluster-{}", std::process::id()));
-        for attempt in 0..20 {
-            // Six ports and their cluster bus ports (+10000), all free.
-            let base = 20_000 + ((std::process::id() as u16 % 500) + attempt * 37) % 500 * 10;
-            let free = (0..6).all(|i| {
-                std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
-                    && std::net::TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
-            });
-            if !free {
-                continue;
-            }
-            let out = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
-                .args(["start", &base.to_string(), &dir.display().to_string()])
-                .env("WATCH", std::process::id().to_string())
-                .output()
-                .expect("scripts/redis-cluster.sh runs");
-            assert!(out.status.success(), "redis cluster: {}", String::from_utf8_lossy(&out.stderr));
-            return String::from_utf8_lossy(&out.stdout).trim().to_string();
-        }
-        panic!("no six free ports for a redis cluster");
+        start_redis_cluster(&dir, 20_000).1
     })
+}
+
+/// Starts a Redis Cluster with `scripts/redis-cluster.sh` in `dir` on six free ports (and
+/// their bus ports) above `from`, stopped by that script once this process is gone; its
+/// base port and seed URL. Each call of this process tries other ports (tests run at once).
+pub fn start_redis_cluster(dir: &std::path::Path, from: u16) -> (u16, String) {
+    static NEXT: std::sync::atomic::AtomicU16 = std::sync::atomic::AtomicU16::new(0);
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    for _ in 0..40 {
+        let attempt = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let base = from + (std::process::id() as u16 % 300 + attempt * 41) % 300 * 10;
+        let free = (0..6).all(|i| {
+            std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()
+                && std::net::TcpListener::bind(("127.0.0.1", base + i + 10_000)).is_ok()
+        });
+        if !free {
+            continue;
+        }
+        let out = std::process::Command::new(root.join("scripts/redis-cluster.sh"))
+            .args(["start", &base.to_string(), &dir.display().to_string()])
+            .env("WATCH", std::process::id().to_string())
+            .output()
+            .expect("scripts/redis-cluster.sh runs");
+        assert!(out.status.success(), "redis cluster: {}", String::from_utf8_lossy(&out.stderr));
+        return (base, String::from_utf8_lossy(&out.stdout).trim().to_string());
+    }
+    panic!("no six free ports for a redis cluster");
 }
 
 /// Nodes under test. In embedded mode `a` and `b` are the same node.
