@@ -319,17 +319,30 @@ async fn a_subscriber_connection_cut_by_redis_is_noticed_restored_and_counted() 
 async fn a_draining_node_answers_every_event_it_took() {
     let redis = PrivateRedis::start(&[]);
     let url = redis.url();
-    let mut h = Harness::start_with_redis(Mode::Cluster, &["--location-min-interval-ms", "0"], &url).await;
+    let mut h = Harness::start_with_redis(
+        Mode::Cluster,
+        &["--location-min-interval-ms", "0", "--max-connections-per-user", "40"],
+        &url,
+    )
+    .await;
     let trip = unique("t");
     h.insert_trip("default", &trip, Some("d1")).await;
     let doomed = h.add_node().await;
-    let driver = Client::connect(&h.url(doomed), &token("d1", "DRIVER")).await;
-    assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
+    // Twenty sockets of the driver, one event in flight on each: rust_socketio draws ack ids
+    // at random from 0..999 and mixes up two outstanding acks with the same id (CRATE-NOTES).
+    let mut drivers = Vec::new();
+    for _ in 0..20 {
+        drivers.push(Client::connect(&h.url(doomed), &token("d1", "DRIVER")).await);
+    }
+    assert_ok(&drivers[0].ack("driver:location:update", json!({ "tripId": trip, "lat": 1, "lng": 1 })).await);
     // Redis hangs, so every update the node takes stays in flight for the Redis timeout; the
     // node is told to shut down meanwhile.
     redis.signal(true);
     let acks = futures_util::future::join_all(
-        (0..20).map(|i| driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 2 + i, "lng": 1 }))),
+        drivers
+            .iter()
+            .enumerate()
+            .map(|(i, d)| d.ack("driver:location:update", json!({ "tripId": trip, "lat": 2 + i, "lng": 1 }))),
     );
     let node = h.nodes.remove(doomed);
     let drain = async {
@@ -343,7 +356,9 @@ async fn a_draining_node_answers_every_event_it_took() {
         assert_err(a, "UNAVAILABLE");
     }
     redis.signal(false);
-    driver.close().await;
+    for d in drivers {
+        d.close().await;
+    }
     h.stop().await;
 }
 
