@@ -23,34 +23,8 @@
 -- `domain::area::Cell::of`).
 -- Returns {1, sampled(0|1), came_live(0|1: the driver had no fresh position)} when accepted, {0, retryAfterMs} when refused, {2, 0} when it
 -- ran after its deadline (the node has answered UNAVAILABLE; nothing written).
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local deadline = tonumber(ARGV[15])
-if deadline > 0 and now > deadline then return {2, 0} end
-local min_interval = tonumber(ARGV[1])
-local max_per_minute = tonumber(ARGV[2])
+-- (The clock, the deadline and the rate check come first: `rate_window.lua`.)
 local ttl = tonumber(ARGV[3])
-
-if min_interval > 0 then
-  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-  if #last > 0 then
-    local wait = tonumber(last[2]) + min_interval - now
-    if wait > 0 then return {0, wait} end
-  end
-end
--- Entries older than the minute are pruned only when the window looks full: the set stays
--- bounded by the cap (plus one), and most updates skip the range delete.
-if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
-  redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
-    local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
-    local wait = tonumber(oldest[2]) + 60000 - now
-    if wait < 1 then wait = 1 end
-    return {0, wait}
-  end
-end
-redis.call('ZADD', KEYS[1], now, ARGV[12])
-redis.call('PEXPIRE', KEYS[1], 60000)
 
 local cells = {}
 if redis.call('EXISTS', KEYS[8]) == 1 then

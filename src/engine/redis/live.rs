@@ -8,12 +8,12 @@ use std::sync::atomic::Ordering;
 use fred::prelude::*;
 
 use super::{RedisEngine, SLOT_HASH_TTL_MS, late, unavailable};
-
-/// How long this node's view of the live nodes is reused by slot claims.
-const LIVE_NODES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
+
+/// How long this node's view of the live nodes is reused by slot claims.
+const LIVE_NODES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl RedisEngine {
     pub(in crate::engine) async fn write_location(

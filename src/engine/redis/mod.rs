@@ -170,8 +170,17 @@ impl RedisEngine {
             client,
             subscriber,
             keys: Keys::new(&s.prefix).map_err(|e| fred::error::Error::new(fred::error::ErrorKind::Config, e))?,
-            location_script: Script::from_lua(include_str!("../../../redis/location.lua")),
-            location_driver_script: Script::from_lua(include_str!("../../../redis/location_driver.lua")),
+            // Both location scripts start with the rate check (`redis/rate_window.lua`).
+            location_script: Script::from_lua(concat!(
+                "local DEADLINE, ENTRY = ARGV[15], ARGV[12]\n",
+                include_str!("../../../redis/rate_window.lua"),
+                include_str!("../../../redis/location.lua")
+            )),
+            location_driver_script: Script::from_lua(concat!(
+                "local DEADLINE, ENTRY = ARGV[7], ARGV[6]\n",
+                include_str!("../../../redis/rate_window.lua"),
+                include_str!("../../../redis/location_driver.lua")
+            )),
             location_trip_script: Script::from_lua(include_str!("../../../redis/location_trip.lua")),
             location_cell_script: Script::from_lua(include_str!("../../../redis/location_cell.lua")),
             claim_script: Script::from_lua(include_str!("../../../redis/claim.lua")),
