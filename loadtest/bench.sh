@@ -8,6 +8,11 @@
 #   BENCH_ONLY="areas ingest" loadtest/bench.sh  # opt-in: live areas (10,000 drivers at 1 Hz, with and
 #                                           # without 50 dispatchers) and HTTP batch ingest on one node
 #   BENCH_ONLY="console" loadtest/bench.sh  # opt-in: /console in Chromium, 10,000 drivers at 1 Hz
+#   BENCH_ONLY="rediscluster" loadtest/bench.sh  # opt-in: fanout on one private Redis and on a private
+#                                           # 3-primary Redis Cluster, alternately at each rate
+#                                           # (BENCH_RC_RATES), Redis and node CPU per update
+#   BENCH_ONLY="spread" loadtest/bench.sh   # opt-in: 10,000 drivers on a private Redis Cluster: keys,
+#                                           # shard channels and commands per primary
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
@@ -43,6 +48,11 @@ SERVER="$ROOT/target/release/fleetcast"
 LT="$ROOT/target/release/fleetcast-loadtest"
 NODE_PIDS=()
 PERF_PID=""
+SAMPLER_PID=""
+PRIVATE_REDIS=""
+PRIMARY_PIDS=()
+PRIMARY_PORTS=()
+REPLICA_PIDS=()
 
 log() { echo "bench: $*" >&2; }
 wants() { [[ " $ONLY " == *" $1 "* ]]; }
@@ -50,7 +60,9 @@ wants() { [[ " $ONLY " == *" $1 "* ]]; }
 cleanup() {
     set +e
     [[ -n "$PERF_PID" ]] && kill -INT "$PERF_PID" 2>/dev/null
+    [[ -n "$SAMPLER_PID" ]] && kill "$SAMPLER_PID" 2>/dev/null
     stop_nodes
+    stop_private_redis
     dropdb -h 127.0.0.1 -U postgres --if-exists "$DB" 2>/dev/null && log "dropped database $DB"
     # Our keys only, by prefix, in batches (SCAN, never KEYS or FLUSH).
     redis-cli -u "$REDIS_URL" --scan --pattern "$PREFIX:*" 2>/dev/null | xargs -r -n 500 redis-cli -u "$REDIS_URL" del >/dev/null 2>&1
@@ -75,7 +87,7 @@ start_node() {
     local port=$1
     shift
     FLEETCAST_JWT_SECRET="$SECRET" "$SERVER" --bind "127.0.0.1:$port" --node-id "bench-$port" \
-        --redis-url "$REDIS_URL" --redis-prefix "$PREFIX" --database-url "$DB_URL" --log warn "$@" \
+        --redis-url "${NODE_REDIS_URL:-$REDIS_URL}" --redis-prefix "$PREFIX" --database-url "$DB_URL" --log warn "$@" \
         >>"$LOGS/node-$port.log" 2>&1 &
     NODE_PIDS+=("$!")
 }
@@ -127,6 +139,77 @@ wait_quiet() {
 }
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
+
+# A Redis private to one run, so that its CPU is the run's alone: `redis` (one server on
+# 27100) or `cluster` (three primaries and three replicas on 27200-27205, from
+# scripts/redis-cluster.sh). Sets NODE_REDIS_URL, PRIMARY_PIDS and REPLICA_PIDS.
+start_private_redis() {
+    stop_private_redis
+    PRIVATE_REDIS="$LOGS/redis-$1-$RANDOM"
+    mkdir -p "$PRIVATE_REDIS"
+    PRIMARY_PIDS=()
+    PRIMARY_PORTS=()
+    REPLICA_PIDS=()
+    if [[ "$1" == cluster ]]; then
+        NODE_REDIS_URL=$(WATCH=$$ "$ROOT/scripts/redis-cluster.sh" start 27200 "$PRIVATE_REDIS")
+        local port
+        for port in 27200 27201 27202 27203 27204 27205; do
+            if redis-cli -p "$port" role | head -1 | grep -q master; then
+                PRIMARY_PIDS+=("$(cat "$PRIVATE_REDIS/$port/pid")")
+                PRIMARY_PORTS+=("$port")
+            else
+                REPLICA_PIDS+=("$(cat "$PRIVATE_REDIS/$port/pid")")
+            fi
+        done
+    else
+        (cd "$PRIVATE_REDIS" && redis-server --port 27100 --bind 127.0.0.1 --save '' --appendonly no \
+            --daemonize yes --logfile log --pidfile "$PRIVATE_REDIS/pid")
+        for _ in $(seq 100); do redis-cli -p 27100 ping >/dev/null 2>&1 && break; sleep 0.05; done
+        PRIMARY_PIDS=("$(cat "$PRIVATE_REDIS/pid")")
+        PRIMARY_PORTS=(27100)
+        NODE_REDIS_URL=redis://127.0.0.1:27100
+    fi
+}
+
+stop_private_redis() {
+    [[ -z "$PRIVATE_REDIS" ]] && return 0
+    local f pid
+    for f in "$PRIVATE_REDIS"/pid "$PRIVATE_REDIS"/*/pid; do
+        [[ -f "$f" ]] || continue
+        pid=$(cat "$f")
+        kill "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    done
+    PRIVATE_REDIS=""
+    PRIMARY_PORTS=()
+    unset NODE_REDIS_URL
+}
+
+# cpu_sampler FILE PID…: every 0.5 s a line "unix_ms ticks(pid)…" (user + system) until killed.
+cpu_sampler() {
+    local f=$1 line p
+    shift
+    while :; do
+        line=$(date +%s%3N)
+        for p in "$@"; do line+=" $(cpu_ticks "$p")"; done
+        echo "$line" >>"$f"
+        sleep 0.5
+    done
+}
+
+# window_cpu JSON SAMPLES: "accepted cpu_s(pid)…" over the run's send window (its
+# timeline's first to last second with updates sent): the updates accepted in it and each
+# sampled process's CPU seconds between the samples around it.
+window_cpu() {
+    local range
+    range=$(jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
+        | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1")
+    awk -v r="$range" -v hz="$(getconf CLK_TCK)" '
+        BEGIN { split(r, a, " "); s = a[1]; e = a[2] }
+        $1 <= s { for (i = 2; i <= NF; i++) b[i] = $i }
+        $1 >= e && !done { for (i = 2; i <= NF; i++) x[i] = $i; n = NF; done = 1 }
+        END { printf "%s", a[3]; for (i = 2; i <= n; i++) printf " %.3f", (x[i] - b[i]) / hz; print "" }' "$2"
+}
 redis_pid() { pgrep -x redis-server | head -1 || true; }
 # CPU seconds (user + system) of this shell's finished children, from `times`. It must run
 # in the main shell (a `$(…)` subshell has children of its own), so it writes to a file.
@@ -312,6 +395,92 @@ if wants areas; then
     fi
     wait "$viewers_pid" || log "areas viewers exited non-zero (see $LOGS/areas-viewers.err)"
     row "areas: 50 dispatchers, 1 s interval, beside the run above" "$(shown "${viewers[@]}")" "$(jq -r '"**frames/s per dispatcher mean \(.framesPerSMean), max \(.framesPerSMax)**; smallest gap between two frames \(.minGapMs) ms; **position age p50 \(.age.p50Ms) ms, p99 \(.age.p99Ms) ms** (max \(.age.maxMs), \(.age.count) positions shown); whole-box dispatcher: \(.entriesPerFrameWholeBox) drivers per frame; left \(.left); failures \(.failures)"' "$LOGS/areas-viewers.json" 2>/dev/null || echo 'run failed')"
+fi
+
+# Opt-in (issue 12): the fan-out suite on one private Redis and on a private 3-primary Redis
+# Cluster (three replicas), alternately at each rate on fresh nodes: per accepted update, the
+# CPU of Redis (summed over the primaries; replicas apart) and of the three nodes over the
+# send window, beside p50/p99 and delivery.
+if wants rediscluster; then
+    for rate in ${BENCH_RC_RATES:-2000 4000 6000}; do
+        for engine in redis cluster; do
+            start_private_redis "$engine"
+            start_cluster
+            name="rc-$engine-$rate"
+            samples="$LOGS/$name.cpu"
+            cpu_sampler "$samples" "${NODE_PIDS[@]:0:3}" "${PRIMARY_PIDS[@]}" "${REPLICA_PIDS[@]}" &
+            SAMPLER_PID=$!
+            quiet=$(idle_pct)
+            args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
+                --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+            run_lt "$name" "${args[@]}"
+            sleep 1
+            kill "$SAMPLER_PID" 2>/dev/null || true
+            wait "$SAMPLER_PID" 2>/dev/null || true
+            SAMPLER_PID=""
+            read -r -a w <<<"$(window_cpu "$LOGS/$name.json" "$samples" 2>/dev/null || echo 0)"
+            np=${#PRIMARY_PIDS[@]}
+            cpu=$(awk -v np="$np" -v nr="${#REPLICA_PIDS[@]}" -v w="${w[*]}" 'BEGIN {
+                n = split(w, a, " "); acc = a[1]; if (acc < 1) { print "no window"; exit }
+                for (i = 2; i <= 4; i++) nodes += a[i]
+                for (i = 5; i < 5 + np; i++) { prim += a[i]; shards = shards sprintf("%s%.1f", (i > 5 ? " / " : ""), a[i] * 1e6 / acc) }
+                for (i = 5 + np; i <= n; i++) repl += a[i]
+                printf "**Redis %.1f µs per accepted update** (%s %s)", prim * 1e6 / acc, (np > 1 ? "primaries" : "one server"), shards
+                if (nr > 0) printf ", replicas %.1f µs", repl * 1e6 / acc
+                printf "; nodes %.1f µs per update; over %d accepted updates in the send window", nodes * 1e6 / acc, acc }')
+            label="fanout ${rate}/s × 3 subscribers, ${DRIVERS} drivers, on $([[ $engine == cluster ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis')"
+            row "$label" "$(shown "${args[@]}") (nodes on ${NODE_REDIS_URL%%\?*})" "$(jq -r '"accepted \(.acceptedRate)/s of \(.achievedRate)/s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms**; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries)); ack errors \(.ackErrors); setup failures \(.setupFailures)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); $cpu; machine ${quiet}% idle before"
+            stop_nodes
+            stop_private_redis
+        done
+    done
+fi
+
+# Opt-in (issue 12): 10,000 drivers of one tenant (one trip and one subscriber each) on a
+# private Redis Cluster: each primary's keys and shard channels at the peak of the run and
+# the commands it ran, against their mean.
+if wants spread; then
+    drivers=${BENCH_SPREAD_DRIVERS:-10000}
+    start_private_redis cluster
+    start_cluster
+    spread="$LOGS/spread.samples"
+    ( while :; do
+        line=""
+        for p in "${PRIMARY_PORTS[@]}"; do
+            line+="$(redis-cli -p "$p" DBSIZE) $(redis-cli -p "$p" PUBSUB SHARDCHANNELS | grep -c .) "
+        done
+        echo "$line" >>"$spread"
+        sleep 2
+    done ) &
+    SAMPLER_PID=$!
+    calls() { redis-cli -p "$1" INFO commandstats | awk -F'calls=' '/^cmdstat_/ { split($2, c, ","); s += c[1] } END { print s + 0 }'; }
+    before=()
+    for p in "${PRIMARY_PORTS[@]}"; do before+=("$(calls "$p")"); done
+    args=(fanout $T --drivers "$drivers" --passengers-per-trip 1 --rate "${BENCH_SPREAD_RATE:-2500}" --duration "$SECONDS_PER_RATE"
+        --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+    run_lt spread "${args[@]}"
+    kill "$SAMPLER_PID" 2>/dev/null || true
+    wait "$SAMPLER_PID" 2>/dev/null || true
+    SAMPLER_PID=""
+    commands=""
+    i=0
+    for p in "${PRIMARY_PORTS[@]}"; do commands+="$(( $(calls "$p") - before[i] )) "; i=$((i + 1)); done
+    # The sample with the most keys in all: "keys channels" per primary.
+    peak=$(awk '{ t = 0; for (i = 1; i <= NF; i += 2) t += $i; if (t > best) { best = t; line = $0 } } END { print line }' "$spread")
+    figures=$(awk -v peak="$peak" -v cmds="$commands" 'function spread(v, n,   i, m, d, w) {
+            m = 0; for (i = 1; i <= n; i++) m += v[i]; m /= n; w = 0
+            for (i = 1; i <= n; i++) { d = (v[i] - m) / (m > 0 ? m : 1) * 100; if (d < 0) d = -d; if (d > w) w = d }
+            return sprintf("%.1f", w) }
+        BEGIN {
+            n = split(peak, p, " "); k = 0
+            for (i = 1; i <= n; i += 2) { k++; keys[k] = p[i]; ch[k] = p[i + 1] }
+            split(cmds, c, " ")
+            printf "keys per primary at the peak %s / %s / %s (widest %s %% from the mean); ", keys[1], keys[2], keys[3], spread(keys, 3)
+            printf "shard channels %s / %s / %s (%s %%); ", ch[1], ch[2], ch[3], spread(ch, 3)
+            printf "commands over the run %s / %s / %s (%s %%)", c[1], c[2], c[3], spread(c, 3) }')
+    row "spread: ${drivers} drivers of one tenant over a 3-primary Redis Cluster" "$(shown "${args[@]}")" "**$figures**; $(jq -r '"accepted \(.acceptedRate)/s, delivery \(.deliveryRatio), e2e p99 \(.e2eMs.p99Ms) ms, ack errors \(.ackErrors), setup failures \(.setupFailures)"' "$LOGS/spread.json" 2>/dev/null || echo 'run failed')"
+    stop_nodes
+    stop_private_redis
 fi
 
 # Opt-in: the SERVICE batch (`POST /api/v1/locations`, 1,000 updates per request) to one

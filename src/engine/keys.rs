@@ -233,6 +233,20 @@ impl Keys {
         format!("{}:presence-tenants", self.prefix)
     }
 
+    /// On a Redis Cluster, bucket `bucket` of a tenant's presence (as [`Keys::presence`],
+    /// for the drivers of [`presence_bucket_of`] that bucket), each on its own slot.
+    pub fn presence_bucket(&self, tenant: &Tenant, bucket: u16) -> String {
+        format!("{}:presence:{}:{}", self.prefix, esc(&tenant.0), tag(&format!("presence:{}:{bucket}", tenant.0)))
+    }
+
+    /// On a Redis Cluster, the tenants whose presence was lately seen non-empty (ZSET tenant
+    /// → when, ms; written by the node that saw it, at most every few seconds per tenant;
+    /// entries older than 24 h removed when read; TTL 24 h refreshed by each write). It
+    /// replaces [`Keys::presence_tenants`], which one script kept exact beside the one HASH.
+    pub fn presence_tenants_seen(&self) -> String {
+        format!("{}:presence-tenants-seen", self.prefix)
+    }
+
     /// A "first one wins" mark (string, TTL given by its user): one presence sweep per
     /// tick, one arrival event per trip and target.
     pub fn once_sweep(&self, tick: u64) -> String {
@@ -297,14 +311,29 @@ pub fn slot(key: &str) -> u16 {
         },
         None => b,
     };
+    crc16(hashed) % 16384
+}
+
+/// CRC16 (XMODEM), the cluster's key hash.
+fn crc16(bytes: &[u8]) -> u16 {
     let mut crc: u16 = 0;
-    for &byte in hashed {
+    for &byte in bytes {
         crc ^= u16::from(byte) << 8;
         for _ in 0..8 {
             crc = if crc & 0x8000 != 0 { (crc << 1) ^ 0x1021 } else { crc << 1 };
         }
     }
-    crc % 16384
+    crc
+}
+
+/// On a Redis Cluster a tenant's presence is split over this many HASHes, by driver
+/// ([`presence_bucket_of`]): drivers coming live at once spread their compare-and-sets over
+/// the shards instead of queueing on the tenant's slot.
+pub const PRESENCE_BUCKETS: u16 = 32;
+
+/// The presence bucket of a driver (see [`Keys::presence_bucket`]).
+pub fn presence_bucket_of(driver: &str) -> u16 {
+    crc16(driver.as_bytes()) % PRESENCE_BUCKETS
 }
 
 #[cfg(test)]
@@ -397,5 +426,26 @@ mod tests {
             quarters[usize::from(slot(&k.driver_location(&t, &UserId(format!("d{i}")))) / 4096)] += 1;
         }
         assert!(quarters.iter().all(|&q| (200..=300).contains(&q)), "{quarters:?}");
+    }
+
+    #[test]
+    fn a_tenants_presence_buckets_spread_over_slots_and_drivers_over_buckets() {
+        let k = Keys::new("fc").expect("prefix");
+        let t = Tenant("acme".into());
+        let slots: std::collections::HashSet<u16> =
+            (0..PRESENCE_BUCKETS).map(|b| slot(&k.presence_bucket(&t, b))).collect();
+        assert_eq!(slots.len(), usize::from(PRESENCE_BUCKETS), "one slot per bucket");
+        // Thirds of the slot space stand for the three primaries of a fresh cluster.
+        let mut thirds = [0u32; 3];
+        for s in &slots {
+            thirds[usize::from(*s) * 3 / 16384] += 1;
+        }
+        assert!(thirds.iter().all(|&n| n >= 6), "buckets spread over the shards: {thirds:?}");
+        let mut per_bucket = vec![0u32; usize::from(PRESENCE_BUCKETS)];
+        for i in 0..3200 {
+            per_bucket[usize::from(presence_bucket_of(&format!("driver-{i}")))] += 1;
+        }
+        assert!(per_bucket.iter().all(|&n| (60..=140).contains(&n)), "{per_bucket:?}");
+        assert_ne!(k.presence_bucket(&t, 0), k.presence_bucket(&Tenant("acme2".into()), 0));
     }
 }

@@ -441,8 +441,9 @@ async fn a_failover_can_lose_an_acked_event_that_was_not_replicated() {
 /// Keys, channels and commands spread over the primaries (no hot shard): 2,000 drivers of
 /// one tenant post positions over a city-sized area (HTTP ingest), 300 users hold sockets
 /// (a user room channel each); each primary's keys (`DBSIZE`), shard channels and script
-/// calls of the steady load (`INFO commandstats`, after every driver came live: coming live
-/// derives presence on the tenant's slot) are within ±25 % of their mean.
+/// calls (`INFO commandstats`, from before the drivers came live: coming live derives
+/// presence, on the tenant's presence buckets) are within ±25 % of their mean. And every key
+/// on every primary expires.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_channels_and_commands_spread_over_the_primaries() {
     let cluster = PrivateCluster::start();
@@ -489,11 +490,11 @@ async fn keys_channels_and_commands_spread_over_the_primaries() {
             assert!(refused.is_empty(), "ingest refused some: {refused:?}");
         }
     };
-    // The drivers come live (each one's presence derived on the tenant's slot), then the
-    // measured load: two more positions each.
+    // The drivers come live (each one's presence derived on its bucket), then two more
+    // positions each.
+    let before: Vec<u64> = primaries.iter().map(|p| calls(*p)).collect();
     round(0).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
-    let before: Vec<u64> = primaries.iter().map(|p| calls(*p)).collect();
     round(1).await;
     tokio::time::sleep(Duration::from_millis(600)).await;
     round(2).await;
@@ -518,6 +519,13 @@ async fn keys_channels_and_commands_spread_over_the_primaries() {
             v.iter().all(|x| (*x as f64 - mean).abs() <= 0.25 * mean),
             "{what} not within ±25 % of their mean: {v:?}"
         );
+    }
+    for p in &primaries {
+        let scan = cluster.cli(*p, &["--scan", "--pattern", &format!("{}:*", h.prefix)]);
+        for key in scan.lines().filter(|k| !k.is_empty()) {
+            let ttl: i64 = cluster.cli(*p, &["PTTL", key]).trim().parse().expect("PTTL reply");
+            assert!(ttl > 0, "{key} on {p} has no TTL (PTTL {ttl})");
+        }
     }
     for c in sockets {
         c.close().await;

@@ -185,6 +185,9 @@ pub struct TripReport {
     pub retry_after_ms: LatencySummary,
     pub disconnects: Tally,
     pub interrupted: bool,
+    /// Wall clock (Unix ms) of the timeline's second 0: with it a second of the timeline
+    /// matches samples taken outside the tool (CPU of servers over the send window).
+    pub timeline_start_unix_ms: u64,
     pub timeline: Vec<SecondSummary>,
 }
 
@@ -235,6 +238,7 @@ impl TripReport {
             retry_after_ms: stats::summarize_us(&p.retry_after.0),
             disconnects: p.disconnects,
             interrupted: p.interrupted,
+            timeline_start_unix_ms: p.timeline.start_unix_ms,
             timeline: p.timeline.summarize(),
         }
     }

@@ -12,9 +12,6 @@ use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
 
-/// How long this node's view of the live nodes is reused by slot claims.
-const LIVE_NODES_FOR: std::time::Duration = std::time::Duration::from_secs(1);
-
 impl RedisEngine {
     pub(in crate::engine) async fn write_location(
         &self,
@@ -317,29 +314,19 @@ impl RedisEngine {
     }
 
     /// The ids of the live nodes (heartbeat within its TTL, this one always), from the
-    /// registry; read at most once a second unless `fresh`.
-    async fn live_nodes(&self, fresh: bool) -> Result<std::sync::Arc<Vec<String>>> {
-        if !fresh
-            && let Some((at, nodes)) =
-                self.live_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
-            && at.elapsed() < LIVE_NODES_FOR
-        {
-            return Ok(nodes.clone());
-        }
+    /// registry's beats as read at most once a second unless `fresh`.
+    async fn live_nodes(&self, fresh: bool) -> Result<Vec<String>> {
         let now = crate::domain::now_ms();
         let mut nodes: Vec<String> = self
-            .node_beats()
+            .beats_view(fresh)
             .await?
-            .into_iter()
+            .iter()
             .filter(|(_, beat)| beat + self.heartbeat_ttl_ms >= now)
-            .map(|(id, _)| id)
+            .map(|(id, _)| id.clone())
             .collect();
         if !nodes.contains(&self.node_id) {
             nodes.push(self.node_id.clone());
         }
-        let nodes = std::sync::Arc::new(nodes);
-        *self.live_nodes.lock().unwrap_or_else(std::sync::PoisonError::into_inner) =
-            Some((std::time::Instant::now(), nodes.clone()));
         Ok(nodes)
     }
 

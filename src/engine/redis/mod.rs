@@ -90,8 +90,10 @@ pub struct RedisEngine {
     history: HistoryLimits,
     node_id: String,
     heartbeat_ttl_ms: u64,
-    /// This node's view of the live nodes and when it was read (`live::live_nodes`).
-    live_nodes: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
+    /// The node registry's beats and when they were read (`presence::beats_view`).
+    beats: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<(String, u64)>>)>>,
+    /// When this node last marked each tenant's presence as seen (Redis Cluster).
+    presence_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Redis's clock, for the deadline of every write.
     clock: clock::RedisClock,
     /// Local member count per held room channel. An async mutex because the first join
@@ -193,7 +195,8 @@ impl RedisEngine {
             history: s.history,
             node_id: s.node_id,
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
-            live_nodes: std::sync::Mutex::new(None),
+            beats: std::sync::Mutex::new(None),
+            presence_seen: std::sync::Mutex::new(HashMap::new()),
             clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),

@@ -1,17 +1,48 @@
 //! The Redis engine's driver presence (CONTRACT §7): the derivation script
 //! (`redis/presence.lua`, compare-and-set per driver), the stored values, batched position
 //! reads, and "first one wins" marks.
+//!
+//! On one Redis a tenant's presence is one HASH, and the script keeps the set of tenants to
+//! sweep exact. On a Redis Cluster it is [`PRESENCE_BUCKETS`] HASHes on as many slots (a
+//! driver's bucket by [`presence_bucket_of`]), so that a thousand drivers coming live at
+//! once are compared and set on every shard rather than queued on the tenant's; the tenants
+//! to sweep are those a node saw with a non-empty bucket within [`SEEN_FOR_MS`] (marked at
+//! most every [`SEEN_EVERY`] per node and tenant, and by the sweep itself while non-empty).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use fred::prelude::*;
+use futures_util::StreamExt;
 
 use super::{RedisEngine, unavailable};
 use crate::domain::presence::Availability;
 use crate::domain::{Location, Tenant, UserId};
+use crate::engine::keys::{PRESENCE_BUCKETS, presence_bucket_of};
 use crate::engine::types::{Once, Presence, PresenceChange, PresenceInput, PresenceLimits};
 use crate::error::{Error, Result};
 
 /// Drivers derived per script call (bounds the script's run time).
 const DERIVE_BATCH: usize = 200;
+
+/// A node marks a tenant's presence as seen (Redis Cluster) at most this often.
+const SEEN_EVERY: Duration = Duration::from_secs(10);
+
+/// A tenant is swept while seen within this long (far above [`SEEN_EVERY`]: a bucket made
+/// non-empty by a node that skipped its mark is still within the last mark's reach).
+const SEEN_FOR_MS: u64 = 60_000;
+
+/// Entries of the seen tenants older than this are dropped.
+const SEEN_KEEP_MS: u64 = 86_400_000;
+
+/// The registry's beats are read at most this often for derivations and claims (a view a
+/// second old only makes live nodes' beats look a second older: well within any silence
+/// limit, and a dead node's beat does not change).
+const BEATS_FOR: Duration = Duration::from_secs(1);
+
+/// Concurrent reads of a tenant's buckets.
+const BUCKET_READS: usize = 16;
 
 /// Splits a stored value (`AVAILABLE` or `BUSY`, then `\x1e` and the trip).
 fn parse_stored(v: &str) -> Option<(Availability, Option<String>)> {
@@ -83,19 +114,18 @@ impl RedisEngine {
     /// [`Self::derive_presence`] on a Redis Cluster: each driver's inputs are read on its
     /// own slot (its connection and offer slots, whether its latest position is still
     /// stored — it lives the location TTL, the freshness bound), then `presence.lua` compares
-    /// and sets on the tenant's slot with them ("given"), and the node keeps the tenants SET.
-    /// Two derivations of one driver at once may each report a change (never the same one
-    /// twice); the next derivation settles it.
+    /// and sets on each driver's presence bucket with them ("given"), the buckets
+    /// concurrently. Two derivations of one driver at once may each report a change (never
+    /// the same one twice); the next derivation settles it.
     async fn derive_presence_sharded(
         &self,
         tenant: &Tenant,
         drivers: &[PresenceInput],
         limits: &PresenceLimits,
     ) -> Result<Vec<PresenceChange>> {
-        use futures_util::StreamExt;
         let k = &self.keys;
         let now = crate::domain::now_ms();
-        let beats = self.node_beats().await?;
+        let beats = self.beats_view(false).await?;
         let alive = |node: &str| {
             node == self.node_id || beats.iter().any(|(n, beat)| n == node && beat + limits.node_silence_ms >= now)
         };
@@ -114,53 +144,116 @@ impl RedisEngine {
             });
         }
         let inputs: Vec<std::result::Result<_, _>> = futures_util::stream::iter(reads).buffered(64).collect().await;
-        let mut changes = Vec::new();
-        let mut all = drivers.iter().zip(inputs);
-        loop {
-            let chunk: Vec<_> = all.by_ref().take(DERIVE_BATCH).collect();
-            if chunk.is_empty() {
-                break;
-            }
-            let mut args =
-                vec!["given".to_string(), limits.node_silence_ms.to_string(), self.node_id.clone(), tenant.0.clone()];
-            for (input, read) in chunk {
-                let (conns, offers, fresh) = read.map_err(unavailable)?;
-                let flag = |b: bool| if b { '1' } else { '0' };
-                args.push(input.driver.clone());
-                args.push(match &input.trip {
-                    None => "\0".to_string(),
-                    Some(None) => String::new(),
-                    Some(Some(t)) => t.clone(),
+        // Each driver's arguments (driver, trip, flags), by bucket.
+        let mut buckets: HashMap<u16, Vec<[String; 3]>> = HashMap::new();
+        for (input, read) in drivers.iter().zip(inputs) {
+            let (conns, offers, fresh) = read.map_err(unavailable)?;
+            let flag = |b: bool| if b { '1' } else { '0' };
+            let trip = match &input.trip {
+                None => "\0".to_string(),
+                Some(None) => String::new(),
+                Some(Some(t)) => t.clone(),
+            };
+            let flags = [flag(fresh), flag(conns.iter().any(|n| alive(n))), flag(offers.iter().any(|n| alive(n)))]
+                .iter()
+                .collect();
+            buckets.entry(presence_bucket_of(&input.driver)).or_default().push([input.driver.clone(), trip, flags]);
+        }
+        let mut calls = Vec::new();
+        for (bucket, args) in &buckets {
+            for chunk in args.chunks(DERIVE_BATCH) {
+                let mut argv = vec![
+                    "given".to_string(),
+                    limits.node_silence_ms.to_string(),
+                    self.node_id.clone(),
+                    tenant.0.clone(),
+                ];
+                argv.extend(chunk.iter().flatten().cloned());
+                let key = k.presence_bucket(tenant, *bucket);
+                calls.push(async move {
+                    let started = Instant::now();
+                    let flat: Vec<String> =
+                        self.presence_script.evalsha_with_reload(&self.client, vec![key], argv).await?;
+                    metrics::histogram!("fleetcast_redis_command_seconds", "command" => "presence")
+                        .record(started.elapsed());
+                    Ok::<_, fred::error::Error>(flat)
                 });
-                args.push(
-                    [flag(fresh), flag(conns.iter().any(|n| alive(n))), flag(offers.iter().any(|n| alive(n)))]
-                        .iter()
-                        .collect(),
-                );
             }
-            let started = std::time::Instant::now();
-            let flat: Vec<String> = self
-                .presence_script
-                .evalsha_with_reload(&self.client, vec![k.presence(tenant)], args)
-                .await
-                .map_err(unavailable)?;
-            metrics::histogram!("fleetcast_redis_command_seconds", "command" => "presence").record(started.elapsed());
+        }
+        let replies: Vec<std::result::Result<Vec<String>, _>> =
+            futures_util::stream::iter(calls).buffer_unordered(BUCKET_READS).collect().await;
+        let mut changes = Vec::new();
+        let mut seen = false;
+        for reply in replies {
+            let flat = reply.map_err(unavailable)?;
             let (state, rest) = flat.split_first().map(|(s, r)| (s.as_str(), r)).unwrap_or(("", &[]));
-            let tenants = k.presence_tenants();
-            if state == "exists" {
-                let _: i64 = self.client.sadd(&tenants, tenant.0.as_str()).await.map_err(unavailable)?;
-                let _: i64 = self.client.pexpire(&tenants, 86_400_000, None).await.map_err(unavailable)?;
-            } else {
-                let _: i64 = self.client.srem(&tenants, tenant.0.as_str()).await.map_err(unavailable)?;
-            }
+            seen |= state == "exists";
             changes.extend(parse_changes(rest)?);
+        }
+        if seen {
+            self.mark_presence_seen(tenant).await?;
         }
         Ok(changes)
     }
 
+    /// Marks a tenant's presence as seen non-empty (Redis Cluster), at most every
+    /// [`SEEN_EVERY`] from this node.
+    async fn mark_presence_seen(&self, tenant: &Tenant) -> Result<()> {
+        {
+            let mut seen = self.presence_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            if seen.get(&tenant.0).is_some_and(|at| at.elapsed() < SEEN_EVERY) {
+                return Ok(());
+            }
+            seen.insert(tenant.0.clone(), Instant::now());
+        }
+        let key = self.keys.presence_tenants_seen();
+        let pipe = self.client.pipeline();
+        let now = crate::domain::now_ms() as f64;
+        let written: std::result::Result<(i64, i64), _> = async {
+            let _: () = pipe.zadd(&key, None, None, false, false, (now, tenant.0.as_str())).await?;
+            let _: () = pipe.pexpire(&key, SEEN_KEEP_MS as i64, None).await?;
+            pipe.all().await
+        }
+        .await;
+        if let Err(e) = written {
+            // Not marked: the next call tries again.
+            self.presence_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&tenant.0);
+            return Err(unavailable(e));
+        }
+        Ok(())
+    }
+
+    /// The registry's beats, read at most every [`BEATS_FOR`] unless `fresh`.
+    pub(super) async fn beats_view(&self, fresh: bool) -> Result<Arc<Vec<(String, u64)>>> {
+        if !fresh
+            && let Some((at, beats)) = self.beats.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref()
+            && at.elapsed() < BEATS_FOR
+        {
+            return Ok(beats.clone());
+        }
+        let beats = Arc::new(self.node_beats().await?);
+        *self.beats.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some((Instant::now(), beats.clone()));
+        Ok(beats)
+    }
+
     pub(in crate::engine) async fn present_drivers(&self, tenant: &Tenant) -> Result<Vec<Presence>> {
-        let all: std::collections::HashMap<String, String> =
-            self.client.hgetall(self.keys.presence(tenant)).await.map_err(unavailable)?;
+        let all: HashMap<String, String> = if self.cluster {
+            let reads = (0..PRESENCE_BUCKETS)
+                .map(|b| self.client.hgetall::<HashMap<String, String>, _>(self.keys.presence_bucket(tenant, b)));
+            let parts: Vec<std::result::Result<HashMap<String, String>, _>> =
+                futures_util::stream::iter(reads).buffer_unordered(BUCKET_READS).collect().await;
+            let mut all = HashMap::new();
+            for part in parts {
+                all.extend(part.map_err(unavailable)?);
+            }
+            if !all.is_empty() {
+                // Whoever reads a non-empty presence keeps the tenant swept.
+                self.mark_presence_seen(tenant).await?;
+            }
+            all
+        } else {
+            self.client.hgetall(self.keys.presence(tenant)).await.map_err(unavailable)?
+        };
         Ok(all
             .into_iter()
             .filter_map(|(driver, v)| {
@@ -175,17 +268,42 @@ impl RedisEngine {
         tenant: &Tenant,
         drivers: &[String],
     ) -> Result<Vec<Option<Presence>>> {
-        let mut out = Vec::with_capacity(drivers.len());
-        for chunk in drivers.chunks(1_000) {
-            let values: Vec<Option<String>> = if chunk.len() == 1 {
-                vec![self.client.hget(self.keys.presence(tenant), chunk[0].as_str()).await.map_err(unavailable)?]
+        // The drivers' places in `drivers`, by HASH (the tenant's, or the drivers' buckets).
+        let mut by_key: HashMap<String, Vec<usize>> = HashMap::new();
+        for (i, d) in drivers.iter().enumerate() {
+            let key = if self.cluster {
+                self.keys.presence_bucket(tenant, presence_bucket_of(d))
             } else {
-                self.client.hmget(self.keys.presence(tenant), chunk.to_vec()).await.map_err(unavailable)?
+                self.keys.presence(tenant)
             };
-            out.extend(chunk.iter().zip(values).map(|(driver, v)| {
-                let (availability, trip) = parse_stored(v.as_deref()?)?;
-                Some(Presence { driver: driver.clone(), availability, trip })
-            }));
+            by_key.entry(key).or_default().push(i);
+        }
+        let mut reads = Vec::new();
+        for (key, at) in &by_key {
+            for chunk in at.chunks(1_000) {
+                let fields: Vec<&str> = chunk.iter().map(|&i| drivers[i].as_str()).collect();
+                reads.push(async move {
+                    let values: Vec<Option<String>> = if fields.len() == 1 {
+                        vec![self.client.hget(key.as_str(), fields[0]).await?]
+                    } else {
+                        self.client.hmget(key.as_str(), fields).await?
+                    };
+                    Ok::<_, fred::error::Error>((chunk, values))
+                });
+            }
+        }
+        let read: Vec<std::result::Result<_, _>> =
+            futures_util::stream::iter(reads).buffer_unordered(BUCKET_READS).collect().await;
+        let mut out = vec![None; drivers.len()];
+        for part in read {
+            let (at, values) = part.map_err(unavailable)?;
+            for (&i, v) in at.iter().zip(values) {
+                out[i] = v.as_deref().and_then(parse_stored).map(|(availability, trip)| Presence {
+                    driver: drivers[i].clone(),
+                    availability,
+                    trip,
+                });
+            }
         }
         Ok(out)
     }
@@ -231,7 +349,16 @@ impl RedisEngine {
     }
 
     pub(in crate::engine) async fn presence_tenants(&self) -> Result<Vec<Tenant>> {
-        let names: Vec<String> = self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?;
+        let names: Vec<String> = if self.cluster {
+            let key = self.keys.presence_tenants_seen();
+            let now = crate::domain::now_ms();
+            let old = now.saturating_sub(SEEN_KEEP_MS).to_string();
+            let _: i64 = self.client.zremrangebyscore(&key, "-inf", old).await.map_err(unavailable)?;
+            let recent = now.saturating_sub(SEEN_FOR_MS).to_string();
+            self.client.zrangebyscore(&key, recent, "+inf", false, None).await.map_err(unavailable)?
+        } else {
+            self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?
+        };
         Ok(names.into_iter().map(Tenant).collect())
     }
 
