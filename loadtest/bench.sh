@@ -141,8 +141,9 @@ wait_quiet() {
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 # A Redis private to one run, so that its CPU is the run's alone: `redis` (one server on
-# 27100) or `cluster` (three primaries and three replicas on 27200-27205, from
-# scripts/redis-cluster.sh). Sets NODE_REDIS_URL, PRIMARY_PIDS and REPLICA_PIDS.
+# 27100), `cluster` (three primaries and three replicas on 27200-27205, from
+# scripts/redis-cluster.sh) or `cluster0` (the three primaries alone: like for like with the
+# one server, which has no replica). Sets NODE_REDIS_URL, PRIMARY_PIDS and REPLICA_PIDS.
 start_private_redis() {
     stop_private_redis
     PRIVATE_REDIS="$LOGS/redis-$1-$RANDOM"
@@ -150,10 +151,11 @@ start_private_redis() {
     PRIMARY_PIDS=()
     PRIMARY_PORTS=()
     REPLICA_PIDS=()
-    if [[ "$1" == cluster ]]; then
-        NODE_REDIS_URL=$(WATCH=$$ "$ROOT/scripts/redis-cluster.sh" start 27200 "$PRIVATE_REDIS")
-        local port
-        for port in 27200 27201 27202 27203 27204 27205; do
+    if [[ "$1" == cluster* ]]; then
+        local replicas=1 port
+        [[ "$1" == cluster0 ]] && replicas=0
+        NODE_REDIS_URL=$(REPLICAS=$replicas WATCH=$$ "$ROOT/scripts/redis-cluster.sh" start 27200 "$PRIVATE_REDIS")
+        for port in $(seq 27200 $((replicas == 1 ? 27205 : 27202))); do
             if redis-cli -p "$port" role | head -1 | grep -q master; then
                 PRIMARY_PIDS+=("$(cat "$PRIVATE_REDIS/$port/pid")")
                 PRIMARY_PORTS+=("$port")
@@ -403,7 +405,7 @@ fi
 # send window, beside p50/p99 and delivery.
 if wants rediscluster; then
     for rate in ${BENCH_RC_RATES:-2000 4000 6000}; do
-        for engine in redis cluster; do
+        for engine in ${BENCH_RC_ENGINES:-redis cluster0 cluster}; do
             start_private_redis "$engine"
             start_cluster
             name="rc-$engine-$rate"
@@ -414,6 +416,10 @@ if wants rediscluster; then
             args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
                 --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
             run_lt "$name" "${args[@]}"
+            # Where the Redis CPU went, by command (whole run, setup included).
+            for p in "${PRIMARY_PORTS[@]}"; do
+                redis-cli -p "$p" INFO commandstats | sed "s/^/$p /" >>"$LOGS/$name.cmdstats" || true
+            done
             sleep 1
             kill "$SAMPLER_PID" 2>/dev/null || true
             wait "$SAMPLER_PID" 2>/dev/null || true
@@ -428,7 +434,12 @@ if wants rediscluster; then
                 printf "**Redis %.1f µs per accepted update** (%s %s)", prim * 1e6 / acc, (np > 1 ? "primaries" : "one server"), shards
                 if (nr > 0) printf ", replicas %.1f µs", repl * 1e6 / acc
                 printf "; nodes %.1f µs per update; over %d accepted updates in the send window", nodes * 1e6 / acc, acc }')
-            label="fanout ${rate}/s × 3 subscribers, ${DRIVERS} drivers, on $([[ $engine == cluster ]] && echo 'a 3-primary Redis Cluster' || echo 'one Redis')"
+            case $engine in
+                cluster) on="a 3-primary Redis Cluster with a replica each" ;;
+                cluster0) on="a 3-primary Redis Cluster without replicas" ;;
+                *) on="one Redis" ;;
+            esac
+            label="fanout ${rate}/s × 3 subscribers, ${DRIVERS} drivers, on $on"
             row "$label" "$(shown "${args[@]}") (nodes on ${NODE_REDIS_URL%%\?*})" "$(jq -r '"accepted \(.acceptedRate)/s of \(.achievedRate)/s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms**; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries)); ack errors \(.ackErrors); setup failures \(.setupFailures)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); $cpu; machine ${quiet}% idle before"
             stop_nodes
             stop_private_redis
@@ -444,10 +455,11 @@ if wants spread; then
     start_private_redis cluster
     start_cluster
     spread="$LOGS/spread.samples"
-    ( while :; do
+    ( set +e
+      while :; do
         line=""
         for p in "${PRIMARY_PORTS[@]}"; do
-            line+="$(redis-cli -p "$p" DBSIZE) $(redis-cli -p "$p" PUBSUB SHARDCHANNELS | grep -c .) "
+            line+="$(redis-cli -p "$p" DBSIZE) $(redis-cli -p "$p" PUBSUB SHARDCHANNELS | wc -l) "
         done
         echo "$line" >>"$spread"
         sleep 2

@@ -8,6 +8,7 @@
 #   scripts/redis-cluster.sh start BASE DIR   # prints the seed URL: redis-cluster://127.0.0.1:BASE?node=…
 #   scripts/redis-cluster.sh stop DIR         # SIGTERM to each of its redis-servers (by PID file)
 #   WATCH=pid scripts/redis-cluster.sh start … # also stop the cluster once process `pid` is gone
+#   REPLICAS=0 scripts/redis-cluster.sh start … # three primaries only, on BASE..BASE+2
 set -euo pipefail
 cmd=${1:?start|stop}
 case "$cmd" in
@@ -15,8 +16,10 @@ start)
   base=${2:?BASE port}
   dir=${3:?DIR}
   mkdir -p "$dir"
+  replicas=${REPLICAS:-1}
+  [ "$replicas" = 0 ] || [ "$replicas" = 1 ] || { echo "REPLICAS is 0 or 1" >&2; exit 2; }
   ports=()
-  for i in 0 1 2 3 4 5; do
+  for i in $(seq 0 $((replicas == 1 ? 5 : 2))); do
     p=$((base + i))
     ports+=("$p")
     mkdir -p "$dir/$p"
@@ -28,7 +31,7 @@ start)
   for p in "${ports[@]}"; do
     for _ in $(seq 1 100); do redis-cli -p "$p" ping >/dev/null 2>&1 && break; sleep 0.05; done
   done
-  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas 1 --cluster-yes >"$dir/create.log" 2>&1 \
+  redis-cli --cluster create $(printf '127.0.0.1:%s ' "${ports[@]}") --cluster-replicas "$replicas" --cluster-yes >"$dir/create.log" 2>&1 \
     || { cat "$dir/create.log" >&2; exit 1; }
   # Ready when every node agrees the cluster is ok and the replicas are attached.
   for _ in $(seq 1 200); do
@@ -36,7 +39,7 @@ start)
     for p in "${ports[@]}"; do
       redis-cli -p "$p" cluster info 2>/dev/null | grep -q 'cluster_state:ok' || ok=0
     done
-    [ "$(redis-cli -p "$base" cluster nodes | grep -c slave)" = 3 ] || ok=0
+    [ "$(redis-cli -p "$base" cluster nodes | grep -c slave)" = $((replicas * 3)) ] || ok=0
     # Every replica in sync with its primary, so that it can take over at once.
     for p in "${ports[@]}"; do
       if redis-cli -p "$p" info replication 2>/dev/null | grep -q 'role:slave'; then

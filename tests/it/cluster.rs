@@ -403,7 +403,7 @@ async fn a_failover_can_lose_an_acked_event_that_was_not_replicated() {
     // The replica takes over without the second event.
     let started = Instant::now();
     while cluster.owner_or_none(s).is_none_or(|(id, _)| id == primary_id) {
-        assert!(started.elapsed() < Duration::from_secs(20), "no failover");
+        assert!(started.elapsed() < Duration::from_secs(30), "no failover");
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     let http = reqwest::Client::new();
@@ -524,7 +524,8 @@ async fn keys_channels_and_commands_spread_over_the_primaries() {
         let scan = cluster.cli(*p, &["--scan", "--pattern", &format!("{}:*", h.prefix)]);
         for key in scan.lines().filter(|k| !k.is_empty()) {
             let ttl: i64 = cluster.cli(*p, &["PTTL", key]).trim().parse().expect("PTTL reply");
-            assert!(ttl > 0, "{key} on {p} has no TTL (PTTL {ttl})");
+            // -2: expired since the scan (a sweep mark lives 5 s).
+            assert!(ttl > 0 || ttl == -2, "{key} on {p} has no TTL (PTTL {ttl})");
         }
     }
     for c in sockets {

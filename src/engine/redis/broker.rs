@@ -295,8 +295,11 @@ impl RedisEngine {
 
     /// Whether every held room is still subscribed on its shard by this node (`Ok(false)`
     /// when one is not); a Redis Cluster's check.
+    /// Joins and leaves wait meanwhile: a room left between reading the held rooms and
+    /// counting the subscriptions would look like a dropped one.
     async fn verify_held(&self) -> std::result::Result<bool, fred::error::Error> {
-        let channels: Vec<String> = self.held_channels().await.into_iter().collect();
+        let rooms = self.rooms.lock().await;
+        let channels: Vec<String> = rooms.keys().cloned().collect();
         if channels.is_empty() {
             return Ok(true);
         }
@@ -345,10 +348,16 @@ impl RedisEngine {
             self.subscriber.sync_cluster().await?;
             self.client.sync_cluster().await?;
             for (owner, group) in self.by_owner(&channels) {
-                for channel in &group {
-                    self.subscriber.ssubscribe(channel.clone()).await?;
+                // One SSUBSCRIBE per channel (each may be on its own slot), many in flight.
+                let count = group.len() as u64;
+                let mut sends = Vec::with_capacity(group.len());
+                for channel in group {
+                    sends.push(self.subscriber.ssubscribe(channel));
                 }
-                if self.own_shard_subscriptions(owner.as_ref()).await? < group.len() as u64 {
+                let sent: Vec<std::result::Result<(), _>> =
+                    futures_util::stream::iter(sends).buffer_unordered(64).collect().await;
+                sent.into_iter().collect::<std::result::Result<Vec<()>, _>>()?;
+                if self.own_shard_subscriptions(owner.as_ref()).await? < count {
                     return Err(fred::error::Error::new(
                         fred::error::ErrorKind::Unknown,
                         "shard channels not subscribed after re-subscribing",

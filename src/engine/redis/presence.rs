@@ -352,10 +352,11 @@ impl RedisEngine {
         let names: Vec<String> = if self.cluster {
             let key = self.keys.presence_tenants_seen();
             let now = crate::domain::now_ms();
-            let old = now.saturating_sub(SEEN_KEEP_MS).to_string();
-            let _: i64 = self.client.zremrangebyscore(&key, "-inf", old).await.map_err(unavailable)?;
-            let recent = now.saturating_sub(SEEN_FOR_MS).to_string();
-            self.client.zrangebyscore(&key, recent, "+inf", false, None).await.map_err(unavailable)?
+            // Scores as f64: fred takes a string bound for a lexicographic one.
+            let old = now.saturating_sub(SEEN_KEEP_MS) as f64;
+            let _: i64 = self.client.zremrangebyscore(&key, f64::NEG_INFINITY, old).await.map_err(unavailable)?;
+            let recent = now.saturating_sub(SEEN_FOR_MS) as f64;
+            self.client.zrangebyscore(&key, recent, f64::INFINITY, false, None).await.map_err(unavailable)?
         } else {
             self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?
         };
