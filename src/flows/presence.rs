@@ -106,7 +106,7 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
         let n = crate::domain::now_ms() / SWEEP_INTERVAL.as_millis() as u64;
         match app.engine.once(Once::PresenceSweep(n), 10 * SWEEP_INTERVAL.as_millis() as u64).await {
             Ok(true) => {
-                if let Err(e) = sweep.run(&app).await {
+                if let Err(e) = sweep.run(&app, n).await {
                     tracing::debug!(error = %e, "presence sweep failed");
                 }
             }
@@ -116,23 +116,42 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
     }
 }
 
-/// A full sweep at least this often, whatever happened (a backstop).
-const FULL_SWEEP_EVERY: std::time::Duration = std::time::Duration::from_secs(30);
+/// A full sweep at least this often cluster-wide, whatever happened (a backstop): the tick
+/// whose number is a multiple of this many ticks (30 s), whichever node wins it.
+const FULL_SWEEP_TICKS: u64 = 60;
+
+/// Each tick checks the freshness of one part of the present drivers (by a hash of the
+/// driver id, the part the tick's number names): a driver's position is checked every
+/// `FRESHNESS_PARTS` ticks (2 s), so a stale one turns `OFFLINE` well within the
+/// contract's 5 s, and a tick reads a quarter of the positions.
+const FRESHNESS_PARTS: u64 = 4;
+
+/// The freshness part of a driver (FNV-1a of its id: the same on every node).
+fn freshness_part(driver: &str) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in driver.bytes() {
+        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
+    }
+    h % FRESHNESS_PARTS
+}
 
 /// What the sweeping node remembers between ticks.
 #[derive(Default)]
 struct Sweep {
-    /// Nodes that counted as alive at the last tick.
+    /// Nodes that counted as alive at the last tick this node swept.
     alive: std::collections::HashSet<String>,
-    last_full: Option<std::time::Instant>,
+    /// Whether this node swept before (its first sweep is a full one: it has no `alive`
+    /// of its own to compare with).
+    swept: bool,
 }
 
 impl Sweep {
-    /// A tick: the present drivers whose position went stale are derived again; all of
-    /// them when a node fell silent since the last tick (its connections and offer slots
-    /// no longer count), at the first tick, and every [`FULL_SWEEP_EVERY`]. So a quiet
-    /// tick costs two reads per tenant, not a derivation per driver.
-    async fn run(&mut self, app: &App) -> Result<()> {
+    /// Tick `tick`: the present drivers of the tick's freshness part whose position went
+    /// stale are derived again; all present drivers when a node fell silent since this
+    /// node's last sweep (its connections and offer slots no longer count), at this node's
+    /// first sweep, and every [`FULL_SWEEP_TICKS`]. So a quiet tick costs a read of the
+    /// present drivers and of a quarter of their positions, not a derivation per driver.
+    async fn run(&mut self, app: &App, tick: u64) -> Result<()> {
         let silence = limits(app).node_silence_ms;
         let now = crate::domain::now_ms();
         let alive: std::collections::HashSet<String> = app
@@ -145,16 +164,16 @@ impl Sweep {
             .collect();
         let node_gone = self.alive.iter().any(|n| !alive.contains(n));
         self.alive = alive;
-        let full = node_gone || self.last_full.is_none_or(|t| t.elapsed() >= FULL_SWEEP_EVERY);
-        if full {
-            self.last_full = Some(std::time::Instant::now());
-        }
+        let full = node_gone || !self.swept || tick.is_multiple_of(FULL_SWEEP_TICKS);
+        self.swept = true;
         for tenant in app.engine.presence_tenants().await? {
             let present = app.engine.present_drivers(&tenant).await?;
             let ids: Vec<String> = present.into_iter().map(|p| p.driver).collect();
             let due: Vec<String> = if full {
                 ids
             } else {
+                let part = tick % FRESHNESS_PARTS;
+                let ids: Vec<String> = ids.into_iter().filter(|d| freshness_part(d) == part).collect();
                 let fresh = app.engine.freshness(&tenant, &ids, app.cfg.location_ttl_ms).await?;
                 ids.into_iter().zip(fresh).filter(|(_, f)| !f).map(|(d, _)| d).collect()
             };
@@ -244,4 +263,19 @@ pub async fn list(app: &App, who: &Claims, q: &DriverQuery) -> Result<(Vec<Liste
         d.name = names.get(&d.driver_id).cloned();
     }
     Ok((drivers, total))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn freshness_parts_are_stable_and_even() {
+        assert_eq!(freshness_part("driver-1"), freshness_part("driver-1"));
+        let mut parts = [0u32; FRESHNESS_PARTS as usize];
+        for i in 0..4_000 {
+            parts[freshness_part(&format!("d{i}")) as usize] += 1;
+        }
+        assert!(parts.iter().all(|&n| (800..=1200).contains(&n)), "{parts:?}");
+    }
 }

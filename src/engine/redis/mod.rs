@@ -68,6 +68,9 @@ pub struct RedisSettings {
     pub history: HistoryLimits,
 }
 
+/// The node registry's beats: node id and its last beat (ms).
+type Beats = Arc<Vec<(String, u64)>>;
+
 /// The cluster engine.
 pub struct RedisEngine {
     /// A Redis Cluster (`redis-cluster://…`): sharded pub/sub, and the location path split
@@ -91,7 +94,7 @@ pub struct RedisEngine {
     node_id: String,
     heartbeat_ttl_ms: u64,
     /// The node registry's beats and when they were read (`presence::beats_view`).
-    beats: std::sync::Mutex<Option<(std::time::Instant, Arc<Vec<(String, u64)>>)>>,
+    beats: std::sync::Mutex<Option<(std::time::Instant, Beats)>>,
     /// When this node last marked each tenant's presence as seen (Redis Cluster).
     presence_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Redis's clock, for the deadline of every write.

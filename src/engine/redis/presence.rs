@@ -41,8 +41,11 @@ const SEEN_KEEP_MS: u64 = 86_400_000;
 /// limit, and a dead node's beat does not change).
 const BEATS_FOR: Duration = Duration::from_secs(1);
 
-/// Concurrent reads of a tenant's buckets.
+/// Concurrent reads of a tenant's buckets (or of batches of drivers).
 const BUCKET_READS: usize = 16;
+
+/// Drivers whose presence inputs one pipeline reads.
+const READ_BATCH: usize = 100;
 
 /// Splits a stored value (`AVAILABLE` or `BUSY`, then `\x1e` and the trip).
 fn parse_stored(v: &str) -> Option<(Availability, Option<String>)> {
@@ -129,25 +132,47 @@ impl RedisEngine {
         let alive = |node: &str| {
             node == self.node_id || beats.iter().any(|(n, beat)| n == node && beat + limits.node_silence_ms >= now)
         };
-        let mut reads = Vec::with_capacity(drivers.len());
-        for input in drivers {
-            let driver = UserId(input.driver.clone());
-            let (conns, offers, loc) =
-                (k.connections(tenant, &driver), k.offer_slots(tenant, &driver), k.driver_location(tenant, &driver));
+        // One pipeline per batch of drivers (fred routes each command to its slot's shard).
+        let mut reads = Vec::new();
+        for chunk in drivers.chunks(READ_BATCH) {
             let pipe = self.client.pipeline();
+            let keys: Vec<(String, String, String)> = chunk
+                .iter()
+                .map(|input| {
+                    let driver = UserId(input.driver.clone());
+                    (k.connections(tenant, &driver), k.offer_slots(tenant, &driver), k.driver_location(tenant, &driver))
+                })
+                .collect();
             reads.push(async move {
-                let _: () = pipe.hvals(conns).await?;
-                let _: () = pipe.hvals(offers).await?;
-                let _: () = pipe.exists(loc).await?;
-                let (conns, offers, fresh): (Vec<String>, Vec<String>, i64) = pipe.all().await?;
-                Ok::<_, fred::error::Error>((conns, offers, fresh == 1))
+                for (conns, offers, loc) in keys {
+                    let _: () = pipe.hvals(conns).await?;
+                    let _: () = pipe.hvals(offers).await?;
+                    let _: () = pipe.exists(loc).await?;
+                }
+                let values: Vec<Value> = pipe.all().await?;
+                values
+                    .chunks_exact(3)
+                    .map(|v| {
+                        let conns: Vec<String> = v[0].clone().convert()?;
+                        let offers: Vec<String> = v[1].clone().convert()?;
+                        Ok((conns, offers, v[2].as_i64() == Some(1)))
+                    })
+                    .collect::<std::result::Result<Vec<_>, fred::error::Error>>()
             });
         }
-        let inputs: Vec<std::result::Result<_, _>> = futures_util::stream::iter(reads).buffered(64).collect().await;
+        let read: Vec<std::result::Result<Vec<_>, _>> =
+            futures_util::stream::iter(reads).buffered(BUCKET_READS).collect().await;
+        let mut inputs = Vec::with_capacity(drivers.len());
+        for part in read {
+            inputs.extend(part.map_err(unavailable)?);
+        }
+        if inputs.len() != drivers.len() {
+            tracing::error!(read = inputs.len(), drivers = drivers.len(), "presence inputs short");
+            return Err(Error::Internal);
+        }
         // Each driver's arguments (driver, trip, flags), by bucket.
         let mut buckets: HashMap<u16, Vec<[String; 3]>> = HashMap::new();
-        for (input, read) in drivers.iter().zip(inputs) {
-            let (conns, offers, fresh) = read.map_err(unavailable)?;
+        for (input, (conns, offers, fresh)) in drivers.iter().zip(inputs) {
             let flag = |b: bool| if b { '1' } else { '0' };
             let trip = match &input.trip {
                 None => "\0".to_string(),
@@ -317,15 +342,36 @@ impl RedisEngine {
         if self.cluster {
             // A driver's latest position lives the location TTL, the freshness bound of
             // every caller (`flows::presence`): stored means fresh.
-            use futures_util::StreamExt;
-            let mut reads = Vec::with_capacity(drivers.len());
-            for d in drivers {
-                reads.push(self.client.exists::<i64, _>(self.keys.driver_location(tenant, &UserId(d.clone()))));
+            let mut reads = Vec::new();
+            for chunk in drivers.chunks(READ_BATCH * 3) {
+                let pipe = self.client.pipeline();
+                let keys: Vec<String> =
+                    chunk.iter().map(|d| self.keys.driver_location(tenant, &UserId(d.clone()))).collect();
+                reads.push(async move {
+                    for key in keys {
+                        let _: () = pipe.exists(key).await?;
+                    }
+                    // A pipeline of one command answers with its value, not an array of one.
+                    let all: Value = pipe.all().await?;
+                    let values = match all {
+                        Value::Array(values) => values,
+                        one => vec![one],
+                    };
+                    Ok::<_, fred::error::Error>(values.iter().map(|v| v.as_i64() == Some(1)).collect::<Vec<bool>>())
+                });
             }
-            let found: Vec<std::result::Result<i64, _>> =
-                futures_util::stream::iter(reads).buffered(64).collect().await;
+            let found: Vec<std::result::Result<Vec<bool>, _>> =
+                futures_util::stream::iter(reads).buffered(BUCKET_READS).collect().await;
             let _ = fresh_ms;
-            return found.into_iter().map(|r| r.map(|n| n == 1).map_err(unavailable)).collect();
+            let mut out = Vec::with_capacity(drivers.len());
+            for part in found {
+                out.extend(part.map_err(unavailable)?);
+            }
+            if out.len() != drivers.len() {
+                tracing::error!(read = out.len(), drivers = drivers.len(), "freshness reads short");
+                return Err(Error::Internal);
+            }
+            return Ok(out);
         }
         // Scores are Redis's clock; nodes of one cluster agree with it within far less than
         // a location TTL.
