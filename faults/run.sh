@@ -341,7 +341,7 @@ fault_partition() { # node 3 cut off from Redis for 10 s (the relay holds every 
       unready="$(echo "$(date +%s.%N) - $t0" | bc) s"; break; }
     sleep 0.1
   done
-  sleep "$(echo "10 - ($(date +%s.%N) - $t0)" | bc)"
+  sleep_rest 10 "$t0"
   kill -USR2 "${PIDS[relay]}"
   local t1; t1=$(date +%s.%N)
   local r; r=$(wait_ready 2)
@@ -358,6 +358,12 @@ fault_redis_kill() { # SIGKILL Redis, restart after 5 s (empty, or with its AOF 
   for i in 0 1 2; do wait_ready "$i" >/dev/null; done
   echo "$(echo "$(date +%s.%N) - $t0" | bc) after the restart (down 5 s$keys)" >"$WORK/back"
 }
+# sleep_rest S T0: sleeps what is left of S seconds since T0 (epoch seconds), if anything
+# (reading the nodes' metrics during an outage may take longer than the rest).
+sleep_rest() {
+  local rest; rest=$(echo "$1 - ($(date +%s.%N) - $2)" | bc)
+  if [ "$(echo "$rest > 0" | bc)" = 1 ]; then sleep "$rest"; fi
+}
 # --- postgres: the private Postgres stopped for 60 s, the worker SIGKILLed mid-backlog ---
 PG_BACK_AT=""
 snap_sql() { psql "$PG/$DB" -XAtF ' ' -v ON_ERROR_STOP=1 -c "$1" 2>/dev/null; }
@@ -367,7 +373,7 @@ fault_postgres() {
   sleep 58
   local held refused; held=$(metric_nodes fleetcast_snapshot_buffer_rows)
   refused=$(metric_nodes fleetcast_snapshot_push_failures_total)
-  sleep "$(echo "60 - ($(now) - $t0)" | bc)"
+  sleep_rest 60 "$t0"
   start_private_pg
   PG_BACK_AT=$(now)
   ( r=$PG_BACK_AT; for i in 0 1 2; do [ "$(wait_ready "$i")" != never ] || r=never; done

@@ -13,7 +13,10 @@
 -- ARGV[4] snapshot interval ms   ARGV[5] Location JSON   ARGV[6] unique window entry id
 -- ARGV[7] deadline, ms in Redis time (0 = none): past it the update is not applied
 -- ARGV[8] frame for the driver's location room
--- Returns {1, sampled(0|1), came_live(0|1), previous Location JSON or ""} when accepted,
+-- KEYS[6] the driver's geo-index marker   ARGV[9] index refresh ms (0: every update)
+-- Returns {1, sampled(0|1), came_live(0|1), previous Location JSON or "", index_due(0|1)}
+-- when accepted (index_due: the marker was absent, so the node writes the geo cell's index
+-- even if the driver stayed in its cell; it is set for ARGV[9] ms),
 -- {0, retryAfterMs} when refused, {2, 0} when it ran after its deadline (nothing written).
 -- (The clock, the deadline and the rate check come first: `rate_window.lua`.)
 
@@ -31,4 +34,6 @@ if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('SPUBLISH', KEYS[5], ARGV[8])
 end
-return {1, sampled, came_live, previous}
+local index_due = 1
+if tonumber(ARGV[9]) > 0 and not redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[9]) then index_due = 0 end
+return {1, sampled, came_live, previous, index_due}

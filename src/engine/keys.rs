@@ -190,6 +190,13 @@ impl Keys {
         format!("{}:snap:{}:{}", self.prefix, esc(&tenant.0), driver_tag(driver))
     }
 
+    /// On a Redis Cluster, a driver's geo-index marker (string, TTL = the index refresh
+    /// interval): while it lives, an update that stays in the driver's geo cell skips the
+    /// cell's index write (`location_driver.lua` sets it when the write is due).
+    pub fn geo_index_marker(&self, tenant: &Tenant, driver: &UserId) -> String {
+        format!("{}:gidx:{}:{}", self.prefix, esc(&tenant.0), driver_tag(driver))
+    }
+
     /// A user's trip-subscription slots (HASH, TTL 24 h refreshed on claim).
     pub fn subscriptions(&self, tenant: &Tenant, user: &UserId) -> String {
         format!("{}:subs:{}:{}", self.prefix, esc(&tenant.0), user_tag(user))

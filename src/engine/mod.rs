@@ -15,6 +15,13 @@ use crate::domain::area::Cell;
 use crate::domain::{EventId, Location, RoomKey, Tenant, TripId, UserId};
 use crate::error::Result;
 
+/// How long after a node starts watching a live-area cell every node's location path
+/// publishes that cell's positions (on a Redis Cluster a node reuses what it last heard of
+/// a cell's watch for [`redis::WATCH_FOR`]); the watching node reads its new areas'
+/// positions again then, for what was written meanwhile without a frame.
+pub const WATCH_SETTLE: std::time::Duration =
+    std::time::Duration::from_millis(redis::WATCH_FOR.as_millis() as u64 + 250);
+
 pub mod frame;
 pub mod keys;
 pub mod memory;

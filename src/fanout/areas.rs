@@ -196,6 +196,9 @@ struct Inner {
     next: SubId,
     /// Ticks so far (housekeeping runs every [`HOUSEKEEPING_EVERY`] ticks).
     ticks: u64,
+    /// Subscriptions whose area's positions are read again at the given time (after their
+    /// cells' watch has settled cluster-wide).
+    catch_ups: Vec<(SubId, Instant)>,
 }
 
 /// Ticks between two housekeeping passes (stale drivers, forgetting): 2 s.
@@ -320,11 +323,45 @@ impl AreaHub {
         (Tenant(sub.tenant), gone)
     }
 
+    /// Reads `sub`'s area again at `at` ([`Self::due_catch_ups`]).
+    pub fn schedule_catch_up(&self, sub: SubId, at: Instant) {
+        self.lock().catch_ups.push((sub, at));
+    }
+
+    /// The catch-ups due by `now`: each subscription's tenant and area (gone ones dropped).
+    pub fn due_catch_ups(&self, now: Instant) -> Vec<(Tenant, AreaSpec)> {
+        let mut g = self.lock();
+        let inner = &mut *g;
+        let mut due = Vec::new();
+        inner.catch_ups.retain(|(id, at)| {
+            if *at > now {
+                return true;
+            }
+            if let Some(sub) = inner.subs.get(id) {
+                due.push((Tenant(sub.tenant.clone()), sub.spec.clone()));
+            }
+            false
+        });
+        due
+    }
+
+    /// Positions read from the engine after a watch settled: each is taken as a frame
+    /// would be, unless the driver's tracked position is as new or newer.
+    pub fn catch_up(&self, tenant: &Tenant, positions: Vec<Location>) {
+        for l in positions {
+            self.apply_position(&tenant.0, l, true);
+        }
+    }
+
     fn on_position(&self, tenant: &str, json: &str) {
         let Ok(l) = serde_json::from_str::<Location>(json) else {
             tracing::warn!("unreadable area position dropped");
             return;
         };
+        self.apply_position(tenant, l, false);
+    }
+
+    fn apply_position(&self, tenant: &str, l: Location, only_newer: bool) {
         let mut g = self.lock();
         let Some(t) = g.tenants.get_mut(tenant) else { return };
         // A driver moving between two cells this node watches sends the update into both
@@ -333,6 +370,10 @@ impl AreaHub {
             .get(&l.driver.0)
             .is_some_and(|tr| tr.updated_at == l.updated_at && tr.lat == l.lat && tr.lng == l.lng)
         {
+            return;
+        }
+        let time = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
+        if only_newer && t.drivers.get(&l.driver.0).is_some_and(|tr| time(&tr.updated_at) >= time(&l.updated_at)) {
             return;
         }
         metrics::counter!("fleetcast_area_positions_received_total").increment(1);

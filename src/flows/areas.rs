@@ -15,7 +15,7 @@ use crate::app::App;
 use crate::auth::Claims;
 use crate::domain::area::AreaSpec;
 use crate::domain::presence::Availability;
-use crate::domain::{Role, Tenant, UserId};
+use crate::domain::{Location, Role, Tenant, UserId};
 use crate::error::{Error, Result};
 use crate::fanout::areas::{AreaDriver, AreaMsg, MAX_SNAPSHOT, SUB_BUFFER, SubId, TICK};
 
@@ -63,8 +63,20 @@ pub async fn subscribe(app: &App, who: &Claims, spec: AreaSpec) -> Result<Subscr
     let truncated = drivers.len() > MAX_SNAPSHOT;
     drivers.truncate(MAX_SNAPSHOT);
     app.areas.seed(added.id, &drivers);
+    if !added.new_cells.is_empty() {
+        app.areas.schedule_catch_up(added.id, Instant::now() + crate::engine::WATCH_SETTLE);
+    }
     metrics::counter!("fleetcast_area_subscribes_total").increment(1);
     Ok(Subscribed { id: added.id, drivers, truncated, rx })
+}
+
+/// The latest positions of the live drivers inside the area now.
+async fn positions(app: &App, tenant: &Tenant, spec: &AreaSpec) -> Result<Vec<Location>> {
+    let (lat, lng, radius) = spec.area.enclosing_circle();
+    let near = app.engine.drivers_near(tenant, lat, lng, radius, app.cfg.location_ttl_ms).await?;
+    let users: Vec<UserId> = near.into_iter().map(|(d, _, _)| UserId(d)).collect();
+    let locations = app.engine.driver_locations(tenant, &users).await?;
+    Ok(locations.into_iter().flatten().filter(|l| spec.area.contains(l.lat, l.lng)).collect())
 }
 
 /// The live drivers inside the area now, nearest to its centre first.
@@ -119,6 +131,14 @@ pub async fn tick_loop(app: Arc<App>, cancel: CancellationToken) {
         }
         if app.areas.is_empty() {
             continue;
+        }
+        // New areas' positions again once their watch has settled cluster-wide (positions
+        // written meanwhile by a node that had not yet seen the watch came without a frame).
+        for (tenant, spec) in app.areas.due_catch_ups(Instant::now()) {
+            match positions(&app, &tenant, &spec).await {
+                Ok(found) => app.areas.catch_up(&tenant, found),
+                Err(e) => tracing::debug!(error = %e, "area catch-up not read"),
+            }
         }
         let (lookups, closed) = app.areas.tick(Instant::now(), fresh);
         for id in closed {

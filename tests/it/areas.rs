@@ -187,7 +187,42 @@ async fn the_area_stream_over_sse(mode: Mode) {
     h.stop().await;
 }
 
+/// A driver streaming through one node while a dispatcher starts watching its area on
+/// another: a position sent right after the subscription reaches the dispatcher within about
+/// a second and a half even where the driver's node still reuses what it last heard of the
+/// cell's watch (a Redis Cluster skips the geo index write of a driver that stays in its
+/// cell; the watching node reads its new area's positions again once the watch settled).
+async fn a_position_sent_right_after_a_new_watch_reaches_the_area(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0", "--location-max-per-minute", "1000"]).await;
+    let d = unique("d");
+    let driver = Client::connect(&h.a(), &token(&d, "DRIVER")).await;
+    assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+    // Indexed and live; its node hears that the cell is not watched.
+    at(&driver, 48.85, 2.35).await;
+    at(&driver, 48.8501, 2.35).await;
+    let mut viewer = Client::connect(&h.b(), &token("disp", "BUSINESS")).await;
+    let ack = viewer.ack("area:subscribe", json!({ "areaId": "paris", "bbox": BBOX, "intervalMs": 250 })).await;
+    assert_ok(&ack);
+    assert_eq!(ids(&ack["drivers"]), vec![d.clone()], "{ack}");
+    let subscribed = Instant::now();
+    // Moving inside its cell at once.
+    at(&driver, 48.8502, 2.3501).await;
+    loop {
+        let f = viewer.next(UPDATE, Duration::from_secs(4)).await.expect("the new position within 4 s");
+        let shown = f["drivers"].as_array().and_then(|a| a.iter().find(|r| r["driverId"] == json!(d)).cloned());
+        if shown.is_some_and(|r| r["lng"] == json!(2.3501)) {
+            break;
+        }
+    }
+    let after = subscribed.elapsed();
+    assert!(after < Duration::from_millis(2_500), "the position reached the area after {after:?}");
+    viewer.close().await;
+    driver.close().await;
+    h.stop().await;
+}
+
 both_modes!(
+    a_position_sent_right_after_a_new_watch_reaches_the_area,
     a_driver_enters_moves_inside_leaves_and_goes_offline,
     area_subscriptions_check_bounds_roles_and_limits,
     the_area_stream_over_sse,

@@ -29,6 +29,8 @@ impl RedisEngine {
                 let key = self.keys.geo_cell_watchers(tenant, &g);
                 let _: i64 = self.client.hset(&key, (self.node_id.as_str(), "1")).await.map_err(unavailable)?;
                 let _: i64 = self.client.pexpire(&key, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
+                // This node's own updates see the watch at once.
+                self.cell_watch.forget(&key);
             }
         }
         Ok(())
@@ -42,8 +44,9 @@ impl RedisEngine {
             let _: i64 = self.client.srem(&watches, member).await?;
             if self.cluster {
                 for g in super::cells::geo_cells_of(cell) {
-                    let _: i64 =
-                        self.client.hdel(self.keys.geo_cell_watchers(tenant, &g), self.node_id.as_str()).await?;
+                    let key = self.keys.geo_cell_watchers(tenant, &g);
+                    let _: i64 = self.client.hdel(&key, self.node_id.as_str()).await?;
+                    self.cell_watch.forget(&key);
                 }
             }
             Ok::<(), fred::error::Error>(())

@@ -12,6 +12,11 @@ use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
 
+/// On a Redis Cluster, how often at most a driver that stays in its geo cell has its
+/// position written to the cell's index (the offer search's positions are at most this old;
+/// a driver changing cell, coming live or sampled is indexed at once).
+const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+
 impl RedisEngine {
     pub(in crate::engine) async fn write_location(
         &self,
@@ -99,6 +104,7 @@ impl RedisEngine {
             k.snapshot_marker(w.tenant, driver),
             k.sse_streams(w.tenant, &UserId(w.driver_room.0.as_str().to_string())),
             k.room_channel(w.driver_room.0),
+            k.geo_index_marker(w.tenant, driver),
         ];
         let args: Vec<String> = vec![
             l.min_interval_ms.to_string(),
@@ -109,15 +115,17 @@ impl RedisEngine {
             entry.clone(),
             self.clock.deadline(),
             w.driver_room.1.to_string(),
+            INDEX_EVERY.as_millis().to_string(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<Value> =
             self.location_driver_script.evalsha_with_reload(&self.client, keys, args).await.map_err(unavailable)?;
-        let (sampled, came_live, previous) = match r.first().and_then(Value::as_i64) {
+        let (sampled, came_live, previous, index_due) = match r.first().and_then(Value::as_i64) {
             Some(1) => (
                 r.get(1).and_then(Value::as_i64) == Some(1),
                 r.get(2).and_then(Value::as_i64) == Some(1),
                 r.get(3).and_then(Value::as_string).filter(|p| !p.is_empty()),
+                r.get(4).and_then(Value::as_i64) != Some(0),
             ),
             Some(0) => {
                 let wait = r.get(1).and_then(Value::as_i64).unwrap_or(1).max(1) as u64;
@@ -156,8 +164,18 @@ impl RedisEngine {
         let cell_keys =
             |c: &str| vec![k.geo_cell(w.tenant, c), k.geo_cell_fresh(w.tenant, c), k.geo_cell_watchers(w.tenant, c)];
         // The update's cell, and the cell it left: the index, and whether their live-area
-        // cells are watched (then the area frame goes to those cells' rooms).
+        // cells are watched (then the area frame goes to those cells' rooms). A driver that
+        // stays in its cell, was indexed within `INDEX_EVERY` and whose update is not sampled
+        // skips the cell's index write when this node saw the cell's watch lately (the
+        // watching node reads the area's positions again once every node's view of the
+        // watch has renewed: `engine::WATCH_SETTLE`).
+        let skip = !index_due && !sampled && !came_live && prev_cell.is_none();
+        let cached = if skip { self.cell_watch.seen(&k.geo_cell_watchers(w.tenant, &cell)) } else { None };
         let index = async {
+            if let Some(watched) = cached {
+                metrics::counter!("fleetcast_geo_index_skipped_total").increment(1);
+                return Ok(watched);
+            }
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(&cell), cell_args(false)).await?;
             if r.first() == Some(&1) {
@@ -165,13 +183,17 @@ impl RedisEngine {
                 let _: i64 = self.client.sadd(&registry, cell.as_str()).await?;
                 let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
             }
-            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
+            let watched = r.get(1) == Some(&1);
+            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, &cell), watched);
+            Ok::<bool, fred::error::Error>(watched)
         };
         let left = async {
             let Some(prev) = &prev_cell else { return Ok(false) };
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(prev), cell_args(true)).await?;
-            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
+            let watched = r.get(1) == Some(&1);
+            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, prev), watched);
+            Ok::<bool, fred::error::Error>(watched)
         };
         let (trip, index, left) = tokio::join!(trip, index, left);
         let area_cell = w.cell;

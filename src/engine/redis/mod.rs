@@ -30,6 +30,9 @@ mod cells;
 mod clock;
 mod live;
 mod presence;
+mod watch_cache;
+
+pub use watch_cache::WATCH_FOR;
 
 /// Per-user slot hashes live a day past their last claim; entries of dead nodes are dropped
 /// by the claim script long before.
@@ -95,6 +98,8 @@ pub struct RedisEngine {
     heartbeat_ttl_ms: u64,
     /// The node registry's beats and when they were read (`presence::beats_view`).
     beats: std::sync::Mutex<Option<(std::time::Instant, Beats)>>,
+    /// The geo cells' live-area watch as the cells' index scripts last said (Redis Cluster).
+    cell_watch: watch_cache::WatchCache,
     /// When this node last marked each tenant's presence as seen (Redis Cluster).
     presence_seen: std::sync::Mutex<HashMap<String, std::time::Instant>>,
     /// Redis's clock, for the deadline of every write.
@@ -200,6 +205,7 @@ impl RedisEngine {
             heartbeat_ttl_ms: s.heartbeat.as_millis() as u64 * 3,
             beats: std::sync::Mutex::new(None),
             presence_seen: std::sync::Mutex::new(HashMap::new()),
+            cell_watch: watch_cache::WatchCache::default(),
             clock: clock::RedisClock::new(s.timeout),
             rooms: tokio::sync::Mutex::new(HashMap::new()),
             subscriptions_ok: Arc::new(AtomicBool::new(true)),
