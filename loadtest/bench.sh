@@ -154,7 +154,8 @@ start_private_redis() {
     if [[ "$1" == cluster* ]]; then
         local replicas=1 port
         [[ "$1" == cluster0 ]] && replicas=0
-        NODE_REDIS_URL=$(REPLICAS=$replicas WATCH=$$ "$ROOT/scripts/redis-cluster.sh" start 27200 "$PRIVATE_REDIS")
+        # Redis's default node timeout: on two busy cores a 2 s one fails primaries over mid-run.
+        NODE_REDIS_URL=$(NODE_TIMEOUT=15000 REPLICAS=$replicas WATCH=$$ "$ROOT/scripts/redis-cluster.sh" start 27200 "$PRIVATE_REDIS")
         for port in $(seq 27200 $((replicas == 1 ? 27205 : 27202))); do
             if redis-cli -p "$port" role | head -1 | grep -q master; then
                 PRIMARY_PIDS+=("$(cat "$PRIVATE_REDIS/$port/pid")")
@@ -181,6 +182,12 @@ stop_private_redis() {
         pid=$(cat "$f")
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true
+    done
+    # The next run's servers take the same ports.
+    local port
+    for port in 27100 27200 27201 27202 27203 27204 27205; do
+        for _ in $(seq 50); do ss -ltnH "sport = :$port" | grep -q . || break; sleep 0.1; done
     done
     PRIVATE_REDIS=""
     PRIMARY_PORTS=()

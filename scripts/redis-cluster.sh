@@ -9,6 +9,9 @@
 #   scripts/redis-cluster.sh stop DIR         # SIGTERM to each of its redis-servers (by PID file)
 #   WATCH=pid scripts/redis-cluster.sh start … # also stop the cluster once process `pid` is gone
 #   REPLICAS=0 scripts/redis-cluster.sh start … # three primaries only, on BASE..BASE+2
+#   NODE_TIMEOUT=15000 scripts/redis-cluster.sh start … # cluster-node-timeout in ms (default 2000,
+#                                                # for fast failover tests; Redis's own default
+#                                                # is 15000, which benchmarks use)
 set -euo pipefail
 cmd=${1:?start|stop}
 case "$cmd" in
@@ -24,7 +27,7 @@ start)
     ports+=("$p")
     mkdir -p "$dir/$p"
     (cd "$dir/$p" && redis-server --port "$p" --bind 127.0.0.1 --cluster-enabled yes \
-      --cluster-config-file nodes.conf --cluster-node-timeout 2000 --save '' --appendonly no \
+      --cluster-config-file nodes.conf --cluster-node-timeout "${NODE_TIMEOUT:-2000}" --save '' --appendonly no \
       --repl-diskless-sync yes --repl-diskless-sync-delay 0 --cluster-replica-validity-factor 0 \
       --daemonize yes --logfile log --pidfile "$dir/$p/pid")
   done

@@ -100,7 +100,7 @@ impl From<sqlx::Error> for Error {
     fn from(e: sqlx::Error) -> Self {
         match e {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => {
-                tracing::warn!(error = %e, "database unavailable");
+                crate::telemetry::storm::warn_storm!(error = %e, "database unavailable");
                 Error::Unavailable
             }
             other => {

@@ -36,7 +36,7 @@ pub fn limits(app: &App) -> PresenceLimits {
 /// (the sweep corrects what it missed within a tick, but for new trips).
 pub async fn notice(app: &App, tenant: &Tenant, driver: &UserId) {
     if let Err(e) = refresh(app, tenant, driver).await {
-        tracing::warn!(error = %e, driver = %driver.0, "availability not derived");
+        crate::telemetry::storm::warn_storm!(error = %e, driver = %driver.0, "availability not derived");
     }
 }
 
@@ -50,7 +50,7 @@ pub async fn notice_loss(app: &App, who: &Claims) {
     let input = [PresenceInput { driver: who.user.0.clone(), trip: None }];
     match app.engine.derive_presence(&who.tenant, &input, &limits(app)).await {
         Ok(changes) => announce(app, &who.tenant, &changes).await,
-        Err(e) => tracing::warn!(error = %e, driver = %who.user.0, "availability not derived"),
+        Err(e) => crate::telemetry::storm::warn_storm!(error = %e, driver = %who.user.0, "availability not derived"),
     }
 }
 

@@ -65,7 +65,7 @@ where
         Ok(()) => match tokio::time::timeout(ACK_DEADLINE, fut).await {
             Ok(r) => r,
             Err(_) => {
-                tracing::warn!(event = name, "handler exceeded the ack deadline");
+                crate::telemetry::storm::warn_storm!(event = name, "handler exceeded the ack deadline");
                 Err(Error::Unavailable)
             }
         },

@@ -88,7 +88,7 @@ pub(super) async fn authenticate(
             return Err(Refused("RATE_LIMITED"));
         }
         // Degraded mode: the cap cannot be checked while Redis is away; keep serving.
-        Err(_) => tracing::warn!("connection cap not checked: engine unavailable"),
+        Err(_) => crate::telemetry::storm::warn_storm!("connection cap not checked: engine unavailable"),
     }
     let events = NonZeroU32::new(app.cfg.socket_events_per_sec).unwrap_or(NonZeroU32::MIN);
     let burst = NonZeroU32::new(app.cfg.socket_events_burst).unwrap_or(events);

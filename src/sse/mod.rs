@@ -347,7 +347,7 @@ async fn claim_connection(app: &App, who: &crate::auth::Claims) -> Result<String
     {
         Ok(Claim::Refused) => return Err(Error::RateLimited { retry_after_ms: 1_000 }),
         Ok(Claim::Granted) => {}
-        Err(_) => tracing::warn!("SSE connection cap not checked: engine unavailable"),
+        Err(_) => crate::telemetry::storm::warn_storm!("SSE connection cap not checked: engine unavailable"),
     }
     Ok(slot)
 }

@@ -214,7 +214,7 @@ impl RedisEngine {
         if let Err(e) = index {
             // The update was stored and delivered; the offer index catches up with the
             // driver's next update.
-            tracing::warn!(error = %e, "geo cell not updated");
+            crate::telemetry::storm::warn_storm!(error = %e, "geo cell not updated");
             metrics::counter!("fleetcast_redis_errors_total").increment(1);
         }
         if let Err(e) = trip {

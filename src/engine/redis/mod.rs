@@ -130,7 +130,7 @@ fn late(command: &'static str) -> Error {
 }
 
 fn unavailable(e: fred::error::Error) -> Error {
-    tracing::warn!(error = %e, "redis command failed");
+    crate::telemetry::storm::warn_storm!(error = %e, "redis command failed");
     metrics::counter!("fleetcast_redis_errors_total").increment(1);
     Error::Unavailable
 }

@@ -1,6 +1,8 @@
 //! Logs and metrics set-up. Logs are `tracing` events (text or JSON lines); metrics go to
 //! one process-wide Prometheus recorder whose handle renders `/metrics`.
 
+pub mod storm;
+
 use std::sync::OnceLock;
 
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
