@@ -183,6 +183,9 @@ stop_private_redis() {
         kill "$pid" 2>/dev/null || true
         for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
         kill -KILL "$pid" 2>/dev/null || true
+        # The cluster script's watcher stops what the pid files name when this script ends:
+        # nothing, once they are gone (a reused pid is never killed).
+        rm -f "$f"
     done
     # The next run's servers take the same ports.
     local port

@@ -260,6 +260,12 @@ impl Keys {
         format!("{}:once:sweep:{tick}", self.prefix)
     }
 
+    /// The presence sweeps' counter (integer, TTL 24 h refreshed by each sweep): which part
+    /// of the drivers a sweep checks.
+    pub fn sweep_seq(&self) -> String {
+        format!("{}:sweep-seq", self.prefix)
+    }
+
     /// The arrival mark of a trip and target.
     pub fn once_arrival(&self, tenant: &Tenant, trip: &TripId, target: &str) -> String {
         format!("{}:once:arrival:{}:{}:{target}", self.prefix, esc(&tenant.0), esc(&trip.0))

@@ -42,6 +42,8 @@ struct State {
     presence: HashMap<String, HashMap<String, (Availability, Option<String>)>>,
     /// "First one wins" marks and their expiry.
     once: HashMap<String, Instant>,
+    /// Presence sweeps run so far.
+    sweeps: u64,
     /// Geo cells watched by live areas, by tenant.
     watched_cells: HashSet<(String, Cell)>,
     /// This node's last stats JSON (the one node of the embedded "cluster").
@@ -448,6 +450,12 @@ impl MemoryEngine {
                 Some(Presence { driver: d.clone(), availability: *availability, trip: trip.clone() })
             })
             .collect())
+    }
+
+    pub(super) async fn next_sweep(&self) -> Result<u64> {
+        let mut s = self.lock();
+        s.sweeps += 1;
+        Ok(s.sweeps)
     }
 
     pub(super) async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {

@@ -200,6 +200,12 @@ impl Engine {
         dispatch!(self, e => e.driver_locations(tenant, drivers).await)
     }
 
+    /// The number of the presence sweep about to run, counted cluster-wide (each call
+    /// advances it): the sweeps rotate through their parts by it, whatever ticks were missed.
+    pub async fn next_sweep(&self) -> Result<u64> {
+        dispatch!(self, e => e.next_sweep().await)
+    }
+
     /// True for the first caller cluster-wide to set `mark` within `ttl_ms`.
     pub async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {
         dispatch!(self, e => e.once(mark, ttl_ms).await)

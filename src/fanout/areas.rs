@@ -373,7 +373,7 @@ impl AreaHub {
             return;
         }
         let time = |s: &str| chrono::DateTime::parse_from_rfc3339(s).ok();
-        if only_newer && t.drivers.get(&l.driver.0).is_some_and(|tr| time(&tr.updated_at) >= time(&l.updated_at)) {
+        if only_newer && t.drivers.get(&l.driver.0).is_some_and(|tr| time(&tr.updated_at) > time(&l.updated_at)) {
             return;
         }
         metrics::counter!("fleetcast_area_positions_received_total").increment(1);

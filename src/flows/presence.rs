@@ -106,7 +106,11 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
         let n = crate::domain::now_ms() / SWEEP_INTERVAL.as_millis() as u64;
         match app.engine.once(Once::PresenceSweep(n), 10 * SWEEP_INTERVAL.as_millis() as u64).await {
             Ok(true) => {
-                if let Err(e) = sweep.run(&app, n).await {
+                let seq = app.engine.next_sweep().await;
+                if let Err(e) = match seq {
+                    Ok(seq) => sweep.run(&app, seq).await,
+                    Err(e) => Err(e),
+                } {
                     tracing::debug!(error = %e, "presence sweep failed");
                 }
             }
@@ -116,14 +120,16 @@ pub async fn sweep_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Canc
     }
 }
 
-/// A full sweep at least this often cluster-wide, whatever happened (a backstop): the tick
-/// whose number is a multiple of this many ticks (30 s), whichever node wins it.
-const FULL_SWEEP_TICKS: u64 = 60;
+/// A full sweep at least every this many sweeps cluster-wide (30 s at one sweep per tick),
+/// whatever happened (a backstop): the sweep whose number (`Engine::next_sweep`) is a
+/// multiple of it, whichever node runs it.
+const FULL_SWEEP_EVERY: u64 = 60;
 
-/// Each tick checks the freshness of one part of the present drivers (by a hash of the
-/// driver id, the part the tick's number names): a driver's position is checked every
-/// `FRESHNESS_PARTS` ticks (2 s), so a stale one turns `OFFLINE` well within the
-/// contract's 5 s, and a tick reads a quarter of the positions.
+/// Each sweep checks the freshness of one part of the present drivers (by a hash of the
+/// driver id, the part the sweep's cluster-wide number names, so missed ticks skip no
+/// part): a driver's position is checked every `FRESHNESS_PARTS` sweeps (2 s), so a stale
+/// one turns `OFFLINE` well within the contract's 5 s, and a sweep reads a quarter of the
+/// positions.
 const FRESHNESS_PARTS: u64 = 4;
 
 /// The freshness part of a driver (FNV-1a of its id: the same on every node).
@@ -146,12 +152,12 @@ struct Sweep {
 }
 
 impl Sweep {
-    /// Tick `tick`: the present drivers of the tick's freshness part whose position went
+    /// Sweep number `seq`: the present drivers of its freshness part whose position went
     /// stale are derived again; all present drivers when a node fell silent since this
     /// node's last sweep (its connections and offer slots no longer count), at this node's
-    /// first sweep, and every [`FULL_SWEEP_TICKS`]. So a quiet tick costs a read of the
+    /// first sweep, and every [`FULL_SWEEP_EVERY`]. So a quiet sweep costs a read of the
     /// present drivers and of a quarter of their positions, not a derivation per driver.
-    async fn run(&mut self, app: &App, tick: u64) -> Result<()> {
+    async fn run(&mut self, app: &App, seq: u64) -> Result<()> {
         let silence = limits(app).node_silence_ms;
         let now = crate::domain::now_ms();
         let alive: std::collections::HashSet<String> = app
@@ -164,7 +170,7 @@ impl Sweep {
             .collect();
         let node_gone = self.alive.iter().any(|n| !alive.contains(n));
         self.alive = alive;
-        let full = node_gone || !self.swept || tick.is_multiple_of(FULL_SWEEP_TICKS);
+        let full = node_gone || !self.swept || seq.is_multiple_of(FULL_SWEEP_EVERY);
         self.swept = true;
         for tenant in app.engine.presence_tenants().await? {
             let present = app.engine.present_drivers(&tenant).await?;
@@ -172,7 +178,7 @@ impl Sweep {
             let due: Vec<String> = if full {
                 ids
             } else {
-                let part = tick % FRESHNESS_PARTS;
+                let part = seq % FRESHNESS_PARTS;
                 let ids: Vec<String> = ids.into_iter().filter(|d| freshness_part(d) == part).collect();
                 let fresh = app.engine.freshness(&tenant, &ids, app.cfg.location_ttl_ms).await?;
                 ids.into_iter().zip(fresh).filter(|(_, f)| !f).map(|(d, _)| d).collect()

@@ -14,8 +14,9 @@ use crate::error::{Error, Result};
 
 /// On a Redis Cluster, how often at most a driver that stays in its geo cell has its
 /// position written to the cell's index (the offer search's positions are at most this old;
-/// a driver changing cell, coming live or sampled is indexed at once).
-const INDEX_EVERY: std::time::Duration = std::time::Duration::from_secs(3);
+/// a driver changing cell, coming live or sampled is indexed at once), and at most a
+/// quarter of the location TTL, so that no live driver's index entry looks stale.
+const INDEX_EVERY_MS: u64 = 3_000;
 
 impl RedisEngine {
     pub(in crate::engine) async fn write_location(
@@ -115,7 +116,7 @@ impl RedisEngine {
             entry.clone(),
             self.clock.deadline(),
             w.driver_room.1.to_string(),
-            INDEX_EVERY.as_millis().to_string(),
+            INDEX_EVERY_MS.min(l.ttl_ms / 4).to_string(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<Value> =
@@ -165,7 +166,7 @@ impl RedisEngine {
             |c: &str| vec![k.geo_cell(w.tenant, c), k.geo_cell_fresh(w.tenant, c), k.geo_cell_watchers(w.tenant, c)];
         // The update's cell, and the cell it left: the index, and whether their live-area
         // cells are watched (then the area frame goes to those cells' rooms). A driver that
-        // stays in its cell, was indexed within `INDEX_EVERY` and whose update is not sampled
+        // stays in its cell, was indexed within `INDEX_EVERY_MS` and whose update is not sampled
         // skips the cell's index write when this node saw the cell's watch lately (the
         // watching node reads the area's positions again once every node's view of the
         // watch has renewed: `engine::WATCH_SETTLE`).
@@ -176,6 +177,7 @@ impl RedisEngine {
                 metrics::counter!("fleetcast_geo_index_skipped_total").increment(1);
                 return Ok(watched);
             }
+            let asked = std::time::Instant::now();
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(&cell), cell_args(false)).await?;
             if r.first() == Some(&1) {
@@ -184,15 +186,16 @@ impl RedisEngine {
                 let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
             }
             let watched = r.get(1) == Some(&1);
-            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, &cell), watched);
+            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, &cell), watched, asked);
             Ok::<bool, fred::error::Error>(watched)
         };
         let left = async {
             let Some(prev) = &prev_cell else { return Ok(false) };
+            let asked = std::time::Instant::now();
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(prev), cell_args(true)).await?;
             let watched = r.get(1) == Some(&1);
-            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, prev), watched);
+            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, prev), watched, asked);
             Ok::<bool, fred::error::Error>(watched)
         };
         let (trip, index, left) = tokio::join!(trip, index, left);

@@ -6,8 +6,9 @@
 //! sweep exact. On a Redis Cluster it is [`PRESENCE_BUCKETS`] HASHes on as many slots (a
 //! driver's bucket by [`presence_bucket_of`]), so that a thousand drivers coming live at
 //! once are compared and set on every shard rather than queued on the tenant's; the tenants
-//! to sweep are those a node saw with a non-empty bucket within [`SEEN_FOR_MS`] (marked at
-//! most every [`SEEN_EVERY`] per node and tenant, and by the sweep itself while non-empty).
+//! to sweep are those a node saw with a non-empty bucket (marked at most every
+//! [`SEEN_EVERY`] per node and tenant, the sweep's own reads included), until a sweep reads
+//! all their buckets empty with no mark since.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -29,12 +30,16 @@ const DERIVE_BATCH: usize = 200;
 /// A node marks a tenant's presence as seen (Redis Cluster) at most this often.
 const SEEN_EVERY: Duration = Duration::from_secs(10);
 
-/// A tenant is swept while seen within this long (far above [`SEEN_EVERY`]: a bucket made
-/// non-empty by a node that skipped its mark is still within the last mark's reach).
-const SEEN_FOR_MS: u64 = 60_000;
-
-/// Entries of the seen tenants older than this are dropped.
+/// Entries of the seen tenants older than this are dropped (a tenant is swept while it has
+/// an entry: until a sweep reads all its buckets empty with no mark since, or a day).
 const SEEN_KEEP_MS: u64 = 86_400_000;
+
+/// Clock difference between nodes tolerated when a tenant is forgotten.
+const FORGET_MARGIN_MS: u64 = 5_000;
+
+/// `ZREM` of ARGV[1] from KEYS[1] only while its score is below ARGV[2].
+const FORGET_SCRIPT: &str = "local s = redis.call('ZSCORE', KEYS[1], ARGV[1]) \
+    if s and tonumber(s) < tonumber(ARGV[2]) then return redis.call('ZREM', KEYS[1], ARGV[1]) end return 0";
 
 /// The registry's beats are read at most this often for derivations and claims (a view a
 /// second old only makes live nodes' beats look a second older: well within any silence
@@ -207,27 +212,42 @@ impl RedisEngine {
         }
         let replies: Vec<std::result::Result<Vec<String>, _>> =
             futures_util::stream::iter(calls).buffer_unordered(BUCKET_READS).collect().await;
+        // The buckets that answered have stored their changes: those are returned (to be
+        // announced) even when another bucket failed; only when none answered is it an error.
         let mut changes = Vec::new();
         let mut seen = false;
+        let (mut answered, mut failed) = (0, None);
         for reply in replies {
-            let flat = reply.map_err(unavailable)?;
-            let (state, rest) = flat.split_first().map(|(s, r)| (s.as_str(), r)).unwrap_or(("", &[]));
-            seen |= state == "exists";
-            changes.extend(parse_changes(rest)?);
+            match reply {
+                Ok(flat) => {
+                    answered += 1;
+                    let (state, rest) = flat.split_first().map(|(s, r)| (s.as_str(), r)).unwrap_or(("", &[]));
+                    seen |= state == "exists";
+                    changes.extend(parse_changes(rest)?);
+                }
+                Err(e) => failed = Some(e),
+            }
+        }
+        if let Some(e) = failed {
+            let e = unavailable(e);
+            if answered == 0 {
+                return Err(e);
+            }
         }
         if seen {
-            self.mark_presence_seen(tenant).await?;
+            self.mark_presence_seen(tenant).await;
         }
         Ok(changes)
     }
 
     /// Marks a tenant's presence as seen non-empty (Redis Cluster), at most every
-    /// [`SEEN_EVERY`] from this node.
-    async fn mark_presence_seen(&self, tenant: &Tenant) -> Result<()> {
+    /// [`SEEN_EVERY`] from this node. Best effort: a failed mark is tried again by the next
+    /// call, and a tenant stays swept for a day after its last mark.
+    async fn mark_presence_seen(&self, tenant: &Tenant) {
         {
             let mut seen = self.presence_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             if seen.get(&tenant.0).is_some_and(|at| at.elapsed() < SEEN_EVERY) {
-                return Ok(());
+                return;
             }
             seen.insert(tenant.0.clone(), Instant::now());
         }
@@ -243,9 +263,22 @@ impl RedisEngine {
         if let Err(e) = written {
             // Not marked: the next call tries again.
             self.presence_seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&tenant.0);
-            return Err(unavailable(e));
+            let _ = unavailable(e);
         }
-        Ok(())
+    }
+
+    /// Drops a tenant whose buckets were all read empty at `read_at_ms` from the seen
+    /// tenants, unless a node marked it since that could have filled a bucket after the
+    /// read (a mark within [`SEEN_EVERY`] plus a clock margin). Best effort.
+    async fn forget_presence_tenant(&self, tenant: &Tenant, read_at_ms: u64) {
+        let bound = read_at_ms.saturating_sub(SEEN_EVERY.as_millis() as u64 + FORGET_MARGIN_MS);
+        let r: std::result::Result<i64, _> = self
+            .client
+            .eval(FORGET_SCRIPT, vec![self.keys.presence_tenants_seen()], vec![tenant.0.clone(), bound.to_string()])
+            .await;
+        if let Err(e) = r {
+            let _ = unavailable(e);
+        }
     }
 
     /// The registry's beats, read at most every [`BEATS_FOR`] unless `fresh`.
@@ -262,6 +295,7 @@ impl RedisEngine {
     }
 
     pub(in crate::engine) async fn present_drivers(&self, tenant: &Tenant) -> Result<Vec<Presence>> {
+        let read_at = crate::domain::now_ms();
         let all: HashMap<String, String> = if self.cluster {
             let reads = (0..PRESENCE_BUCKETS)
                 .map(|b| self.client.hgetall::<HashMap<String, String>, _>(self.keys.presence_bucket(tenant, b)));
@@ -271,9 +305,11 @@ impl RedisEngine {
             for part in parts {
                 all.extend(part.map_err(unavailable)?);
             }
-            if !all.is_empty() {
+            if all.is_empty() {
+                self.forget_presence_tenant(tenant, read_at).await;
+            } else {
                 // Whoever reads a non-empty presence keeps the tenant swept.
-                self.mark_presence_seen(tenant).await?;
+                self.mark_presence_seen(tenant).await;
             }
             all
         } else {
@@ -401,8 +437,7 @@ impl RedisEngine {
             // Scores as f64: fred takes a string bound for a lexicographic one.
             let old = now.saturating_sub(SEEN_KEEP_MS) as f64;
             let _: i64 = self.client.zremrangebyscore(&key, f64::NEG_INFINITY, old).await.map_err(unavailable)?;
-            let recent = now.saturating_sub(SEEN_FOR_MS) as f64;
-            self.client.zrangebyscore(&key, recent, f64::INFINITY, false, None).await.map_err(unavailable)?
+            self.client.zrange(&key, 0, -1, None, false, None, false).await.map_err(unavailable)?
         } else {
             self.client.smembers(self.keys.presence_tenants()).await.map_err(unavailable)?
         };
@@ -417,6 +452,15 @@ impl RedisEngine {
         let keys: Vec<String> = drivers.iter().map(|d| self.keys.driver_location(tenant, d)).collect();
         let values = self.get_many(keys).await?;
         Ok(values.into_iter().map(|v| v.and_then(|json| serde_json::from_str(&json).ok())).collect())
+    }
+
+    pub(in crate::engine) async fn next_sweep(&self) -> Result<u64> {
+        let key = self.keys.sweep_seq();
+        let pipe = self.client.pipeline();
+        let _: () = pipe.incr(&key).await.map_err(unavailable)?;
+        let _: () = pipe.pexpire(&key, SEEN_KEEP_MS as i64, None).await.map_err(unavailable)?;
+        let (n, _): (u64, i64) = pipe.all().await.map_err(unavailable)?;
+        Ok(n)
     }
 
     pub(in crate::engine) async fn once(&self, mark: Once<'_>, ttl_ms: u64) -> Result<bool> {

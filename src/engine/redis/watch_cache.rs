@@ -31,13 +31,19 @@ impl WatchCache {
         self.lock().get(key).filter(|(_, at)| at.elapsed() < WATCH_FOR).map(|(w, _)| *w)
     }
 
-    /// Records an answer just heard.
-    pub fn saw(&self, key: String, watched: bool) {
+    /// Records an answer to a question asked at `asked` (its age counts from then, so a
+    /// slow reply is not taken for a fresh one), unless a newer one is recorded.
+    pub fn saw(&self, key: String, watched: bool, asked: Instant) {
         let mut cells = self.lock();
         if cells.len() >= BOUND {
             cells.retain(|_, (_, at)| at.elapsed() < WATCH_FOR);
         }
-        cells.insert(key, (watched, Instant::now()));
+        match cells.get(&key) {
+            Some((_, at)) if *at > asked => {}
+            _ => {
+                cells.insert(key, (watched, asked));
+            }
+        }
     }
 
     /// Forgets a cell's answer (this node starts or stops watching it).
@@ -54,10 +60,13 @@ mod tests {
     fn answers_are_reused_while_young_and_forgotten_on_demand() {
         let c = WatchCache::default();
         assert_eq!(c.seen("k"), None);
-        c.saw("k".into(), true);
+        let t0 = Instant::now();
+        c.saw("k".into(), true, t0);
         assert_eq!(c.seen("k"), Some(true));
-        c.saw("k".into(), false);
+        c.saw("k".into(), false, t0 + Duration::from_millis(1));
         assert_eq!(c.seen("k"), Some(false));
+        c.saw("k".into(), true, t0);
+        assert_eq!(c.seen("k"), Some(false), "an answer to an older question does not replace a newer one");
         c.forget("k");
         assert_eq!(c.seen("k"), None);
         c.lock().insert("old".into(), (true, Instant::now() - WATCH_FOR));
