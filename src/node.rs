@@ -340,6 +340,9 @@ async fn heartbeat_loop(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let silence = Duration::from_millis(flows::presence::limits(&app).node_silence_ms);
     let mut last_beat = Instant::now();
+    // Set by a pass of derivations after a silence that did not finish: the next beat runs
+    // it again (nothing else would bring those drivers back).
+    let rederive_failed = Arc::new(AtomicBool::new(false));
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -349,17 +352,22 @@ async fn heartbeat_loop(
             Ok(()) => {
                 // Silent long enough for the cluster to count this node's drivers OFFLINE
                 // (an outage, a stall): derive them again now that it is back.
-                if last_beat.elapsed() > silence {
+                let again = rederive_failed.swap(false, Ordering::SeqCst);
+                if last_beat.elapsed() > silence || again {
                     let drivers = socket_edge.local_drivers();
                     tracing::info!(
                         drivers = drivers.len(),
+                        again,
                         "heartbeat back after a silence; availability derived again"
                     );
                     let app = app.clone();
+                    let failed = rederive_failed.clone();
                     // Owner: the runtime; ends after one pass.
                     tokio::spawn(async move {
                         for who in drivers {
-                            flows::presence::notice(&app, &who.tenant, &who.user).await;
+                            if flows::presence::notice_or_fail(&app, &who.tenant, &who.user).await.is_err() {
+                                failed.store(true, Ordering::SeqCst);
+                            }
                         }
                     });
                 }

@@ -35,9 +35,17 @@ pub fn limits(app: &App) -> PresenceLimits {
 /// announces a change. Called after the fact changed; a failure is logged, never returned
 /// (the sweep corrects what it missed within a tick, but for new trips).
 pub async fn notice(app: &App, tenant: &Tenant, driver: &UserId) {
-    if let Err(e) = refresh(app, tenant, driver).await {
+    let _ = notice_or_fail(app, tenant, driver).await;
+}
+
+/// [`notice`] that also says whether the derivation ran (a caller with no later fact
+/// change to wait for — a node back from a silence — tries again).
+pub async fn notice_or_fail(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {
+    let r = refresh(app, tenant, driver).await;
+    if let Err(e) = &r {
         crate::telemetry::storm::warn_storm!(error = %e, driver = %driver.0, "availability not derived");
     }
+    r
 }
 
 /// After a driver lost a connection or an offer subscription: derives its availability
