@@ -140,13 +140,10 @@ const FULL_SWEEP_EVERY: u64 = 60;
 /// positions.
 const FRESHNESS_PARTS: u64 = 4;
 
-/// The freshness part of a driver (FNV-1a of its id: the same on every node).
+/// The freshness part of a driver: its presence bucket's (the same on every node; on a
+/// Redis Cluster a part is whole buckets).
 fn freshness_part(driver: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in driver.bytes() {
-        h = (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3);
-    }
-    h % FRESHNESS_PARTS
+    u64::from(crate::engine::keys::presence_bucket_of(driver)) % FRESHNESS_PARTS
 }
 
 /// What the sweeping node remembers between ticks.

@@ -171,7 +171,8 @@ impl RedisEngine {
         // watching node reads the area's positions again once every node's view of the
         // watch has renewed: `engine::WATCH_SETTLE`).
         let skip = !index_due && !sampled && !came_live && prev_cell.is_none();
-        let cached = if skip { self.cell_watch.seen(&k.geo_cell_watchers(w.tenant, &cell)) } else { None };
+        let watch_key = k.geo_cell_watchers(w.tenant, &cell);
+        let cached = if skip { self.cell_watch.seen(&watch_key) } else { None };
         let index = async {
             if let Some(watched) = cached {
                 metrics::counter!("fleetcast_geo_index_skipped_total").increment(1);
@@ -186,7 +187,7 @@ impl RedisEngine {
                 let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
             }
             let watched = r.get(1) == Some(&1);
-            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, &cell), watched, asked);
+            self.cell_watch.saw(watch_key, watched, asked);
             Ok::<bool, fred::error::Error>(watched)
         };
         let left = async {

@@ -79,6 +79,25 @@ fn parse_changes(flat: &[String]) -> Result<Vec<PresenceChange>> {
         .collect()
 }
 
+/// Runs pipelined batch reads (in order, [`BUCKET_READS`] at a time) and joins their
+/// results, one per driver: `expected` of them, or an error.
+async fn gather<T, F>(reads: Vec<F>, expected: usize, what: &'static str) -> Result<Vec<T>>
+where
+    F: std::future::Future<Output = std::result::Result<Vec<T>, fred::error::Error>>,
+{
+    let parts: Vec<std::result::Result<Vec<T>, _>> =
+        futures_util::stream::iter(reads).buffered(BUCKET_READS).collect().await;
+    let mut out = Vec::with_capacity(expected);
+    for part in parts {
+        out.extend(part.map_err(unavailable)?);
+    }
+    if out.len() != expected {
+        tracing::error!(read = out.len(), expected, what, "batched reads short");
+        return Err(Error::Internal);
+    }
+    Ok(out)
+}
+
 impl RedisEngine {
     pub(in crate::engine) async fn derive_presence(
         &self,
@@ -165,16 +184,7 @@ impl RedisEngine {
                     .collect::<std::result::Result<Vec<_>, fred::error::Error>>()
             });
         }
-        let read: Vec<std::result::Result<Vec<_>, _>> =
-            futures_util::stream::iter(reads).buffered(BUCKET_READS).collect().await;
-        let mut inputs = Vec::with_capacity(drivers.len());
-        for part in read {
-            inputs.extend(part.map_err(unavailable)?);
-        }
-        if inputs.len() != drivers.len() {
-            tracing::error!(read = inputs.len(), drivers = drivers.len(), "presence inputs short");
-            return Err(Error::Internal);
-        }
+        let inputs = gather(reads, drivers.len(), "presence inputs").await?;
         // Each driver's arguments (driver, trip, flags), by bucket.
         let mut buckets: HashMap<u16, Vec<[String; 3]>> = HashMap::new();
         for (input, (conns, offers, fresh)) in drivers.iter().zip(inputs) {
@@ -387,27 +397,12 @@ impl RedisEngine {
                     for key in keys {
                         let _: () = pipe.exists(key).await?;
                     }
-                    // A pipeline of one command answers with its value, not an array of one.
-                    let all: Value = pipe.all().await?;
-                    let values = match all {
-                        Value::Array(values) => values,
-                        one => vec![one],
-                    };
-                    Ok::<_, fred::error::Error>(values.iter().map(|v| v.as_i64() == Some(1)).collect::<Vec<bool>>())
+                    let values: Vec<Value> = pipe.all().await?;
+                    Ok(values.iter().map(|v| v.as_i64() == Some(1)).collect())
                 });
             }
-            let found: Vec<std::result::Result<Vec<bool>, _>> =
-                futures_util::stream::iter(reads).buffered(BUCKET_READS).collect().await;
             let _ = fresh_ms;
-            let mut out = Vec::with_capacity(drivers.len());
-            for part in found {
-                out.extend(part.map_err(unavailable)?);
-            }
-            if out.len() != drivers.len() {
-                tracing::error!(read = out.len(), drivers = drivers.len(), "freshness reads short");
-                return Err(Error::Internal);
-            }
-            return Ok(out);
+            return gather(reads, drivers.len(), "freshness").await;
         }
         // Scores are Redis's clock; nodes of one cluster agree with it within far less than
         // a location TTL.
