@@ -13,6 +13,12 @@
 #                                           # (BENCH_RC_RATES), Redis and node CPU per update
 #   BENCH_ONLY="spread" loadtest/bench.sh   # opt-in: 10,000 drivers on a private Redis Cluster: keys,
 #                                           # shard channels and commands per primary
+#   BENCH_ONLY="versus" loadtest/bench.sh   # opt-in (issue 16): fleetcast beside the Node.js baseline
+#                                           # (../shared/baseline), alternately, each on a private
+#                                           # Redis: idle memory per socket (BENCH_VS_IDLE_RUNS), fanout
+#                                           # at BENCH_VS_RATES twice each, CPU per update of nodes and Redis
+#   BENCH_ONLY="step" loadtest/bench.sh     # opt-in (issue 16): the overload step, BENCH_STEP_RATE then
+#                                           # twice it for BENCH_STEP_FOR s: shedding and recovery
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
@@ -221,6 +227,22 @@ window_cpu() {
         $1 <= s { for (i = 2; i <= NF; i++) b[i] = $i }
         $1 >= e && !done { for (i = 2; i <= NF; i++) x[i] = $i; n = NF; done = 1 }
         END { printf "%s", a[3]; for (i = 2; i <= n; i++) printf " %.3f", (x[i] - b[i]) / hz; print "" }' "$2"
+}
+# per_update_cpu NAME NODES: the CPU per accepted update over NAME's send window from the
+# sampler's file $LOGS/NAME.cpu, which lists the NODES node pids, then PRIMARY_PIDS, then
+# REPLICA_PIDS: Redis summed over the primaries (each one apart), replicas, nodes.
+per_update_cpu() {
+    local w
+    read -r -a w <<<"$(window_cpu "$LOGS/$1.json" "$LOGS/$1.cpu" 2>/dev/null || echo 0)"
+    awk -v nn="$2" -v np="${#PRIMARY_PIDS[@]}" -v nr="${#REPLICA_PIDS[@]}" -v w="${w[*]}" 'BEGIN {
+        n = split(w, a, " "); acc = a[1]; if (acc < 1) { print "no window"; exit }
+        for (i = 2; i < 2 + nn; i++) nodes += a[i]
+        f = 2 + nn
+        for (i = f; i < f + np; i++) { prim += a[i]; shards = shards sprintf("%s%.1f", (i > f ? " / " : ""), a[i] * 1e6 / acc) }
+        for (i = f + np; i <= n; i++) repl += a[i]
+        printf "**Redis %.1f µs per accepted update** (%s %s)", prim * 1e6 / acc, (np > 1 ? "primaries" : "one server"), shards
+        if (nr > 0) printf ", replicas %.1f µs", repl * 1e6 / acc
+        printf "; **nodes %.1f µs per update**; over %d accepted updates in the send window", nodes * 1e6 / acc, acc }'
 }
 redis_pid() { pgrep -x redis-server | head -1 || true; }
 # CPU seconds (user + system) of this shell's finished children, from `times`. It must run
@@ -434,16 +456,7 @@ if wants rediscluster; then
             kill "$SAMPLER_PID" 2>/dev/null || true
             wait "$SAMPLER_PID" 2>/dev/null || true
             SAMPLER_PID=""
-            read -r -a w <<<"$(window_cpu "$LOGS/$name.json" "$samples" 2>/dev/null || echo 0)"
-            np=${#PRIMARY_PIDS[@]}
-            cpu=$(awk -v np="$np" -v nr="${#REPLICA_PIDS[@]}" -v w="${w[*]}" 'BEGIN {
-                n = split(w, a, " "); acc = a[1]; if (acc < 1) { print "no window"; exit }
-                for (i = 2; i <= 4; i++) nodes += a[i]
-                for (i = 5; i < 5 + np; i++) { prim += a[i]; shards = shards sprintf("%s%.1f", (i > 5 ? " / " : ""), a[i] * 1e6 / acc) }
-                for (i = 5 + np; i <= n; i++) repl += a[i]
-                printf "**Redis %.1f µs per accepted update** (%s %s)", prim * 1e6 / acc, (np > 1 ? "primaries" : "one server"), shards
-                if (nr > 0) printf ", replicas %.1f µs", repl * 1e6 / acc
-                printf "; nodes %.1f µs per update; over %d accepted updates in the send window", nodes * 1e6 / acc, acc }')
+            cpu=$(per_update_cpu "$name" 3)
             case $engine in
                 cluster) on="a 3-primary Redis Cluster with a replica each" ;;
                 cluster0) on="a 3-primary Redis Cluster without replicas" ;;
@@ -503,6 +516,124 @@ if wants spread; then
             printf "shard channels %s / %s / %s (%s %%); ", ch[1], ch[2], ch[3], spread(ch, 3)
             printf "commands over the run %s / %s / %s (%s %%)", c[1], c[2], c[3], spread(c, 3) }')
     row "spread: ${drivers} drivers of one tenant over a 3-primary Redis Cluster" "$(shown "${args[@]}")" "**$figures**; $(jq -r '"accepted \(.acceptedRate)/s, delivery \(.deliveryRatio), e2e p99 \(.e2eMs.p99Ms) ms, ack errors \(.ackErrors), setup failures \(.setupFailures)"' "$LOGS/spread.json" 2>/dev/null || echo 'run failed')"
+    stop_nodes
+    stop_private_redis
+fi
+
+# Opt-in (issue 16): fleetcast beside the Node.js baseline (Socket.IO 4.8 + the official Redis
+# adapter, ../shared/baseline or BENCH_BASELINE), measured by the same load tool in the same
+# sitting, alternately, each system on a Redis private to its run (27100) so that Redis's CPU is
+# that system's alone. Idle: 10,000 sockets on one node, BENCH_VS_IDLE_RUNS times each (median
+# in the write-up). Fanout: 3 nodes, BENCH_DRIVERS drivers, 3 subscribers per trip on the other
+# nodes, at each of BENCH_VS_RATES, BENCH_VS_PASSES times each. The baseline has no database:
+# the load tool runs it without --database-url (any trip id is accepted there).
+if wants versus; then
+    BASE_SRC=${BENCH_BASELINE:-$ROOT/../shared/baseline}
+    BASE="$LOGS/baseline"
+    mkdir -p "$BASE"
+    cp "$BASE_SRC"/server.js "$BASE_SRC"/package.json "$BASE_SRC"/package-lock.json "$BASE/"
+    (cd "$BASE" && npm ci --no-audit --no-fund --silent) || { log "npm ci for the baseline failed"; exit 1; }
+    BT="--target ws://127.0.0.1:4001 --target ws://127.0.0.1:4002 --target ws://127.0.0.1:4003"
+    # start_system SYSTEM N: N nodes of SYSTEM (baseline on 4001…, fleetcast on 3101…) on the
+    # private Redis, load-test limits for fleetcast (the baseline has none).
+    start_system() {
+        stop_nodes
+        wait_quiet
+        local i port
+        for i in $(seq 1 "$2"); do
+            if [[ $1 == baseline ]]; then
+                port=$((4000 + i))
+                JWT_SECRET="$SECRET" PORT=$port NODE_ID="baseline-$port" REDIS_URL="$NODE_REDIS_URL" \
+                    node "$BASE/server.js" >>"$LOGS/baseline-$port.log" 2>&1 &
+                NODE_PIDS+=("$!")
+            else
+                port=$((3100 + i))
+                start_node "$port" "${LOAD_LIMITS[@]}"
+            fi
+        done
+        for i in $(seq 1 "$2"); do
+            if [[ $1 == baseline ]]; then port=$((4000 + i)); path=healthz; else port=$((3100 + i)); path=readyz; fi
+            for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/$path" >/dev/null && break; sleep 0.2; done
+            curl -sf "http://127.0.0.1:$port/$path" >/dev/null || { log "$1 node $port not ready"; exit 1; }
+        done
+        sleep 2
+    }
+    for run in $(seq 1 "${BENCH_VS_IDLE_RUNS:-3}"); do
+        for system in baseline fleetcast; do
+            start_private_redis redis
+            start_system "$system" 1
+            port=$([[ $system == baseline ]] && echo 4001 || echo 3101)
+            name="vs-idle-$system-$run"
+            args=(idle --target "ws://127.0.0.1:$port" --connections "${BENCH_VS_IDLE:-10000}" --ramp 2000 --hold 10
+                --settle 5 --pid "${NODE_PIDS[0]}" --secret "$SECRET")
+            run_lt "$name" "${args[@]}"
+            row "versus, idle run $run: $system, ${BENCH_VS_IDLE:-10000} sockets on one node" "$(shown "${args[@]}")" \
+                "$(jq -r '"connected \(.connected)/\(.requested), failed \(.failed), dropped \(.dropped); **\(.rssPerSocketKib) KiB RSS per socket** (node \(.rssBeforeKib) → \(.rssAfterKib) KiB); connect p50 \(.connectMs.p50Ms) ms, p99 \(.connectMs.p99Ms) ms"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed')"
+            stop_nodes
+            stop_private_redis
+        done
+    done
+    for rate in ${BENCH_VS_RATES:-1000 2000 3000 4000 6000}; do
+        for pass in $(seq 1 "${BENCH_VS_PASSES:-2}"); do
+            for system in baseline fleetcast; do
+                start_private_redis redis
+                start_system "$system" 3
+                name="vs-$system-$rate-$pass"
+                cpu_sampler "$LOGS/$name.cpu" "${NODE_PIDS[@]:0:3}" "${PRIMARY_PIDS[@]}" &
+                SAMPLER_PID=$!
+                quiet=$(idle_pct)
+                if [[ $system == baseline ]]; then
+                    args=(fanout $BT --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
+                        --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET")
+                else
+                    args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
+                        --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+                fi
+                run_lt "$name" "${args[@]}"
+                redis-cli -p 27100 INFO commandstats >"$LOGS/$name.cmdstats" || true
+                sleep 1
+                kill "$SAMPLER_PID" 2>/dev/null || true
+                wait "$SAMPLER_PID" 2>/dev/null || true
+                SAMPLER_PID=""
+                cpu=$(per_update_cpu "$name" 3)
+                row "versus, fanout ${rate}/s × 3 subscribers, ${DRIVERS} drivers, pass $pass: $system" "$(shown "${args[@]}")" \
+                    "$(jq -r '"accepted \(.acceptedRate)/s of \(.achievedRate)/s; **e2e p50 \(.e2eMs.p50Ms) ms, p99 \(.e2eMs.p99Ms) ms**; **delivery \(.deliveryRatio)** (\(.receivedDeliveries)/\(.expectedDeliveries), \(.unexpectedDeliveries) of unacknowledged updates or repeated, \(.outOfOrder) out of order); ack errors \(.ackErrors); setup failures \(.setupFailures)"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed'); $cpu; machine ${quiet}% idle before"
+                stop_nodes
+                stop_private_redis
+            done
+        done
+    done
+fi
+
+# Opt-in (issue 16): the overload step on fleetcast's 3 nodes (one private Redis): BENCH_STEP_RATE
+# (a passing rate) for BENCH_STEP_AT s, twice that for BENCH_STEP_FOR s, then the passing rate
+# again. Figures: acks past the deadline (`timeout:ack`), deliveries of updates not acked ok
+# (an `UNAVAILABLE` that was applied anyway), out-of-order deliveries, and how many seconds
+# after the step the per-second e2e p99 is back under 50 ms for good.
+if wants step; then
+    base=${BENCH_STEP_RATE:-3000}
+    at=${BENCH_STEP_AT:-10}
+    for_s=${BENCH_STEP_FOR:-10}
+    duration=$((at + for_s + ${BENCH_STEP_AFTER:-20}))
+    start_private_redis redis
+    stop_nodes
+    wait_quiet
+    for port in 3101 3102 3103; do start_node "$port" "${LOAD_LIMITS[@]}"; done
+    for port in 3101 3102 3103; do
+        for _ in $(seq 100); do curl -sf "http://127.0.0.1:$port/readyz" >/dev/null && break; sleep 0.2; done
+    done
+    sleep 2
+    quiet=$(idle_pct)
+    args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$base" --step-rate $((2 * base))
+        --step-at "$at" --step-for "$for_s" --duration "$duration" --ramp "${BENCH_RAMP:-1000}" --workers 2
+        --secret "$SECRET" --database-url "$DB_URL")
+    run_lt step "${args[@]}"
+    recovery=$(jq -r --argjson end $((at + for_s)) '[.timeline[] | select(.sent > 0)] as $t
+        | ($t | map(select(.t >= $end and .e2eP99Ms > 50)) | map(.t) | max) as $last
+        | if $last == null then "at once (no second after the step over 50 ms)"
+          else "\($last + 1 - $end) s after the step ended" end' "$LOGS/step.json" 2>/dev/null || echo "?")
+    row "overload step: ${base}/s, $((2 * base))/s from ${at} s for ${for_s} s, then ${base}/s; ${DRIVERS} drivers × 3 subscribers, 3 nodes, one Redis" "$(shown "${args[@]}")" \
+        "$(jq -r '"accepted \(.accepted) of \(.sent); **ack errors \(.ackErrors)**; **delivery \(.deliveryRatio)** of acked-ok (\(.receivedDeliveries)/\(.expectedDeliveries)); **\(.unexpectedDeliveries) deliveries of updates not acked ok or repeated, \(.outOfOrder) out of order**; e2e p99 over the run \(.e2eMs.p99Ms) ms"' "$LOGS/step.json" 2>/dev/null || echo 'run failed'); **p99 ≤ 50 ms again ${recovery}**; machine ${quiet}% idle before"
     stop_nodes
     stop_private_redis
 fi

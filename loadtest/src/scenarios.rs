@@ -14,6 +14,7 @@ use anyhow::{bail, ensure};
 
 use crate::ctx::Ctx;
 use crate::trips::schedule::{Route, SplitMix};
+use crate::trips::plan::Step;
 use crate::trips::{self, Placement, Source, Spec, TripArgs};
 
 /// Arguments of `fleetcast-loadtest latency`.
@@ -56,6 +57,16 @@ pub struct SteadyArgs {
     /// Seconds of steady sending.
     #[arg(long, default_value_t = 30)]
     pub duration: u64,
+    /// The overload step: this aggregate rate instead of `--rate` for `--step-for` seconds
+    /// from `--step-at` seconds after the start; the timeline shows how p99 recovers after.
+    #[arg(long, requires = "step_at")]
+    pub step_rate: Option<f64>,
+    /// Seconds after the start at which the step begins.
+    #[arg(long, requires = "step_rate")]
+    pub step_at: Option<u64>,
+    /// Seconds the step lasts.
+    #[arg(long, default_value_t = 10)]
+    pub step_for: u64,
 }
 
 /// Arguments of `fleetcast-loadtest burst`.
@@ -116,13 +127,25 @@ fn steady_spec(scenario: &'static str, s: &SteadyArgs, placement: Placement) -> 
              limits (500 ms minimum interval, 90/min) answers some with RATE_LIMITED"
         );
     }
+    let step = match (s.step_rate, s.step_at) {
+        (Some(r), Some(at)) => {
+            ensure!(r.is_finite() && r > 0.0, "--step-rate must be a positive number of updates per second");
+            ensure!(s.step_for > 0 && at + s.step_for <= s.duration, "the step must end within --duration");
+            Some(Step { from: Duration::from_secs(at), to: Duration::from_secs(at + s.step_for), factor: r / s.rate })
+        }
+        _ => None,
+    };
+    let mut source_label = format!("{} drivers, {} updates/s in total for {} s", s.drivers, s.rate, s.duration);
+    if let (Some(r), Some(at)) = (s.step_rate, s.step_at) {
+        source_label += &format!(", {r}/s from {at} s to {} s", at + s.step_for);
+    }
     Ok(Spec {
         scenario,
         trips: s.drivers,
         placement,
-        source: Source::Steady { rate: s.rate },
+        source: Source::Steady { rate: s.rate, step },
         duration: Duration::from_secs(s.duration),
-        source_label: format!("{} drivers, {} updates/s in total for {} s", s.drivers, s.rate, s.duration),
+        source_label,
         target_rate: Some(s.rate),
     })
 }

@@ -23,7 +23,7 @@ use super::driver::{DriverPlan, DriverReport, Starts, driver_task};
 use super::passenger::{PassengerPlan, PassengerReport, passenger_task};
 use super::plan::{Source, Spec, TripArgs};
 use super::report::Partial;
-use super::schedule::{Path, Schedule};
+use super::schedule::{Path, Schedule, Warp};
 use super::tasks::{Ready, Shared};
 use crate::ctx::Ctx;
 use crate::progress::{self, Progress};
@@ -284,7 +284,7 @@ fn schedules(spec: &Spec, slot: Slot, trips: &[u64], ready: &[bool], start: Inst
         let step = rank * n_procs + index;
         rank += 1.0;
         out.push(Some(match &spec.source {
-            Source::Steady { rate } => {
+            Source::Steady { rate, step: over } => {
                 let spacing = Duration::from_secs_f64(1.0 / rate);
                 Schedule::Periodic {
                     first: start + spacing.mul_f64(step),
@@ -292,6 +292,7 @@ fn schedules(spec: &Spec, slot: Slot, trips: &[u64], ready: &[bool], start: Inst
                     end,
                     path: Path::Lane(*n),
                     k: 0,
+                    warp: over.map(|o| Warp { from: start + o.from, to: start + o.to, factor: o.factor }),
                 }
             }
             Source::Routes { routes, every } => Schedule::Periodic {
@@ -300,6 +301,7 @@ fn schedules(spec: &Spec, slot: Slot, trips: &[u64], ready: &[bool], start: Inst
                 end,
                 path: Path::Route(routes[usize::try_from(*n).unwrap_or(0) % routes.len().max(1)]),
                 k: 0,
+                warp: None,
             },
             Source::Tracks { tracks, speedup } => Schedule::Track {
                 start,

@@ -5,9 +5,9 @@
 //!
 //! The front-ends only decide *where* sockets connect ([`Placement`]) and *what* drivers send
 //! ([`Source`]); this module owns the rest: trips in the database (inserted before, deleted
-//! after, by the single process or the parent), the process layout (one process, or a parent
-//! and `--workers` children each running the trips `n ≡ index (mod N)` — see `workers`),
-//! and the report. Every phase has a deadline; Ctrl-C ends the current phase early.
+//! after, by the single process or the parent; none without `--database-url`), the process
+//! layout (one process, or a parent and `--workers` children each running the trips
+//! `n ≡ index (mod N)` — see `workers`), and the report. Every phase has a deadline; Ctrl-C ends the current phase early.
 //!
 //! What the front-ends hand over is in [`plan`]; what one process's connection tasks share
 //! in `tasks`; each file below imports its siblings, never this one.
@@ -57,25 +57,30 @@ pub async fn run(spec: Spec, args: TripArgs, ctx: Ctx) -> anyhow::Result<()> {
         }
         Procs::Single | Procs::Parent(_) => {
             let tenant = args.tenant.clone().unwrap_or_else(|| "default".to_owned());
-            let pool = db::connect_db(&args.database_url).await?;
-            let insert = db::InsertPlan {
-                sql: &args.insert_sql,
-                tenant: &tenant,
-                run_id: &ctx.run_id,
-                status: &args.trip_status,
-                count: spec.trips,
+            let result = match &args.database_url {
+                Some(url) => {
+                    let pool = db::connect_db(url).await?;
+                    let insert = db::InsertPlan {
+                        sql: &args.insert_sql,
+                        tenant: &tenant,
+                        run_id: &ctx.run_id,
+                        status: &args.trip_status,
+                        count: spec.trips,
+                    };
+                    let result = match db::insert_trips(&pool, &insert).await {
+                        Ok(()) => measure_all(&spec, &args, &ctx, setup_budget).await,
+                        Err(e) => Err(e),
+                    };
+                    if args.keep_trips {
+                        eprintln!("keeping trips lt-{}-*", ctx.run_id);
+                    } else {
+                        db::cleanup_trips(&pool, &args.cleanup_sql, &tenant, &ctx.run_id).await;
+                    }
+                    pool.close().await;
+                    result
+                }
+                None => measure_all(&spec, &args, &ctx, setup_budget).await,
             };
-            let inserted = db::insert_trips(&pool, &insert).await;
-            let result = match inserted {
-                Ok(()) => measure_all(&spec, &args, &ctx, setup_budget).await,
-                Err(e) => Err(e),
-            };
-            if args.keep_trips {
-                eprintln!("keeping trips lt-{}-*", ctx.run_id);
-            } else {
-                db::cleanup_trips(&pool, &args.cleanup_sql, &tenant, &ctx.run_id).await;
-            }
-            pool.close().await;
             let labels = Labels {
                 scenario: spec.scenario.to_owned(),
                 run_id: ctx.run_id.clone(),

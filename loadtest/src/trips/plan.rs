@@ -17,9 +17,11 @@ pub struct TripArgs {
     /// HS256 secret the server verifies tokens with.
     #[arg(long)]
     pub secret: String,
-    /// Database the server reads trips from (postgres://… or sqlite://…).
+    /// Database the server reads trips from (postgres://… or sqlite://…). Absent: no trip
+    /// rows are inserted, for a server that takes any trip id (the Node.js baseline in
+    /// `shared/baseline/`, which has no database).
     #[arg(long)]
-    pub database_url: String,
+    pub database_url: Option<String>,
     /// Tenant for tokens and trip rows (absent = `default`, and no tenant claim).
     #[arg(long)]
     pub tenant: Option<String>,
@@ -63,6 +65,14 @@ pub struct TripArgs {
     /// Also write an HTML report (latency and throughput per second, inline SVG).
     #[arg(long)]
     pub report: Option<PathBuf>,
+}
+
+/// A while of a steady run at a multiple of its rate (`--step-rate`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Step {
+    pub from: Duration,
+    pub to: Duration,
+    pub factor: f64,
 }
 
 /// Which target each socket connects to.
@@ -115,8 +125,9 @@ impl Placement {
 /// What the drivers send.
 #[derive(Debug, Clone)]
 pub enum Source {
-    /// An aggregate steady rate spread evenly over the drivers.
-    Steady { rate: f64 },
+    /// An aggregate steady rate spread evenly over the drivers; with a step, `factor` times
+    /// that rate from `from` to `to` after the start (the overload step).
+    Steady { rate: f64, step: Option<Step> },
     /// Every driver every `every`, moving along its route (`routes[n % len]`).
     Routes { routes: Arc<[Route]>, every: Duration },
     /// Recorded tracks (one per trip), time-scaled by `speedup`.

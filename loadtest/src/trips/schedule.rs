@@ -4,7 +4,10 @@
 //!
 //! Pure time arithmetic over instants the caller passes in; no sockets, no clocks. A
 //! periodic driver that falls behind skips the updates it missed instead of bursting (a
-//! stalled client shows as a lower achieved rate); a track is replayed point by point.
+//! stalled client shows as a lower achieved rate); a track is replayed point by point. A
+//! periodic schedule may run faster for a while ([`Warp`]: the overload step of `fanout
+//! --step-rate`): its ticks are evenly spaced in a warped time that runs `factor` times faster
+//! inside the step.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,6 +46,47 @@ pub enum Path {
     Route(Route),
 }
 
+/// A window of real time `[from, to)` in which periodic schedules tick `factor` times as often.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Warp {
+    pub from: Instant,
+    pub to: Instant,
+    pub factor: f64,
+}
+
+impl Warp {
+    /// Warped time of real instant `t` (the same before the window, ahead of it after).
+    fn forward(&self, t: Instant) -> Instant {
+        if t <= self.from {
+            t
+        } else if t <= self.to {
+            self.from + t.duration_since(self.from).mul_f64(self.factor)
+        } else {
+            self.from + self.to.duration_since(self.from).mul_f64(self.factor) + t.duration_since(self.to)
+        }
+    }
+
+    /// Real instant of warped time `v` (the inverse of [`Warp::forward`]).
+    fn back(&self, v: Instant) -> Instant {
+        let inside = self.to.duration_since(self.from).mul_f64(self.factor);
+        if v <= self.from {
+            v
+        } else if v <= self.from + inside {
+            self.from + v.duration_since(self.from).div_f64(self.factor)
+        } else {
+            self.to + v.duration_since(self.from + inside)
+        }
+    }
+}
+
+fn forward(w: Option<&Warp>, t: Instant) -> Instant {
+    w.map_or(t, |w| w.forward(t))
+}
+
+fn back(w: Option<&Warp>, v: Instant) -> Instant {
+    w.map_or(v, |w| w.back(v))
+}
+
 /// A driver's sending plan.
 #[derive(Debug, Clone)]
 pub enum Schedule {
@@ -52,6 +96,8 @@ pub enum Schedule {
         end: Instant,
         path: Path,
         k: u64,
+        /// Ticks come `factor` times as often inside the warp's window.
+        warp: Option<Warp>,
     },
     Track {
         start: Instant,
@@ -117,14 +163,18 @@ impl Schedule {
     /// The next update at or after `now`: when to send it and what. `None` when done.
     pub fn next(&mut self, now: Instant) -> Option<(Instant, Fix)> {
         match self {
-            Self::Periodic { first, period, end, path, k } => {
-                let mut at = *first + period.saturating_mul(u32::try_from(*k).unwrap_or(u32::MAX));
-                if now > at + *period && !period.is_zero() {
+            Self::Periodic { first, period, end, path, k, warp } => {
+                // Ticks are evenly spaced in warped time (real time without a warp).
+                let (w, vfirst) = (warp.as_ref(), forward(warp.as_ref(), *first));
+                let mut v = vfirst + period.saturating_mul(u32::try_from(*k).unwrap_or(u32::MAX));
+                let vnow = forward(w, now);
+                if vnow > v + *period && !period.is_zero() {
                     // Fell behind: skip to the first tick not yet past.
-                    let behind = now.duration_since(*first).as_secs_f64() / period.as_secs_f64();
+                    let behind = vnow.duration_since(vfirst).as_secs_f64() / period.as_secs_f64();
                     *k = behind.ceil() as u64;
-                    at = *first + period.mul_f64(*k as f64);
+                    v = vfirst + period.mul_f64(*k as f64);
                 }
+                let at = back(w, v);
                 if at >= *end {
                     return None;
                 }
@@ -190,6 +240,7 @@ mod tests {
             end: t0 + Duration::from_millis(1000),
             path: Path::Lane(3),
             k: 0,
+            warp: None,
         };
         let (at, _) = s.next(t0).expect("first");
         assert_eq!(at, t0);
@@ -199,6 +250,34 @@ mod tests {
         let (at, _) = s.next(t0 + Duration::from_millis(450)).expect("skips");
         assert_eq!(at, t0 + Duration::from_millis(500));
         assert!(s.next(t0 + Duration::from_millis(1000)).is_none());
+    }
+
+    #[test]
+    fn a_warp_ticks_faster_inside_its_window_only() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let warp = Warp { from: t0 + ms(1000), to: t0 + ms(2000), factor: 2.0 };
+        let mut s = Schedule::Periodic {
+            first: t0,
+            period: ms(100),
+            end: t0 + ms(3000),
+            path: Path::Lane(0),
+            k: 0,
+            warp: Some(warp),
+        };
+        let mut ticks = Vec::new();
+        while let Some((at, _)) = s.next(t0) {
+            ticks.push(at.duration_since(t0).as_millis());
+        }
+        let count = |a: u128, b: u128| ticks.iter().filter(|t| (a..b).contains(*t)).count();
+        assert_eq!(count(0, 1000), 10, "{ticks:?}");
+        assert_eq!(count(1000, 2000), 20, "{ticks:?}");
+        assert_eq!(count(2000, 3000), 10, "{ticks:?}");
+        assert!(ticks.windows(2).all(|w| w[0] < w[1]));
+        // The inverse is exact on both sides of the window.
+        for t in [ms(500), ms(1500), ms(2500)] {
+            assert_eq!(warp.back(warp.forward(t0 + t)), t0 + t);
+        }
     }
 
     #[test]
