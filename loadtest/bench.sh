@@ -16,7 +16,9 @@
 #   BENCH_ONLY="versus" loadtest/bench.sh   # opt-in (issue 16): fleetcast beside the Node.js baseline
 #                                           # (../shared/baseline), alternately, each on a private
 #                                           # Redis: idle memory per socket (BENCH_VS_IDLE_RUNS), fanout
-#                                           # at BENCH_VS_RATES twice each, CPU per update of nodes and Redis
+#                                           # at BENCH_VS_RATES twice each, CPU per update of nodes and Redis;
+#                                           # BENCH_VS_SYSTEMS="baseline fleetcast fleetcast:/tmp/old" adds
+#                                           # an earlier build (before → after in one sitting)
 #   BENCH_ONLY="step" loadtest/bench.sh     # opt-in (issue 16): the overload step, BENCH_STEP_RATE then
 #                                           # twice it for BENCH_STEP_FOR s: shedding and recovery
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
@@ -50,7 +52,7 @@ PREFIX="bench-$$-$RANDOM"
 DB="fleetcast_bench_$$_$RANDOM"
 DB_URL="$PG/$DB"
 LOGS=$(mktemp -d /tmp/fleetcast-bench.XXXXXX)
-SERVER="$ROOT/target/release/fleetcast"
+SERVER=${BENCH_SERVER:-"$ROOT/target/release/fleetcast"}
 LT="$ROOT/target/release/fleetcast-loadtest"
 NODE_PIDS=()
 PERF_PID=""
@@ -534,6 +536,8 @@ if wants versus; then
     cp "$BASE_SRC"/server.js "$BASE_SRC"/package.json "$BASE_SRC"/package-lock.json "$BASE/"
     (cd "$BASE" && npm ci --no-audit --no-fund --silent) || { log "npm ci for the baseline failed"; exit 1; }
     BT="--target ws://127.0.0.1:4001 --target ws://127.0.0.1:4002 --target ws://127.0.0.1:4003"
+    FLEETCAST_BIN=$SERVER
+    SYSTEMS=${BENCH_VS_SYSTEMS:-"baseline fleetcast"}
     # start_system SYSTEM N: N nodes of SYSTEM (baseline on 4001…, fleetcast on 3101…) on the
     # private Redis, load-test limits for fleetcast (the baseline has none).
     start_system() {
@@ -548,6 +552,9 @@ if wants versus; then
                 NODE_PIDS+=("$!")
             else
                 port=$((3100 + i))
+                # `fleetcast:PATH` runs the binary at PATH (an earlier build, for before → after).
+                SERVER=${1#fleetcast:}
+                [[ $1 == fleetcast ]] && SERVER=$FLEETCAST_BIN
                 start_node "$port" "${LOAD_LIMITS[@]}"
             fi
         done
@@ -559,12 +566,12 @@ if wants versus; then
         sleep 2
     }
     for run in $(seq 1 "${BENCH_VS_IDLE_RUNS:-3}"); do
-        for system in baseline fleetcast; do
+        for system in $SYSTEMS; do
             start_private_redis redis
             start_system "$system" 1
             port=$([[ $system == baseline ]] && echo 4001 || echo 3101)
-            name="vs-idle-$system-$run"
-            args=(idle --target "ws://127.0.0.1:$port" --connections "${BENCH_VS_IDLE:-10000}" --ramp 2000 --hold 10
+            name="vs-idle-$(basename "$system")-$run"
+            args=(idle --target "ws://127.0.0.1:$port" --connections "${BENCH_VS_IDLE:-10000}" --ramp "${BENCH_VS_IDLE_RAMP:-500}" --hold 10
                 --settle 5 --pid "${NODE_PIDS[0]}" --secret "$SECRET")
             run_lt "$name" "${args[@]}"
             row "versus, idle run $run: $system, ${BENCH_VS_IDLE:-10000} sockets on one node" "$(shown "${args[@]}")" \
@@ -575,22 +582,34 @@ if wants versus; then
     done
     for rate in ${BENCH_VS_RATES:-1000 2000 3000 4000 6000}; do
         for pass in $(seq 1 "${BENCH_VS_PASSES:-2}"); do
-            for system in baseline fleetcast; do
+            for system in $SYSTEMS; do
                 start_private_redis redis
                 start_system "$system" 3
-                name="vs-$system-$rate-$pass"
+                name="vs-$(basename "$system")-$rate-$pass"
                 cpu_sampler "$LOGS/$name.cpu" "${NODE_PIDS[@]:0:3}" "${PRIMARY_PIDS[@]}" &
                 SAMPLER_PID=$!
                 quiet=$(idle_pct)
+                # BENCH_PROFILE=1: where Redis's CPU goes (perf on the private Redis for the run).
+                if [[ -n "${BENCH_PROFILE:-}" ]]; then
+                    perf record -e cpu-clock -F 499 -g -p "${PRIMARY_PIDS[0]}" -o "$LOGS/perf-$name.data" >/dev/null 2>&1 &
+                    PERF_PID=$!
+                fi
                 if [[ $system == baseline ]]; then
                     args=(fanout $BT --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
-                        --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET")
+                        --ramp "${BENCH_VS_RAMP:-400}" --workers 2 --secret "$SECRET")
                 else
                     args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
-                        --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
+                        --ramp "${BENCH_VS_RAMP:-400}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
                 fi
                 run_lt "$name" "${args[@]}"
                 redis-cli -p 27100 INFO commandstats >"$LOGS/$name.cmdstats" || true
+                if [[ -n "$PERF_PID" ]]; then
+                    kill -INT "$PERF_PID" 2>/dev/null || true
+                    wait "$PERF_PID" 2>/dev/null || true
+                    PERF_PID=""
+                    perf report -i "$LOGS/perf-$name.data" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$LOGS/perf-$name.txt" || true
+                    log "profile of Redis under $system at $rate/s: $LOGS/perf-$name.txt"
+                fi
                 sleep 1
                 kill "$SAMPLER_PID" 2>/dev/null || true
                 wait "$SAMPLER_PID" 2>/dev/null || true
@@ -603,6 +622,7 @@ if wants versus; then
             done
         done
     done
+    SERVER=$FLEETCAST_BIN
 fi
 
 # Opt-in (issue 16): the overload step on fleetcast's 3 nodes (one private Redis): BENCH_STEP_RATE

@@ -1,7 +1,7 @@
 //! [`App`]: what the flows and edges of one node share — configuration, the engine, the
-//! database, trip access, token checks, the snapshot sampler, the job queue and local
-//! delivery. Built once by `node::start`; it holds no transport (each edge keeps its own
-//! state and registers its sink with [`App::delivery`]).
+//! database, trip access, token checks, the presence notices, the snapshot sampler, the job
+//! queue and local delivery. Built once by `node::start`; it holds no transport (each edge
+//! keeps its own state and registers its sink with [`App::delivery`]).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -35,6 +35,8 @@ pub struct App {
     pub access: Access,
     /// Drivers' recent speeds (trip ETAs).
     pub pace: crate::pace::Pace,
+    /// Drivers whose availability is to be derived again in the next batch.
+    pub notices: crate::notices::Notices,
     /// Token verification.
     pub verifier: Verifier,
     /// Signs and checks booking ticket tokens.

@@ -8,7 +8,8 @@
 //! - [`flows`]: what each contract action does (trips, bookings, offers, scans,
 //!   subscriptions, chat, driving, presence, publishing, stats), domain values in and out;
 //! - [`app`]: the state flows and edges share; [`access`]: who may touch a trip; [`pace`]:
-//!   drivers' recent speeds (trip ETAs);
+//!   drivers' recent speeds (trip ETAs); [`notices`]: drivers whose availability is to be
+//!   derived again in the next batch;
 //! - [`fanout`]: the one publish path, and local delivery to the edges' sinks;
 //! - [`events`]: every server→client event, its name and typed payload;
 //! - [`engine`]: shared state and room pub/sub, memory or Redis; [`store`]: the database;
@@ -41,6 +42,7 @@ pub mod limits;
 pub mod listener;
 pub mod mint;
 pub mod node;
+pub mod notices;
 pub mod pace;
 pub mod snapshots;
 pub mod socket;

@@ -201,6 +201,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
             Duration::from_millis(cfg.membership_stale_if_error_ms),
         ),
         pace: Default::default(),
+        notices: Default::default(),
         offer_jobs: JobQueue::new(db.clone(), 5),
         db,
         verifier,
@@ -273,6 +274,7 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tasks.spawn(heartbeat_loop(app.clone(), socket_edge.clone(), throttle, cancel.clone()));
     tasks.spawn(expiry_loop(socket_edge.clone(), cancel.clone()));
     tasks.spawn(flows::presence::sweep_loop(app.clone(), cancel.clone()));
+    tasks.spawn(flows::presence::notice_loop(app.clone(), cancel.clone()));
     tasks.spawn(flows::areas::tick_loop(app.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());

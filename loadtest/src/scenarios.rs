@@ -13,8 +13,8 @@ use std::time::Duration;
 use anyhow::{bail, ensure};
 
 use crate::ctx::Ctx;
-use crate::trips::schedule::{Route, SplitMix};
 use crate::trips::plan::Step;
+use crate::trips::schedule::{Route, SplitMix};
 use crate::trips::{self, Placement, Source, Spec, TripArgs};
 
 /// Arguments of `fleetcast-loadtest latency`.

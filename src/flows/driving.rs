@@ -81,7 +81,8 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
                 app.sampler.offer_location(&who.tenant, &location);
             }
             if came_live {
-                super::presence::notice(app, &who.tenant, &who.user).await;
+                // Derived in the node's next batch: the ack waits for no derivation.
+                app.notices.push(&who.tenant, &who.user);
             }
             if let (Some(p), Some(t), Some(m)) = (progress, &location.trip, &trip)
                 && p.distance_km * 1000.0 <= app.cfg.arrival_radius_m

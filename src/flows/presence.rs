@@ -1,12 +1,13 @@
 //! Driver presence (CONTRACT §7): a driver's availability is derived again whenever one of
 //! its facts may have changed — a connection or SSE stream opened or closed, an offer
-//! subscription taken or dropped, the first fresh position after a silence, a trip accepted
+//! subscription taken or dropped, the first fresh position after a silence (queued in
+//! [`App::notices`] and derived in the node's next batch, [`notice_loop`]), a trip accepted
 //! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
 //! event (positions going stale, a node dying without notice: a tick derives the drivers
 //! whose position went stale, and all of them when a node fell silent). One node sweeps
 //! each tick cluster-wide; the engine compares and sets each value, so every change is
-//! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers` reads the
-//! stored values.
+//! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers`
+//! reads the stored values.
 
 use std::time::Duration;
 
@@ -60,6 +61,55 @@ pub async fn notice_loss(app: &App, who: &Claims) {
         Ok(changes) => announce(app, &who.tenant, &changes).await,
         Err(e) => crate::telemetry::storm::warn_storm!(error = %e, driver = %who.user.0, "availability not derived"),
     }
+}
+
+/// How long the notice loop gathers queued drivers before deriving them.
+const NOTICE_GATHER: Duration = Duration::from_millis(50);
+/// The wait after a batch failed before it is tried again.
+const NOTICE_RETRY: Duration = Duration::from_secs(1);
+
+/// Derives the availability of the drivers queued in [`App::notices`] in batches while this
+/// node runs (owner: the node; stops on `cancel`): per tenant one database read of the
+/// drivers' active trips and one derivation per 500 drivers. A batch that fails is queued
+/// again and tried after [`NOTICE_RETRY`] (nothing else derives a driver that came live
+/// until the next full sweep).
+pub async fn notice_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = app.notices.queued.notified() => {}
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tokio::time::sleep(NOTICE_GATHER) => {}
+        }
+        let mut failed = false;
+        for (tenant, drivers) in app.notices.drain() {
+            for batch in drivers.chunks(500) {
+                if let Err(e) = derive_batch(&app, &tenant, batch).await {
+                    crate::telemetry::storm::warn_storm!(error = %e, drivers = batch.len(), "availability not derived");
+                    batch.iter().for_each(|d| app.notices.push(&tenant, d));
+                    failed = true;
+                }
+            }
+        }
+        if failed {
+            tokio::select! {
+                _ = cancel.cancelled() => break,
+                _ = tokio::time::sleep(NOTICE_RETRY) => {}
+            }
+        }
+    }
+}
+
+async fn derive_batch(app: &App, tenant: &Tenant, drivers: &[UserId]) -> Result<()> {
+    let ids: Vec<String> = drivers.iter().map(|d| d.0.clone()).collect();
+    let mut trips = app.db.driver_active_trips(tenant, &ids).await?;
+    let inputs: Vec<PresenceInput> =
+        ids.into_iter().map(|d| PresenceInput { trip: Some(trips.remove(&d)), driver: d }).collect();
+    let changes = app.engine.derive_presence(tenant, &inputs, &limits(app)).await?;
+    announce(app, tenant, &changes).await;
+    Ok(())
 }
 
 async fn refresh(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {

@@ -2,6 +2,8 @@
 //! offer rounds and their states, declines, expiry, and the one-winner accept — a
 //! transaction opened by the conditional take of the trip (`driver_id IS NULL`).
 
+use std::collections::HashMap;
+
 use super::Db;
 use super::rides::{TRIP_COLS, TripRow, now, sql};
 use crate::domain::Tenant;
@@ -85,6 +87,31 @@ impl Db {
         const Q: &str = "SELECT id FROM trips WHERE tenant = $1 AND driver_id = $2 \
                          AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC LIMIT 1";
         Ok(each!(self, p => sqlx::query_scalar(Q).bind(&tenant.0).bind(id).fetch_optional(p).await?))
+    }
+
+    /// [`Db::driver_active_trip`] of many drivers of one tenant, 500 per query: each
+    /// driver with an active trip and that trip (the most recently updated, as one by one).
+    pub async fn driver_active_trips(&self, tenant: &Tenant, ids: &[String]) -> Result<HashMap<String, String>> {
+        const PG: &str = "SELECT driver_id, id FROM trips WHERE tenant = $1 AND driver_id = ANY($2) \
+                          AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC";
+        const LITE: &str = "SELECT driver_id, id FROM trips WHERE tenant = $1 \
+                            AND driver_id IN (SELECT value FROM json_each($2)) \
+                            AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC";
+        let mut out = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let rows: Vec<(String, String)> = match self {
+                Db::Pg(p) => sqlx::query_as(PG).bind(&tenant.0).bind(chunk).fetch_all(p).await?,
+                Db::Sqlite(p) => {
+                    let json = serde_json::to_string(chunk).map_err(|_| crate::error::Error::Internal)?;
+                    sqlx::query_as(LITE).bind(&tenant.0).bind(json).fetch_all(p).await?
+                }
+            };
+            // Newest first: the first row of a driver is its trip.
+            for (driver, trip) in rows {
+                out.entry(driver).or_insert(trip);
+            }
+        }
+        Ok(out)
     }
 
     /// Display names of drivers, by id (unknown drivers are left out).

@@ -156,6 +156,64 @@ async fn a_stale_position_turns_a_driver_offline(mode: Mode) {
     h.stop().await;
 }
 
+/// Drivers coming live together (the first position of each, sent at once over two nodes)
+/// are derived with their trips read from the database — in the node's batches, one read
+/// for many drivers — and each change is announced once: `BUSY` with the trip for the
+/// drivers whose trip started while they had no position, `AVAILABLE` for the subscribed.
+async fn drivers_coming_live_together_are_each_derived_once(mode: Mode) {
+    let h = Harness::start(mode, &[]).await;
+    let mut admin = Client::connect(&h.a(), &token("adm", "ADMIN")).await;
+    assert_ok(&admin.ack("admin:subscribe", json!({})).await);
+    let ids: Vec<String> = (0..24).map(|i| unique(&format!("live{i}-"))).collect();
+    let mut drivers = Vec::new();
+    for (i, d) in ids.iter().enumerate() {
+        let c = Client::connect(&if i % 2 == 0 { h.a() } else { h.b() }, &token(d, "DRIVER")).await;
+        if i % 2 == 1 {
+            assert_ok(&c.ack("driver:subscribe", json!({})).await);
+        }
+        drivers.push(c);
+    }
+    // Trips that start while their drivers have no position: nothing to announce yet.
+    let mut trips = std::collections::HashMap::new();
+    for d in ids.iter().step_by(2) {
+        let trip = unique("t");
+        h.insert_trip("default", &trip, Some(d)).await;
+        h.exec_on_trip("UPDATE trips SET status = 'IN_PROGRESS' WHERE id = $1", &trip).await;
+        trips.insert(d.clone(), trip);
+    }
+    assert!(admin.next(AVAILABILITY, Duration::from_millis(500)).await.is_none(), "no position yet");
+    let sent = futures_util::future::join_all(
+        drivers.iter().map(|c| c.ack("driver:location:update", json!({ "lat": 48.85, "lng": 2.35 }))),
+    )
+    .await;
+    sent.iter().for_each(assert_ok);
+    let mut seen = std::collections::HashMap::new();
+    while seen.len() < ids.len() {
+        let e = admin.expect(AVAILABILITY, "every driver's change").await;
+        let d = e["driverId"].as_str().expect("driverId").to_string();
+        if ids.contains(&d) {
+            assert!(seen.insert(d.clone(), e.clone()).is_none(), "{d} announced twice: {e}");
+        }
+    }
+    for (d, e) in &seen {
+        match trips.get(d) {
+            Some(trip) => assert_eq!(
+                (e["availability"].as_str(), e["tripId"].as_str()),
+                (Some("BUSY"), Some(trip.as_str())),
+                "{e}"
+            ),
+            None => assert_eq!(e["availability"], json!("AVAILABLE"), "{e}"),
+        }
+        assert_eq!(e["previous"], json!("OFFLINE"), "{e}");
+    }
+    assert!(admin.next(AVAILABILITY, Duration::from_millis(1_200)).await.is_none(), "announced once");
+    for c in drivers {
+        c.close().await;
+    }
+    admin.close().await;
+    h.stop().await;
+}
+
 /// A trip `IN_PROGRESS` from (48.85, 2.35) to (48.95, 2.55), driven by `driver`, organized
 /// by `org1` and booked by `p1`.
 async fn trip_in_progress(h: &Harness, driver: &str) -> String {
@@ -265,5 +323,6 @@ async fn subscribers_see_progress_and_arrival_fires_once_per_target(mode: Mode) 
 both_modes!(
     availability_follows_offers_positions_connections_and_trips,
     a_stale_position_turns_a_driver_offline,
+    drivers_coming_live_together_are_each_derived_once,
     subscribers_see_progress_and_arrival_fires_once_per_target,
 );
