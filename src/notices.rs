@@ -1,6 +1,6 @@
 //! [`Notices`]: the drivers of this node whose availability is to be derived again soon,
 //! by tenant — filled by flows that must not wait for a derivation (a driver's first fresh
-//! position after a silence, on the location path), drained in batches by
+//! position after a silence, on the location path; `driver:connect`), drained in batches by
 //! `flows::presence::notice_loop`. Thousands of drivers coming live within a second cost a
 //! database read and a derivation per batch, not per driver, and their acks wait for
 //! neither. A driver queued twice before a batch is derived once.

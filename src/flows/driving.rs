@@ -18,8 +18,9 @@ use crate::store::TripMembership;
 /// `driver:connect`: the caller must be the trip's driver.
 pub async fn connect(app: &App, who: &Claims, trip: &TripId) -> Result<()> {
     app.access.require_driver_of(who, trip).await?;
-    // The driver's trip connection may make it BUSY.
-    super::presence::notice(app, &who.tenant, &who.user).await;
+    // The driver's trip connection may make it BUSY: derived in the node's next batch (a
+    // fleet reconnecting at once costs a read and a derivation per batch, not per driver).
+    app.notices.push(&who.tenant, &who.user);
     Ok(())
 }
 

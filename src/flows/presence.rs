@@ -1,10 +1,11 @@
 //! Driver presence (CONTRACT §7): a driver's availability is derived again whenever one of
 //! its facts may have changed — a connection or SSE stream opened or closed, an offer
-//! subscription taken or dropped, the first fresh position after a silence (queued in
-//! [`App::notices`] and derived in the node's next batch, [`notice_loop`]), a trip accepted
+//! subscription taken or dropped, the first fresh position after a silence, a trip accepted
 //! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
 //! event (positions going stale, a node dying without notice: a tick derives the drivers
-//! whose position went stale, and all of them when a node fell silent). One node sweeps
+//! whose position went stale, and all of them when a node fell silent). The first fresh
+//! position and `driver:connect` queue the driver in [`App::notices`], derived in the node's
+//! next batch ([`notice_loop`]); the other facts derive it at once. One node sweeps
 //! each tick cluster-wide; the engine compares and sets each value, so every change is
 //! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers`
 //! reads the stored values.
@@ -83,23 +84,30 @@ pub async fn notice_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Can
             _ = cancel.cancelled() => break,
             _ = tokio::time::sleep(NOTICE_GATHER) => {}
         }
-        let mut failed = false;
-        for (tenant, drivers) in app.notices.drain() {
-            for batch in drivers.chunks(500) {
-                if let Err(e) = derive_batch(&app, &tenant, batch).await {
-                    crate::telemetry::storm::warn_storm!(error = %e, drivers = batch.len(), "availability not derived");
-                    batch.iter().for_each(|d| app.notices.push(&tenant, d));
-                    failed = true;
-                }
-            }
-        }
-        if failed {
+        if !derive_queued(&app).await {
             tokio::select! {
                 _ = cancel.cancelled() => break,
                 _ = tokio::time::sleep(NOTICE_RETRY) => {}
             }
         }
     }
+    // Shutting down: what is queued is derived once more, briefly (no node would later).
+    let _ = tokio::time::timeout(NOTICE_RETRY, derive_queued(&app)).await;
+}
+
+/// Derives what is queued; false when some batch failed (it is queued again).
+async fn derive_queued(app: &App) -> bool {
+    let mut all = true;
+    for (tenant, drivers) in app.notices.drain() {
+        for batch in drivers.chunks(500) {
+            if let Err(e) = derive_batch(app, &tenant, batch).await {
+                crate::telemetry::storm::warn_storm!(error = %e, drivers = batch.len(), "availability not derived");
+                batch.iter().for_each(|d| app.notices.push(&tenant, d));
+                all = false;
+            }
+        }
+    }
+    all
 }
 
 async fn derive_batch(app: &App, tenant: &Tenant, drivers: &[UserId]) -> Result<()> {
