@@ -109,6 +109,7 @@ pub(super) async fn authenticate(
         rooms: Mutex::new(HashSet::new()),
         trips: Mutex::new(HashSet::new()),
         areas: Mutex::new(HashMap::new()),
+        arrivals: Default::default(),
     }));
     Ok(())
 }

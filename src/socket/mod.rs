@@ -8,11 +8,13 @@
 //! - `handlers`: the dispatcher and one handler per client event, by role or concern.
 //! - [`payload`]: inbound payload types and their validation.
 //! - `ack`: the flood check, the ack deadline and the ack's shape.
+//! - `arrival`: the arrival order of a socket's events (location updates are applied in it).
 //! - `session`: per-socket state and room join/leave/replay.
 //! - [`replay`]: the replay seam of a join with `since`.
 //! - [`sink`]: this edge's delivery sink (frames to local sockets, node-to-node commands).
 
 mod ack;
+mod arrival;
 pub mod connect;
 pub mod edge;
 mod handlers;

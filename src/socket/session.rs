@@ -35,6 +35,8 @@ pub struct Session {
     pub(super) trips: Mutex<HashSet<TripId>>,
     /// Live areas of this socket: `areaId` → the node's subscription.
     pub(super) areas: Mutex<HashMap<String, SubId>>,
+    /// The arrival order of this socket's events (location updates are applied in it).
+    pub(super) arrivals: super::arrival::Arrivals,
 }
 
 impl Session {

@@ -138,10 +138,11 @@ async fn the_api_socket_path_serves_the_same_protocol(mode: Mode) {
     h.stop().await;
 }
 
-/// Every update a driver was told was accepted reaches every subscriber, also when a burst
-/// arrives faster than the subscriber's socket is written (location frames are queued per
-/// socket, not kept as "latest only").
-async fn every_accepted_update_of_a_burst_reaches_the_subscriber(mode: Mode) {
+/// Every update a driver was told was accepted reaches every subscriber, in the order the
+/// driver sent them, also when a burst arrives faster than the subscriber's socket is written
+/// (location frames are queued per socket, not kept as "latest only"; a socket's updates are
+/// applied one after another).
+async fn every_accepted_update_of_a_burst_reaches_the_subscriber_in_order(mode: Mode) {
     let h = Harness::start(
         mode,
         &[
@@ -166,11 +167,14 @@ async fn every_accepted_update_of_a_burst_reaches_the_subscriber(mode: Mode) {
     }
     assert_ok(&driver.ack("driver:location:update", json!({ "tripId": trip, "lat": 1.5, "lng": 2.0 })).await);
     let accepted = 201;
-    let mut received = 0;
-    while passenger.next("server:location:update", Duration::from_secs(3)).await.is_some() {
-        received += 1;
+    let mut lats = Vec::new();
+    while let Some(u) = passenger.next("server:location:update", Duration::from_secs(3)).await {
+        lats.push(u["lat"].as_f64().expect("lat"));
     }
-    assert_eq!(received, accepted, "every accepted update delivered once");
+    assert_eq!(lats.len(), accepted, "every accepted update delivered once");
+    // In the order the driver sent them: an older position never follows a newer one.
+    let behind = lats.windows(2).filter(|w| w[1] <= w[0]).count();
+    assert_eq!(behind, 0, "{behind} updates delivered after a newer one: {lats:?}");
     driver.close().await;
     passenger.close().await;
     h.stop().await;
@@ -213,7 +217,7 @@ async fn a_location_update_does_not_echo_to_the_socket_that_sent_it(mode: Mode) 
 
 both_modes!(
     a_location_update_does_not_echo_to_the_socket_that_sent_it,
-    every_accepted_update_of_a_burst_reaches_the_subscriber,
+    every_accepted_update_of_a_burst_reaches_the_subscriber_in_order,
     location_from_driver_on_node_a_reaches_passenger_on_node_b,
     status_reaches_subscribers_and_emergency_reaches_admins_on_the_other_node,
     polling_clients_send_and_receive_like_websocket_clients,

@@ -7,6 +7,7 @@ use crate::domain::{self, DriverStatus, PositionReport, RoomKey};
 use crate::error::Error;
 use crate::flows::driving;
 use crate::socket::ack::{Reply, ok};
+use crate::socket::arrival::Arrival;
 use crate::socket::edge::Edge;
 use crate::socket::payload::{self, StatusIn, TripRef};
 use crate::socket::session::{Session, join};
@@ -23,9 +24,19 @@ pub(super) async fn connect(edge: &Edge, s: &SocketRef, session: &Session, p: Op
 }
 
 /// `driver:location:update {tripId?, lat, lng, speed?, heading?, accuracy?, timestamp?}`.
-pub(super) async fn location(edge: &Edge, s: &SocketRef, session: &Session, p: Option<Value>) -> Reply {
+/// Applied in the socket's arrival order (`arrival`): after every earlier event of the
+/// socket gave its turn back; one that waits past the ack deadline is answered `UNAVAILABLE`
+/// and never applied.
+pub(super) async fn location(
+    edge: &Edge,
+    s: &SocketRef,
+    session: &Session,
+    p: Option<Value>,
+    arrival: Arrival,
+) -> Reply {
     let report: PositionReport = payload::parse(p)?;
     let location = report.into_location(session.claims.user.clone())?;
+    arrival.wait_turn().await;
     driving::update_location(&edge.app, &session.claims, location, Some(&s.id.to_string())).await?;
     ok()
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 use socketioxide::extract::{AckSender, Event, Extension, SocketRef, State, TryData};
 
 use super::ack::{run_event, send_ack};
+use super::arrival::Arrival;
 use super::edge::Edge;
 use super::session::Session;
 use crate::error::Error;
@@ -36,9 +37,10 @@ pub(super) fn register(s: &SocketRef) {
                p: Payload,
                ack: AckSender,
                State(edge): State<Arc<Edge>>,
-               Extension(session): Extension<Arc<Session>>| {
+               Extension(session): Extension<Arc<Session>>,
+               arrival: Arrival| {
             match payload(p) {
-                Ok(p) => dispatch(&edge, &s, &session, &name, p, ack).await,
+                Ok(p) => dispatch(&edge, &s, &session, &name, p, ack, arrival).await,
                 Err(e) => {
                     metrics::counter!("fleetcast_events_in_total", "event" => "unreadable").increment(1);
                     send_ack(ack, Err(e));
@@ -61,8 +63,22 @@ pub fn payload(p: Payload) -> Result<Option<Value>, Error> {
 }
 
 /// Runs the handler of event `name` (CONTRACT §2), or acks an unknown event with
-/// `INVALID_PAYLOAD`.
-async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: Option<Value>, ack: AckSender) {
+/// `INVALID_PAYLOAD`. Only location updates keep their arrival ticket (they are applied in
+/// the socket's arrival order); every other event gives it back as it starts.
+async fn dispatch(
+    edge: &Edge,
+    s: &SocketRef,
+    session: &Session,
+    name: &str,
+    p: Option<Value>,
+    ack: AckSender,
+    arrival: Arrival,
+) {
+    if name == "driver:location:update" {
+        return run_event(edge, "driver:location:update", session, ack, driver::location(edge, s, session, p, arrival))
+            .await;
+    }
+    drop(arrival);
     macro_rules! route {
         ($($event:literal => $handler:path,)*) => {
             match name {
@@ -73,7 +89,6 @@ async fn dispatch(edge: &Edge, s: &SocketRef, session: &Session, name: &str, p: 
     }
     route! {
         "driver:connect" => driver::connect,
-        "driver:location:update" => driver::location,
         "driver:status" => driver::status,
         "passenger:subscribe" => passenger::subscribe,
         "passenger:unsubscribe" => passenger::unsubscribe,
