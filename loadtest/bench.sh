@@ -18,7 +18,8 @@
 #                                           # Redis: idle memory per socket (BENCH_VS_IDLE_RUNS), fanout
 #                                           # at BENCH_VS_RATES twice each, CPU per update of nodes and Redis;
 #                                           # BENCH_VS_SYSTEMS="baseline fleetcast fleetcast:/tmp/old" adds
-#                                           # an earlier build (before → after in one sitting)
+#                                           # an earlier build (before → after in one sitting);
+#                                           # BENCH_VS_IDLE_SYSTEMS for the idle runs alone
 #   BENCH_ONLY="step" loadtest/bench.sh     # opt-in (issue 16): the overload step, BENCH_STEP_RATE then
 #                                           # twice it for BENCH_STEP_FOR s: shedding and recovery
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
@@ -566,7 +567,7 @@ if wants versus; then
         sleep 2
     }
     for run in $(seq 1 "${BENCH_VS_IDLE_RUNS:-3}"); do
-        for system in $SYSTEMS; do
+        for system in ${BENCH_VS_IDLE_SYSTEMS:-$SYSTEMS}; do
             start_private_redis redis
             start_system "$system" 1
             port=$([[ $system == baseline ]] && echo 4001 || echo 3101)

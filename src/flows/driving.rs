@@ -18,9 +18,9 @@ use crate::store::TripMembership;
 /// `driver:connect`: the caller must be the trip's driver.
 pub async fn connect(app: &App, who: &Claims, trip: &TripId) -> Result<()> {
     app.access.require_driver_of(who, trip).await?;
-    // The driver's trip connection may make it BUSY: derived in the node's next batch (a
-    // fleet reconnecting at once costs a read and a derivation per batch, not per driver).
-    app.notices.push(&who.tenant, &who.user);
+    // The driver's trip connection may make it BUSY: derived in the node's batch (a fleet
+    // reconnecting at once costs a read and a derivation per batch, not per driver).
+    app.notices.derived(app.notices.push(&who.tenant, &who.user)).await;
     Ok(())
 }
 
@@ -82,8 +82,9 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
                 app.sampler.offer_location(&who.tenant, &location);
             }
             if came_live {
-                // Derived in the node's next batch: the ack waits for no derivation.
-                app.notices.push(&who.tenant, &who.user);
+                // Derived in the node's batch (one read and one derivation for all the
+                // drivers coming live meanwhile).
+                app.notices.derived(app.notices.push(&who.tenant, &who.user)).await;
             }
             if let (Some(p), Some(t), Some(m)) = (progress, &location.trip, &trip)
                 && p.distance_km * 1000.0 <= app.cfg.arrival_radius_m

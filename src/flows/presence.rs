@@ -4,8 +4,8 @@
 //! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
 //! event (positions going stale, a node dying without notice: a tick derives the drivers
 //! whose position went stale, and all of them when a node fell silent). The first fresh
-//! position and `driver:connect` queue the driver in [`App::notices`], derived in the node's
-//! next batch ([`notice_loop`]); the other facts derive it at once. One node sweeps
+//! position and `driver:connect` queue the driver in [`App::notices`] and wait for its batch
+//! ([`notice_loop`]); the other facts derive it on their own. One node sweeps
 //! each tick cluster-wide; the engine compares and sets each value, so every change is
 //! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers`
 //! reads the stored values.
@@ -64,25 +64,20 @@ pub async fn notice_loss(app: &App, who: &Claims) {
     }
 }
 
-/// How long the notice loop gathers queued drivers before deriving them.
-const NOTICE_GATHER: Duration = Duration::from_millis(50);
 /// The wait after a batch failed before it is tried again.
 const NOTICE_RETRY: Duration = Duration::from_secs(1);
 
 /// Derives the availability of the drivers queued in [`App::notices`] in batches while this
-/// node runs (owner: the node; stops on `cancel`): per tenant one database read of the
-/// drivers' active trips and one derivation per 500 drivers. A batch that fails is queued
-/// again and tried after [`NOTICE_RETRY`] (nothing else derives a driver that came live
-/// until the next full sweep).
+/// node runs (owner: the node; stops on `cancel`): what is queued is derived at once, per
+/// tenant with one database read of the drivers' active trips and one derivation per 500
+/// drivers, and what is queued meanwhile forms the next batch. A batch that fails is queued
+/// again and tried after [`NOTICE_RETRY`] (its callers go on: nothing else derives a driver
+/// that came live until the next full sweep).
 pub async fn notice_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::CancellationToken) {
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
             _ = app.notices.queued.notified() => {}
-        }
-        tokio::select! {
-            _ = cancel.cancelled() => break,
-            _ = tokio::time::sleep(NOTICE_GATHER) => {}
         }
         if !derive_queued(&app).await {
             tokio::select! {
@@ -98,15 +93,17 @@ pub async fn notice_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Can
 /// Derives what is queued; false when some batch failed (it is queued again).
 async fn derive_queued(app: &App) -> bool {
     let mut all = true;
-    for (tenant, drivers) in app.notices.drain() {
-        for batch in drivers.chunks(500) {
-            if let Err(e) = derive_batch(app, &tenant, batch).await {
-                crate::telemetry::storm::warn_storm!(error = %e, drivers = batch.len(), "availability not derived");
-                batch.iter().for_each(|d| app.notices.push(&tenant, d));
+    let (batch, queued) = app.notices.drain();
+    for (tenant, drivers) in queued {
+        for chunk in drivers.chunks(500) {
+            if let Err(e) = derive_batch(app, &tenant, chunk).await {
+                crate::telemetry::storm::warn_storm!(error = %e, drivers = chunk.len(), "availability not derived");
+                chunk.iter().for_each(|d| drop(app.notices.push(&tenant, d)));
                 all = false;
             }
         }
     }
+    app.notices.finished(batch);
     all
 }
 

@@ -1,8 +1,8 @@
 //! The arrival order of one socket's events. socketioxide runs each event as a task of its
 //! own, so two location updates a driver sent back to back could be applied, and published,
 //! in either order — a passenger's map would show an older position after a newer one. An
-//! [`Arrival`] ticket is taken when the event is read off the socket (extractors run in
-//! order, before the event's task is spawned) and given back when the event is done with it;
+//! [`Arrival`] ticket is taken when the event is read off the socket (by an extractor, in
+//! `session`: extractors run in order, before the event's task is spawned) and given back when the event is done with it;
 //! a location update waits until every earlier event of its socket gave its ticket back
 //! ([`Arrival::wait_turn`]), so a socket's positions are applied in the order it sent them.
 //! Other events give their ticket back as they start; a ticket is given back however its
@@ -12,12 +12,7 @@ use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use socketioxide::adapter::Adapter;
-use socketioxide::handler::{FromMessageParts, Value};
-use socketioxide::socket::Socket;
 use tokio::sync::Notify;
-
-use super::session::Session;
 
 /// One socket's tickets: handed out in arrival order, given back in any order.
 #[derive(Default)]
@@ -57,22 +52,28 @@ impl Arrivals {
     }
 }
 
-/// An event's ticket (an extractor); given back when dropped.
+/// An event's ticket (taken by the extractor in `session`); given back when dropped.
 pub struct Arrival {
-    session: Option<Arc<Session>>,
+    arrivals: Option<Arc<Arrivals>>,
     ticket: u64,
 }
 
 impl Arrival {
+    /// The next ticket of `arrivals` (none: no order to keep).
+    pub fn take(arrivals: Option<Arc<Arrivals>>) -> Self {
+        let ticket = arrivals.as_ref().map_or(0, |a| a.take());
+        Self { arrivals, ticket }
+    }
+
     /// Waits until every event of this socket that arrived before this one gave its ticket
     /// back.
     pub async fn wait_turn(&self) {
-        let Some(session) = &self.session else { return };
+        let Some(arrivals) = &self.arrivals else { return };
         loop {
-            let notified = session.arrivals.turn.notified();
+            let notified = arrivals.turn.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if session.arrivals.is_turn_of(self.ticket) {
+            if arrivals.is_turn_of(self.ticket) {
                 return;
             }
             notified.await;
@@ -82,18 +83,9 @@ impl Arrival {
 
 impl Drop for Arrival {
     fn drop(&mut self) {
-        if let Some(session) = &self.session {
-            session.arrivals.give_back(self.ticket);
+        if let Some(arrivals) = &self.arrivals {
+            arrivals.give_back(self.ticket);
         }
-    }
-}
-
-impl<A: Adapter> FromMessageParts<A> for Arrival {
-    type Error = std::convert::Infallible;
-    fn from_message_parts(s: &Arc<Socket<A>>, _: &mut Value, _: &Option<i64>) -> Result<Self, Self::Error> {
-        let session = s.extensions.get::<Arc<Session>>();
-        let ticket = session.as_ref().map_or(0, |s| s.arrivals.take());
-        Ok(Self { session, ticket })
     }
 }
 

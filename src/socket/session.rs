@@ -4,12 +4,16 @@
 //! client missed (`since`), leave, and dropping a trip subscription.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicI64};
+use std::sync::{Arc, Mutex};
 
 use governor::DefaultDirectRateLimiter;
+use socketioxide::adapter::Adapter;
 use socketioxide::extract::SocketRef;
+use socketioxide::handler::{FromMessageParts, Value};
+use socketioxide::socket::Socket;
 
+use super::arrival::{Arrival, Arrivals};
 use super::replay::{Replays, send_to_socket};
 use crate::app::App;
 use crate::auth::Claims;
@@ -36,7 +40,15 @@ pub struct Session {
     /// Live areas of this socket: `areaId` → the node's subscription.
     pub(super) areas: Mutex<HashMap<String, SubId>>,
     /// The arrival order of this socket's events (location updates are applied in it).
-    pub(super) arrivals: super::arrival::Arrivals,
+    pub(super) arrivals: Arc<Arrivals>,
+}
+
+/// An event's arrival ticket, taken as socketioxide reads the event (before its task).
+impl<A: Adapter> FromMessageParts<A> for Arrival {
+    type Error = std::convert::Infallible;
+    fn from_message_parts(s: &Arc<Socket<A>>, _: &mut Value, _: &Option<i64>) -> Result<Self, Self::Error> {
+        Ok(Arrival::take(s.extensions.get::<Arc<Session>>().map(|session| session.arrivals.clone())))
+    }
 }
 
 impl Session {

@@ -25,7 +25,7 @@ use std::path::Path;
 const LAYERS: &[(&str, u8)] = &[
     ("config", 0), ("error", 0), ("telemetry", 0), ("limits", 0), ("listener", 0),
     ("domain", 1), ("auth", 1), ("mint", 1), ("events", 1),
-    ("engine", 2), ("store", 2), ("jobs", 2), ("snapshots", 2),
+    ("engine", 2), ("store", 2), ("jobs", 2), ("snapshots", 2), ("notices", 2),
     ("fanout", 3), ("access", 3), ("pace", 3), ("app", 3),
     ("flows", 4),
     ("socket", 5), ("sse", 5), ("http", 5), ("web", 5),
