@@ -649,10 +649,11 @@ if wants step; then
         --step-at "$at" --step-for "$for_s" --duration "$duration" --ramp "${BENCH_RAMP:-1000}" --workers 2
         --secret "$SECRET" --database-url "$DB_URL")
     run_lt step "${args[@]}"
-    recovery=$(jq -r --argjson end $((at + for_s)) '[.timeline[] | select(.sent > 0)] as $t
-        | ($t | map(select(.t >= $end and .e2eP99Ms > 50)) | map(.t) | max) as $last
-        | if $last == null then "at once (no second after the step over 50 ms)"
-          else "\($last + 1 - $end) s after the step ended" end' "$LOGS/step.json" 2>/dev/null || echo "?")
+    # `end` is a jq keyword: the step's end is $stop.
+    recovery=$(jq -r --argjson stop $((at + for_s)) '[.timeline[] | select(.sent > 0 and .t >= $stop)] as $t
+        | ($t | map(select(.e2eP99Ms <= 50)) | first | .t) as $ok
+        | if $ok == null then "never after the step"
+          else "\($ok + 1 - $stop) s after the step ended (\($t | map(select(.t > $ok and .e2eP99Ms > 50)) | length) later seconds over 50 ms)" end' "$LOGS/step.json" 2>/dev/null || echo "?")
     row "overload step: ${base}/s, $((2 * base))/s from ${at} s for ${for_s} s, then ${base}/s; ${DRIVERS} drivers × 3 subscribers, 3 nodes, one Redis" "$(shown "${args[@]}")" \
         "$(jq -r '"accepted \(.accepted) of \(.sent); **ack errors \(.ackErrors)**; **delivery \(.deliveryRatio)** of acked-ok (\(.receivedDeliveries)/\(.expectedDeliveries)); **\(.unexpectedDeliveries) deliveries of updates not acked ok or repeated, \(.outOfOrder) out of order**; e2e p99 over the run \(.e2eMs.p99Ms) ms"' "$LOGS/step.json" 2>/dev/null || echo 'run failed'); **p99 ≤ 50 ms again ${recovery}**; machine ${quiet}% idle before"
     stop_nodes

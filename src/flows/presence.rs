@@ -91,30 +91,36 @@ pub async fn notice_loop(app: std::sync::Arc<App>, cancel: tokio_util::sync::Can
 }
 
 /// Derives what is queued; false when some batch failed (it is queued again).
+/// The batch's callers go on once it is stored, before its changes are announced.
 async fn derive_queued(app: &App) -> bool {
     let mut all = true;
     let (batch, queued) = app.notices.drain();
+    let mut derived = Vec::new();
     for (tenant, drivers) in queued {
         for chunk in drivers.chunks(500) {
-            if let Err(e) = derive_batch(app, &tenant, chunk).await {
-                crate::telemetry::storm::warn_storm!(error = %e, drivers = chunk.len(), "availability not derived");
-                chunk.iter().for_each(|d| drop(app.notices.push(&tenant, d)));
-                all = false;
+            match derive_batch(app, &tenant, chunk).await {
+                Ok(changes) => derived.push((tenant.clone(), changes)),
+                Err(e) => {
+                    crate::telemetry::storm::warn_storm!(error = %e, drivers = chunk.len(), "availability not derived");
+                    chunk.iter().for_each(|d| drop(app.notices.push(&tenant, d)));
+                    all = false;
+                }
             }
         }
     }
     app.notices.finished(batch);
+    for (tenant, changes) in derived {
+        announce(app, &tenant, &changes).await;
+    }
     all
 }
 
-async fn derive_batch(app: &App, tenant: &Tenant, drivers: &[UserId]) -> Result<()> {
+async fn derive_batch(app: &App, tenant: &Tenant, drivers: &[UserId]) -> Result<Vec<PresenceChange>> {
     let ids: Vec<String> = drivers.iter().map(|d| d.0.clone()).collect();
     let mut trips = app.db.driver_active_trips(tenant, &ids).await?;
     let inputs: Vec<PresenceInput> =
         ids.into_iter().map(|d| PresenceInput { trip: Some(trips.remove(&d)), driver: d }).collect();
-    let changes = app.engine.derive_presence(tenant, &inputs, &limits(app)).await?;
-    announce(app, tenant, &changes).await;
-    Ok(())
+    app.engine.derive_presence(tenant, &inputs, &limits(app)).await
 }
 
 async fn refresh(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {
@@ -125,32 +131,38 @@ async fn refresh(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {
     Ok(())
 }
 
+/// Most announcements of one derivation in flight at once (a driver is in a derivation's
+/// changes at most once, so no driver's two changes are reordered).
+const ANNOUNCE_AT_ONCE: usize = 32;
+
 async fn announce(app: &App, tenant: &Tenant, changes: &[PresenceChange]) {
-    for c in changes {
-        metrics::counter!("fleetcast_availability_changes_total", "availability" => c.availability.as_str())
-            .increment(1);
-        let at = crate::domain::now_iso();
-        let event = AvailabilityChanged {
-            driver_id: &c.driver,
-            availability: c.availability,
-            previous: c.previous,
-            trip_id: c.trip.as_deref(),
-            at: &at,
-        };
-        if fanout::publish(&app.engine, &RoomKey::admin_events(tenant), &event).await.is_err() {
+    use futures_util::StreamExt as _;
+    futures_util::stream::iter(changes).for_each_concurrent(ANNOUNCE_AT_ONCE, |c| announce_one(app, tenant, c)).await;
+}
+
+async fn announce_one(app: &App, tenant: &Tenant, c: &PresenceChange) {
+    metrics::counter!("fleetcast_availability_changes_total", "availability" => c.availability.as_str()).increment(1);
+    let at = crate::domain::now_iso();
+    let event = AvailabilityChanged {
+        driver_id: &c.driver,
+        availability: c.availability,
+        previous: c.previous,
+        trip_id: c.trip.as_deref(),
+        at: &at,
+    };
+    if fanout::publish(&app.engine, &RoomKey::admin_events(tenant), &event).await.is_err() {
+        fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
+    }
+    // Area subscribers whose area holds the driver: into the room of its cell, while
+    // some node watches it. (A driver gone stale has no stored position left: each
+    // node's areas notice that on their own.)
+    let driver = UserId(c.driver.clone());
+    if let Ok(Some(l)) = app.engine.driver_location(tenant, &driver).await {
+        let cell = Cell::of(l.lat, l.lng);
+        if app.engine.cell_watched(tenant, cell).await.unwrap_or(false)
+            && fanout::publish(&app.engine, &RoomKey::area_cell(tenant, cell), &event).await.is_err()
+        {
             fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
-        }
-        // Area subscribers whose area holds the driver: into the room of its cell, while
-        // some node watches it. (A driver gone stale has no stored position left: each
-        // node's areas notice that on their own.)
-        let driver = UserId(c.driver.clone());
-        if let Ok(Some(l)) = app.engine.driver_location(tenant, &driver).await {
-            let cell = Cell::of(l.lat, l.lng);
-            if app.engine.cell_watched(tenant, cell).await.unwrap_or(false)
-                && fanout::publish(&app.engine, &RoomKey::area_cell(tenant, cell), &event).await.is_err()
-            {
-                fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);
-            }
         }
     }
 }
