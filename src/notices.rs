@@ -3,9 +3,10 @@
 //! `driver:connect`), derived in batches by `flows::presence::notice_loop`: at once when
 //! the node is quiet, and while a batch is derived the next one gathers, so thousands of
 //! drivers coming live within a second cost a database read and a derivation per batch, not
-//! per driver. A caller waits for the batch its driver is in ([`Notices::derived`]), so what
-//! it acknowledged is derived when it answers, as before; a driver queued twice before a
-//! batch is derived once.
+//! per driver. `driver:connect` waits for the batch its driver is in ([`Notices::derived`]),
+//! so the availability it may change is derived when it answers; the location path does
+//! not (its update is applied: a wait could run past the ack deadline and answer
+//! `UNAVAILABLE` for it). A driver queued twice before a batch is derived once.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;

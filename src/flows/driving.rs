@@ -83,8 +83,9 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
             }
             if came_live {
                 // Derived in the node's batch (one read and one derivation for all the
-                // drivers coming live meanwhile).
-                app.notices.derived(app.notices.push(&who.tenant, &who.user)).await;
+                // drivers coming live meanwhile), not waited for: the update is applied, and
+                // a wait here could run past the ack deadline and answer UNAVAILABLE for it.
+                drop(app.notices.push(&who.tenant, &who.user));
             }
             if let (Some(p), Some(t), Some(m)) = (progress, &location.trip, &trip)
                 && p.distance_km * 1000.0 <= app.cfg.arrival_radius_m

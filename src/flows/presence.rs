@@ -4,8 +4,8 @@
 //! or moved along — and by a sweep every [`SWEEP_INTERVAL`] for what changes without an
 //! event (positions going stale, a node dying without notice: a tick derives the drivers
 //! whose position went stale, and all of them when a node fell silent). The first fresh
-//! position and `driver:connect` queue the driver in [`App::notices`] and wait for its batch
-//! ([`notice_loop`]); the other facts derive it on their own. One node sweeps
+//! position and `driver:connect` queue the driver in [`App::notices`] (`driver:connect`
+//! waits for its batch; [`notice_loop`]); the other facts derive it on their own. One node sweeps
 //! each tick cluster-wide; the engine compares and sets each value, so every change is
 //! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers`
 //! reads the stored values.
