@@ -247,6 +247,16 @@ per_update_cpu() {
         if (nr > 0) printf ", replicas %.1f µs", repl * 1e6 / acc
         printf "; **nodes %.1f µs per update**; over %d accepted updates in the send window", nodes * 1e6 / acc, acc }'
 }
+# stop_perf DATA TXT WHAT: ends the running `perf record` (if any) and writes its flat
+# profile by symbol to TXT.
+stop_perf() {
+    [[ -n "$PERF_PID" ]] || return 0
+    kill -INT "$PERF_PID" 2>/dev/null || true
+    wait "$PERF_PID" 2>/dev/null || true
+    PERF_PID=""
+    perf report -i "$1" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$2" || true
+    log "profile of $3: $2"
+}
 redis_pid() { pgrep -x redis-server | head -1 || true; }
 # CPU seconds (user + system) of this shell's finished children, from `times`. It must run
 # in the main shell (a `$(…)` subshell has children of its own), so it writes to a file.
@@ -423,13 +433,7 @@ if wants areas; then
         PERF_PID=$!
     fi
     fanout_row areas-watched "generate: ${drivers} drivers every 1 s, 50 dispatchers watching areas" "${args[@]}"
-    if [[ -n "$PERF_PID" ]]; then
-        kill -INT "$PERF_PID" 2>/dev/null || true
-        wait "$PERF_PID" 2>/dev/null || true
-        PERF_PID=""
-        perf report -i "$LOGS/perf-areas.data" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$LOGS/perf-areas.txt" || true
-        log "profile of node 1 with areas: $LOGS/perf-areas.txt"
-    fi
+    stop_perf "$LOGS/perf-areas.data" "$LOGS/perf-areas.txt" "node 1 with areas"
     wait "$viewers_pid" || log "areas viewers exited non-zero (see $LOGS/areas-viewers.err)"
     row "areas: 50 dispatchers, 1 s interval, beside the run above" "$(shown "${viewers[@]}")" "$(jq -r '"**frames/s per dispatcher mean \(.framesPerSMean), max \(.framesPerSMax)**; smallest gap between two frames \(.minGapMs) ms; **position age p50 \(.age.p50Ms) ms, p99 \(.age.p99Ms) ms** (max \(.age.maxMs), \(.age.count) positions shown); whole-box dispatcher: \(.entriesPerFrameWholeBox) drivers per frame; left \(.left); failures \(.failures)"' "$LOGS/areas-viewers.json" 2>/dev/null || echo 'run failed')"
 fi
@@ -604,13 +608,7 @@ if wants versus; then
                 fi
                 run_lt "$name" "${args[@]}"
                 redis-cli -p 27100 INFO commandstats >"$LOGS/$name.cmdstats" || true
-                if [[ -n "$PERF_PID" ]]; then
-                    kill -INT "$PERF_PID" 2>/dev/null || true
-                    wait "$PERF_PID" 2>/dev/null || true
-                    PERF_PID=""
-                    perf report -i "$LOGS/perf-$name.data" --stdio --no-children --sort symbol 2>/dev/null | grep -v '^#' | grep '%' | head -60 >"$LOGS/perf-$name.txt" || true
-                    log "profile of Redis under $system at $rate/s: $LOGS/perf-$name.txt"
-                fi
+                stop_perf "$LOGS/perf-$name.data" "$LOGS/perf-$name.txt" "Redis under $system at $rate/s"
                 sleep 1
                 kill "$SAMPLER_PID" 2>/dev/null || true
                 wait "$SAMPLER_PID" 2>/dev/null || true
