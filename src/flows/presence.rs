@@ -5,8 +5,8 @@
 //! event (positions going stale, a node dying without notice: a tick derives the drivers
 //! whose position went stale, and all of them when a node fell silent). The first fresh
 //! position and `driver:connect` queue the driver in [`App::notices`] (`driver:connect`
-//! waits for its batch; [`notice_loop`]); the other facts derive it on their own. One node sweeps
-//! each tick cluster-wide; the engine compares and sets each value, so every change is
+//! waits for its batch; [`notice_loop`]); the other facts derive it on their own. One node
+//! sweeps each tick cluster-wide; the engine compares and sets each value, so every change is
 //! announced once: `driver.availability.changed` to `admin:events`. `GET /api/v1/drivers`
 //! reads the stored values.
 
@@ -124,9 +124,7 @@ async fn derive_batch(app: &App, tenant: &Tenant, drivers: &[UserId]) -> Result<
 }
 
 async fn refresh(app: &App, tenant: &Tenant, driver: &UserId) -> Result<()> {
-    let trip = app.db.driver_active_trip(tenant, &driver.0).await?;
-    let input = [PresenceInput { driver: driver.0.clone(), trip: Some(trip) }];
-    let changes = app.engine.derive_presence(tenant, &input, &limits(app)).await?;
+    let changes = derive_batch(app, tenant, std::slice::from_ref(driver)).await?;
     announce(app, tenant, &changes).await;
     Ok(())
 }

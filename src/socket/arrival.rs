@@ -2,9 +2,10 @@
 //! own, so two location updates a driver sent back to back could be applied, and published,
 //! in either order — a passenger's map would show an older position after a newer one. An
 //! [`Arrival`] ticket is taken when the event is read off the socket (by an extractor, in
-//! `session`: extractors run in order, before the event's task is spawned) and given back when the event is done with it;
-//! a location update waits until every earlier event of its socket gave its ticket back
-//! ([`Arrival::wait_turn`]), so a socket's positions are applied in the order it sent them.
+//! `session`: extractors run in order, before the event's task is spawned) and given back
+//! when the event is done with it; a location update waits until every earlier event of its
+//! socket gave its ticket back ([`Arrival::wait_turn`]), so a socket's positions are applied
+//! in the order it sent them.
 //! Other events give their ticket back as they start; a ticket is given back however its
 //! event ends (also a handler cancelled at the ack deadline).
 

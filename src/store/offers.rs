@@ -82,15 +82,9 @@ impl Db {
         Ok(n.flatten())
     }
 
-    /// The trip the driver is on (`IN_PROGRESS`, `DEPARTED` or `ARRIVED`), if any.
-    pub async fn driver_active_trip(&self, tenant: &Tenant, id: &str) -> Result<Option<String>> {
-        const Q: &str = "SELECT id FROM trips WHERE tenant = $1 AND driver_id = $2 \
-                         AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC LIMIT 1";
-        Ok(each!(self, p => sqlx::query_scalar(Q).bind(&tenant.0).bind(id).fetch_optional(p).await?))
-    }
-
-    /// [`Db::driver_active_trip`] of many drivers of one tenant, 500 per query: each
-    /// driver with an active trip and that trip (the most recently updated, as one by one).
+    /// The trips the drivers `ids` of one tenant are on (`IN_PROGRESS`, `DEPARTED` or
+    /// `ARRIVED`), 500 drivers per query: each driver with an active trip and that trip (its
+    /// most recently updated one).
     pub async fn driver_active_trips(&self, tenant: &Tenant, ids: &[String]) -> Result<HashMap<String, String>> {
         const PG: &str = "SELECT driver_id, id FROM trips WHERE tenant = $1 AND driver_id = ANY($2) \
                           AND status IN ('IN_PROGRESS', 'DEPARTED', 'ARRIVED') ORDER BY updated_at DESC";
