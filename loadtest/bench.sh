@@ -19,7 +19,9 @@
 #                                           # at BENCH_VS_RATES twice each, CPU per update of nodes and Redis;
 #                                           # BENCH_VS_SYSTEMS="baseline fleetcast fleetcast:/tmp/old" adds
 #                                           # an earlier build (before → after in one sitting);
-#                                           # BENCH_VS_IDLE_SYSTEMS for the idle runs alone
+#                                           # BENCH_VS_IDLE_SYSTEMS for the idle runs alone;
+#                                           # BENCH_VS_IDLE=19000 BENCH_VS_IDLE_RAMP=3000
+#                                           # BENCH_VS_IDLE_WORKERS=2: the connect target
 #   BENCH_ONLY="step" loadtest/bench.sh     # opt-in (issue 16): the overload step, BENCH_STEP_RATE then
 #                                           # twice it for BENCH_STEP_FOR s: shedding and recovery
 #   BENCH_RATES="2000 5000" BENCH_SECONDS=10 loadtest/bench.sh
@@ -577,7 +579,7 @@ if wants versus; then
             port=$([[ $system == baseline ]] && echo 4001 || echo 3101)
             name="vs-idle-$(basename "$system")-$run"
             args=(idle --target "ws://127.0.0.1:$port" --connections "${BENCH_VS_IDLE:-10000}" --ramp "${BENCH_VS_IDLE_RAMP:-500}" --hold 10
-                --settle 5 --pid "${NODE_PIDS[0]}" --secret "$SECRET")
+                --settle 5 --workers "${BENCH_VS_IDLE_WORKERS:-1}" --pid "${NODE_PIDS[0]}" --secret "$SECRET")
             run_lt "$name" "${args[@]}"
             row "versus, idle run $run: $system, ${BENCH_VS_IDLE:-10000} sockets on one node" "$(shown "${args[@]}")" \
                 "$(jq -r '"connected \(.connected)/\(.requested), failed \(.failed), dropped \(.dropped); **\(.rssPerSocketKib) KiB RSS per socket** (node \(.rssBeforeKib) → \(.rssAfterKib) KiB); connect p50 \(.connectMs.p50Ms) ms, p99 \(.connectMs.p99Ms) ms"' "$LOGS/$name.json" 2>/dev/null || echo 'run failed')"

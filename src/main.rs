@@ -5,6 +5,7 @@
 /// under fan-out load, and with jemalloc a 3-node cluster on two cores carries 10,000
 /// updates/s × 3 subscribers at 100 % (glibc: overloaded from about 8,000/s); an idle
 /// socket costs ≈ 1 KiB more (size-class rounding). Measured in BENCHMARKS.md.
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
 static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 

@@ -95,11 +95,36 @@ impl Node {
     }
 }
 
+/// The handshake headers a socket keeps: the token (`Authorization`), the client address
+/// (`X-Forwarded-For`), CORS (`Origin`, a preflight's `Access-Control-Request-*`) and what
+/// engine.io and hyper read to take a polling body or upgrade to a websocket. Cookies,
+/// user agents and the rest of a browser's headers are dropped: socketioxide keeps a
+/// socket's request for its whole life, and they were ≈ 0.8 KiB of an idle socket's heap
+/// from the load tool, more from a browser (BENCHMARKS.md, "What an idle socket holds").
+const SOCKET_HEADERS: [axum::http::HeaderName; 12] = {
+    use axum::http::{HeaderName, header};
+    [
+        header::AUTHORIZATION,
+        HeaderName::from_static("x-forwarded-for"),
+        header::ORIGIN,
+        header::ACCESS_CONTROL_REQUEST_METHOD,
+        header::ACCESS_CONTROL_REQUEST_HEADERS,
+        header::CONTENT_TYPE,
+        header::UPGRADE,
+        header::CONNECTION,
+        header::SEC_WEBSOCKET_KEY,
+        header::SEC_WEBSOCKET_VERSION,
+        header::SEC_WEBSOCKET_PROTOCOL,
+        header::SEC_WEBSOCKET_EXTENSIONS,
+    ]
+};
+
 /// Prepares Socket.IO requests before the layer sees them: rewrites the alias path
-/// `/api/socket/…` to `/socket.io/…`, and gives the URI and headers their own small
-/// allocations. hyper parses them as slices of its ~16 KiB connection read buffer, and
-/// socketioxide keeps the request parts for the socket's whole life, which kept that whole
-/// buffer alive per idle socket (measured with massif: half of all resident memory).
+/// `/api/socket/…` to `/socket.io/…`, and gives the URI and the kept headers
+/// ([`SOCKET_HEADERS`]) their own small allocations. hyper parses them as slices of its
+/// ~16 KiB connection read buffer, and socketioxide keeps the request parts for the
+/// socket's whole life, which kept that whole buffer alive per idle socket (measured with
+/// massif: half of all resident memory).
 async fn socket_alias(mut req: Request) -> Request {
     let path = req.uri().path();
     let alias = path.strip_prefix("/api/socket/");
@@ -114,13 +139,22 @@ async fn socket_alias(mut req: Request) -> Request {
     if let Ok(uri) = pq.parse() {
         *req.uri_mut() = uri;
     }
-    let owned: axum::http::HeaderMap = req
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| axum::http::HeaderValue::from_bytes(v.as_bytes()).ok().map(|v| (k.clone(), v)))
-        .collect();
-    *req.headers_mut() = owned;
+    *req.headers_mut() = socket_headers(req.headers());
     req
+}
+
+/// The [`SOCKET_HEADERS`] of `headers`, each value in an allocation of its own.
+fn socket_headers(headers: &axum::http::HeaderMap) -> axum::http::HeaderMap {
+    let count = headers.keys().filter(|name| SOCKET_HEADERS.contains(name)).count();
+    let mut kept = axum::http::HeaderMap::with_capacity(count);
+    for (name, value) in headers {
+        if SOCKET_HEADERS.contains(name)
+            && let Ok(value) = axum::http::HeaderValue::from_bytes(value.as_bytes())
+        {
+            kept.append(name.clone(), value);
+        }
+    }
+    kept
 }
 
 fn cors(cfg: &Config) -> CorsLayer {
@@ -416,5 +450,37 @@ pub async fn shutdown_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn a_socket_keeps_the_headers_it_reads_and_no_other() {
+        let mut h = HeaderMap::new();
+        for (k, v) in [
+            ("authorization", "Bearer t"),
+            ("x-forwarded-for", "10.0.0.1"),
+            ("x-forwarded-for", "10.0.0.2"),
+            ("origin", "https://app.example"),
+            ("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ=="),
+            ("upgrade", "websocket"),
+            ("cookie", "session=abc; theme=dark"),
+            ("user-agent", "Mozilla/5.0"),
+            ("accept-language", "de-DE"),
+        ] {
+            h.append(k, HeaderValue::from_static(v));
+        }
+        let kept = super::socket_headers(&h);
+        assert_eq!(kept.get("authorization").map(|v| v.as_bytes()), Some(&b"Bearer t"[..]));
+        let forwarded: Vec<_> = kept.get_all("x-forwarded-for").iter().collect();
+        assert_eq!(forwarded, ["10.0.0.1", "10.0.0.2"]);
+        assert!(kept.contains_key("origin") && kept.contains_key("sec-websocket-key") && kept.contains_key("upgrade"));
+        for dropped in ["cookie", "user-agent", "accept-language"] {
+            assert!(!kept.contains_key(dropped), "{dropped} kept");
+        }
+        assert_eq!(kept.len(), 6);
     }
 }

@@ -9,11 +9,11 @@ use crate::auth::Claims;
 use crate::domain::area::Cell;
 use crate::domain::progress::{Progress, Target};
 use crate::domain::{DriverStatus, Location, Role, RoomKey, Tenant, TripId};
-use crate::engine::{LocationLimits, LocationOutcome, LocationWrite, Once};
+use crate::engine::{Engine, LocationLimits, LocationOutcome, LocationWrite, Once};
 use crate::error::{Error, Result};
 use crate::events::{Alert, DriverArriving, TripStatus};
 use crate::fanout;
-use crate::store::TripMembership;
+use crate::store::{Db, TripMembership};
 
 /// `driver:connect`: the caller must be the trip's driver.
 pub async fn connect(app: &App, who: &Claims, trip: &TripId) -> Result<()> {
@@ -87,10 +87,13 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
                 // a wait here could run past the ack deadline and answer UNAVAILABLE for it.
                 drop(app.notices.push(&who.tenant, &who.user));
             }
-            if let (Some(p), Some(t), Some(m)) = (progress, &location.trip, &trip)
+            if let (Some(p), Some(t), Some(m)) = (progress, &location.trip, trip)
                 && p.distance_km * 1000.0 <= app.cfg.arrival_radius_m
             {
-                arriving(app, &who.tenant, t, m, &p).await;
+                // Not waited for either: the update is applied; the arrival's mark, read and
+                // publish must not hold its ack past the deadline.
+                let (engine, db, tenant, t) = (app.engine.clone(), app.db.clone(), who.tenant.clone(), t.clone());
+                tokio::spawn(async move { arriving(&engine, &db, &tenant, &t, &m, &p).await });
             }
             Ok(())
         }
@@ -102,8 +105,8 @@ pub async fn update_location(app: &App, who: &Claims, location: Location, sender
 /// set the mark confirms the status in the database (this node's cache may be seconds
 /// old; statuses only move forward, so a mark taken for a target the trip has passed is
 /// one that must never fire) and emits. Failures are logged: the location was accepted.
-async fn arriving(app: &App, tenant: &Tenant, trip: &TripId, cached: &TripMembership, p: &Progress) {
-    match app.engine.once(Once::Arrival(tenant, trip, p.target.as_str()), ARRIVAL_MARK_MS).await {
+async fn arriving(engine: &Engine, db: &Db, tenant: &Tenant, trip: &TripId, cached: &TripMembership, p: &Progress) {
+    match engine.once(Once::Arrival(tenant, trip, p.target.as_str()), ARRIVAL_MARK_MS).await {
         Ok(true) => {}
         Ok(false) => return,
         Err(e) => {
@@ -111,7 +114,7 @@ async fn arriving(app: &App, tenant: &Tenant, trip: &TripId, cached: &TripMember
             return;
         }
     }
-    let current = match app.db.trip_membership(tenant, trip).await {
+    let current = match db.trip_membership(tenant, trip).await {
         Ok(Some(m)) => m,
         Ok(None) => return,
         Err(e) => {
@@ -122,13 +125,13 @@ async fn arriving(app: &App, tenant: &Tenant, trip: &TripId, cached: &TripMember
     if Target::of_status(&current.status) != Some(p.target) {
         return;
     }
-    let passengers = app.db.trip_passengers(tenant, &trip.0).await.unwrap_or_default();
+    let passengers = db.trip_passengers(tenant, &trip.0).await.unwrap_or_default();
     let mut users: Vec<&str> = vec![cached.organizer.0.as_str()];
     users.extend(passengers.iter().map(String::as_str));
     let at = crate::domain::now_iso();
     let event = DriverArriving { trip_id: &trip.0, target: p.target, distance_km: p.distance_km, at: &at };
     let room = RoomKey::trip_subscribers(tenant, trip);
-    fanout::publish_to_room_and_users(&app.engine, tenant, Some(&room), &users, &event).await;
+    fanout::publish_to_room_and_users(engine, tenant, Some(&room), &users, &event).await;
     metrics::counter!("fleetcast_arrivals_total", "target" => p.target.as_str()).increment(1);
 }
 

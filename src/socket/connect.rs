@@ -153,32 +153,36 @@ pub(super) async fn on_disconnect(
     // the heartbeat (`heartbeat timeout`), whichever comes first.
     metrics::counter!("fleetcast_disconnects_total", "reason" => disconnect_reason(reason)).increment(1);
     edge.forget_expiry(s.id, session.exp.load(Ordering::SeqCst));
+    // Each step's future is boxed: this task's own state stays small while it waits (in a
+    // disconnect storm thousands wait at once for the room lock), where inline it took the
+    // size of the largest step, ≈ 25 KiB per socket (BENCHMARKS.md, "What an idle socket
+    // holds").
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
     for room in &rooms {
-        app.engine.release_room(room).await;
+        Box::pin(app.engine.release_room(room)).await;
     }
     let areas: Vec<_> = session.areas().drain().map(|(_, id)| id).collect();
     for id in areas {
-        areas::unsubscribe(app, id).await;
+        Box::pin(areas::unsubscribe(app, id)).await;
     }
     let trips: Vec<TripId> = session.trips().drain().collect();
     let c = &session.claims;
     let sid = s.id.to_string();
     let trips: Vec<&TripId> = trips.iter().collect();
-    if let Err(e) = subscriptions::release(app, c, &sid, &trips).await {
+    if let Err(e) = Box::pin(subscriptions::release(app, c, &sid, &trips)).await {
         tracing::warn!(error = %e, "subscription slots not released; they expire with the node");
     }
-    if let Err(e) = app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid]).await {
+    if let Err(e) = Box::pin(app.engine.release(SlotKind::Connections, &c.tenant, &c.user, &sid, &[&sid])).await {
         tracing::warn!(error = %e, "connection slot not released; it expires with the node");
     }
     // Dropping the offer slot derives the driver's availability again; without one, the
     // lost connection may still change it (a driver on a trip).
     if session.offers.swap(false, Ordering::SeqCst) {
-        if let Err(e) = offers::unsubscribe(app, c, &sid).await {
+        if let Err(e) = Box::pin(offers::unsubscribe(app, c, &sid)).await {
             tracing::warn!(error = %e, "offer slot not released; it expires with the node");
         }
     } else {
-        presence::notice_loss(app, c).await;
+        Box::pin(presence::notice_loss(app, c)).await;
     }
 }
 
