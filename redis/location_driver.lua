@@ -21,14 +21,13 @@
 -- (The clock, the deadline and the rate check come first: `rate_window.lua`.)
 
 -- The latest position lives the location TTL: none stored means the driver had no fresh
--- position (it "comes live").
-local previous = redis.call('GET', KEYS[2])
+-- position (it "comes live"). One `SET … GET` stores the new one and reads the previous.
+local previous = redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3], 'GET')
 local came_live = 0
 if not previous then
   came_live = 1
   previous = ''
 end
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ARGV[3])
 local sampled = 0
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
 if redis.call('EXISTS', KEYS[4]) == 1 then
