@@ -97,7 +97,9 @@ stop_nodes() {
 start_node() {
     local port=$1
     shift
-    FLEETCAST_JWT_SECRET="$SECRET" "$SERVER" --bind "127.0.0.1:$port" --node-id "bench-$port" \
+    # BENCH_NODE_THREADS=N: each node's tokio runtime on N worker threads (several nodes share
+    # the machine's cores here; tokio reads TOKIO_WORKER_THREADS).
+    FLEETCAST_JWT_SECRET="$SECRET" TOKIO_WORKER_THREADS="${BENCH_NODE_THREADS:-$(nproc)}" "$SERVER" --bind "127.0.0.1:$port" --node-id "bench-$port" \
         --redis-url "${NODE_REDIS_URL:-$REDIS_URL}" --redis-prefix "$PREFIX" --database-url "$DB_URL" --log warn "$@" \
         >>"$LOGS/node-$port.log" 2>&1 &
     NODE_PIDS+=("$!")
