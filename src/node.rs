@@ -98,9 +98,9 @@ impl Node {
 /// The handshake headers a socket keeps: the token (`Authorization`), the client address
 /// (`X-Forwarded-For`), CORS (`Origin`, a preflight's `Access-Control-Request-*`) and what
 /// engine.io and hyper read to take a polling body or upgrade to a websocket. Cookies,
-/// user agents and the rest of a browser's headers are dropped: socketioxide keeps a
-/// socket's request for its whole life, and they were ≈ 0.8 KiB of an idle socket's heap
-/// from the load tool, more from a browser (BENCHMARKS.md, "What an idle socket holds").
+/// user agents and the rest of a browser's headers (a kilobyte or more) are dropped:
+/// socketioxide keeps a socket's request for its whole life (BENCHMARKS.md, "What an idle
+/// socket holds": the kept map is ≈ 0.7 KiB of an idle socket's heap).
 const SOCKET_HEADERS: [axum::http::HeaderName; 12] = {
     use axum::http::{HeaderName, header};
     [
