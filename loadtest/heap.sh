@@ -51,7 +51,7 @@ for n in "${COUNTS[@]}"; do
     sleep 1
     dropdb -h 127.0.0.1 -U postgres "$db" || true
     heaptrack_print -f "$OUT"/held-"$n".*zst --print-peaks 0 --print-allocators 0 --print-temporary 0 \
-        --print-leaks 0 --print-histogram 0 -F "$OUT/held-$n.txt" --flamegraph-cost-type leaked >/dev/null
+        --print-leaks 0 -F "$OUT/held-$n.txt" --flamegraph-cost-type leaked >/dev/null
 done
 
 python3 - "$OUT/held-${COUNTS[0]}.txt" "$OUT/held-${COUNTS[1]}.txt" "$((COUNTS[1] - COUNTS[0]))" <<'PY'
