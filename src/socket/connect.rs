@@ -155,7 +155,7 @@ pub(super) async fn on_disconnect(
     edge.forget_expiry(s.id, session.exp.load(Ordering::SeqCst));
     // Each step's future is boxed: this task's own state stays small while it waits (in a
     // disconnect storm thousands wait at once for the room lock), where inline it took the
-    // size of the largest step, ≈ 25 KiB per socket (BENCHMARKS.md, "What an idle socket
+    // size of the largest step, 12.6 KiB per socket (BENCHMARKS.md, "What an idle socket
     // holds").
     let rooms: Vec<RoomKey> = session.rooms().drain().collect();
     for room in &rooms {
