@@ -222,6 +222,38 @@ cpu_sampler() {
     done
 }
 
+# cmdstats_sampler FILE PORT…: every second, per Redis port, lines "unix_ms port command
+# calls usec" from `INFO commandstats`, until killed.
+cmdstats_sampler() {
+    local f=$1 p now
+    shift
+    while :; do
+        now=$(date +%s%3N)
+        for p in "$@"; do
+            redis-cli -p "$p" INFO commandstats 2>/dev/null | tr -d '\r' | awk -v t="$now" -v p="$p" -F'[:=,]' \
+                '/^cmdstat_/ { sub(/^cmdstat_/, "", $1); print t, p, $1, $3, $5 }' >>"$f" || true
+        done
+        sleep 1
+    done
+}
+
+# window_cmdstats JSON SAMPLES: per command, calls and CPU µs (Redis's own count, summed
+# over the ports) per accepted update over the run's send window, the costliest first.
+window_cmdstats() {
+    local range
+    range=$(jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
+        | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1")
+    awk -v r="$range" '
+        BEGIN { split(r, a, " "); s = a[1]; e = a[2]; acc = a[3] }
+        $1 <= s { bc[$2 " " $3] = $4; bu[$2 " " $3] = $5 }
+        $1 >= e && (!($2 in first) || $1 == first[$2]) { first[$2] = $1; ec[$2 " " $3] = $4; eu[$2 " " $3] = $5 }
+        END {
+            for (k in ec) { split(k, q, " "); c[q[2]] += ec[k] - bc[k]; u[q[2]] += eu[k] - bu[k]; tu += eu[k] - bu[k] }
+            printf "command calls/update usec/update (of %d accepted; all commands %.1f µs per update)\n", acc, tu / acc
+            for (k in c) if (c[k] > 0) printf "%s %.3f %.2f\n", k, c[k] / acc, u[k] / acc
+        }' "$2" | { read -r head; echo "$head"; sort -k3 -g -r; }
+}
+
 # window_cpu JSON SAMPLES: "accepted cpu_s(pid)…" over the run's send window (its
 # timeline's first to last second with updates sent): the updates accepted in it and each
 # sampled process's CPU seconds between the samples around it.
@@ -455,10 +487,17 @@ if wants rediscluster; then
             samples="$LOGS/$name.cpu"
             cpu_sampler "$samples" "${NODE_PIDS[@]:0:3}" "${PRIMARY_PIDS[@]}" "${REPLICA_PIDS[@]}" &
             SAMPLER_PID=$!
+            cmdstats_sampler "$LOGS/$name.cmdstats-t" "${PRIMARY_PORTS[@]}" &
+            CMDSTATS_PID=$!
             quiet=$(idle_pct)
             args=(fanout $T --drivers "$DRIVERS" --passengers-per-trip 3 --rate "$rate" --duration "$SECONDS_PER_RATE"
                 --ramp "${BENCH_RAMP:-1000}" --workers 2 --secret "$SECRET" --database-url "$DB_URL")
             run_lt "$name" "${args[@]}"
+            sleep 1.5
+            kill "$CMDSTATS_PID" 2>/dev/null || true
+            wait "$CMDSTATS_PID" 2>/dev/null || true
+            window_cmdstats "$LOGS/$name.json" "$LOGS/$name.cmdstats-t" >"$LOGS/$name.window-cmdstats" 2>/dev/null || true
+            log "Redis commands over the send window: $LOGS/$name.window-cmdstats"
             # Where the Redis CPU went, by command (whole run, setup included).
             for p in "${PRIMARY_PORTS[@]}"; do
                 redis-cli -p "$p" INFO commandstats | sed "s/^/$p /" >>"$LOGS/$name.cmdstats" || true
