@@ -43,21 +43,22 @@ if redis.call('EXISTS', KEYS[8]) == 1 then
   end
 end
 
-redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl)
+-- The latest position lives the location TTL: none stored means the driver had no fresh
+-- position (it "comes live"). One `SET … GET` stores the new one and reads the previous.
+local came_live = 0
+if not redis.call('SET', KEYS[2], ARGV[5], 'PX', ttl, 'GET') then came_live = 1 end
 if ARGV[9] == '1' then
   redis.call('SET', KEYS[3], ARGV[5], 'PX', ttl)
 end
 local sampled = 0
 if redis.call('SET', KEYS[6], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
+window_expiry(sampled)
 
 -- GEO cells end at ±85.05112878° (Web Mercator); a valid position nearer a pole is indexed at
 -- that edge (GEOADD would fail after the writes above and leave half an update).
 local glat = ARGV[7]
 if tonumber(glat) > 85.05112878 then glat = '85.05112878' elseif tonumber(glat) < -85.05112878 then glat = '-85.05112878' end
 redis.call('GEOADD', KEYS[4], ARGV[6], glat, ARGV[8])
-local seen = redis.call('ZSCORE', KEYS[5], ARGV[8])
-local came_live = 0
-if seen == false or tonumber(seen) < now - ttl then came_live = 1 end
 redis.call('ZADD', KEYS[5], now, ARGV[8])
 -- Housekeeping of the tenant's index rides on sampled updates (one per driver per
 -- snapshot interval, so at least one per interval while any driver is live; every update

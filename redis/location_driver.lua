@@ -30,6 +30,7 @@ if not previous then
 end
 local sampled = 0
 if redis.call('SET', KEYS[3], '1', 'NX', 'PX', ARGV[4]) then sampled = 1 end
+window_expiry(sampled)
 if redis.call('EXISTS', KEYS[4]) == 1 then
   redis.call('SPUBLISH', KEYS[5], ARGV[8])
 end

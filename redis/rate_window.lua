@@ -19,9 +19,11 @@ if min_interval > 0 then
 end
 -- Entries older than the minute are pruned only when the window looks full: the set stays
 -- bounded by the cap (plus one), and most updates skip the range delete.
-if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+local count = redis.call('ZCARD', KEYS[1])
+if count >= max_per_minute then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - 60000)
-  if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
+  count = redis.call('ZCARD', KEYS[1])
+  if count >= max_per_minute then
     local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
     local wait = tonumber(oldest[2]) + 60000 - now
     if wait < 1 then wait = 1 end
@@ -29,4 +31,16 @@ if redis.call('ZCARD', KEYS[1]) >= max_per_minute then
   end
 end
 redis.call('ZADD', KEYS[1], now, ENTRY)
-redis.call('PEXPIRE', KEYS[1], 60000)
+local WINDOW_NEW = count == 0
+
+-- The window's expiry, set by the script once it knows whether the update is sampled
+-- (`sampled` 1 when the snapshot-sampling marker, which lives ARGV[4] ms, was absent): a
+-- minute plus the snapshot interval, renewed only when the window was empty or the update
+-- is sampled. Every entry still lives its minute: an update that renews nothing came within
+-- the snapshot interval of the last renewal (else the marker would have expired and the
+-- update been sampled). One command fewer on most updates than renewing on every one.
+local function window_expiry(sampled)
+  if sampled == 1 or WINDOW_NEW then
+    redis.call('PEXPIRE', KEYS[1], 60000 + tonumber(ARGV[4]))
+  end
+end

@@ -62,7 +62,8 @@ pub(super) struct DriverPlan {
 /// The schedules of this process's drivers, by local index (`None`: not ready, not sending).
 pub(super) type Starts = Arc<[Option<Schedule>]>;
 
-/// A driver: connect, `driver:connect`, wait for the start, send updates, collect acks.
+/// A driver: connect, `driver:connect`, wait for the start, send updates, collect acks,
+/// then leave its socket open ([`Shared::park`]) until the run's drain ends.
 pub(super) async fn driver_task(
     plan: DriverPlan,
     ready: mpsc::Sender<Ready>,
@@ -169,7 +170,7 @@ pub(super) async fn driver_task(
         }
     }
     report.errors.add_n("timeout:ack", u64::try_from(pending.len()).unwrap_or(0));
-    client.close().await;
+    shared.park(client);
     report
 }
 

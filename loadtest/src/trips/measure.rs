@@ -68,6 +68,7 @@ pub(super) async fn run_local(
         out_of_order: AtomicU64::new(0),
         foreign: AtomicU64::new(0),
         unparsable: AtomicU64::new(0),
+        parked: std::sync::Mutex::new(Vec::new()),
     });
     let stop_progress = CancellationToken::new();
     let reporter = progress::spawn(spec.scenario, Arc::clone(&progress), sink, stop_progress.clone());
@@ -209,6 +210,7 @@ pub(super) async fn run_local(
     // Phase 4: stop every task (bounded), then add everything up.
     stop_drivers.cancel();
     stop_passengers.cancel();
+    shared.close_parked().await;
     drop(start_tx);
     let mut accepted_per_trip = vec![0u64; drivers];
     let mut accepted_stamps: Vec<HashSet<i64>> = vec![HashSet::new(); drivers];

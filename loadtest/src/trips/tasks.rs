@@ -27,6 +27,23 @@ pub(super) struct Shared {
     pub(super) foreign: AtomicU64,
     /// `server:location:update` without a parseable `tripId`/`updatedAt`.
     pub(super) unparsable: AtomicU64,
+    /// Drivers' sockets kept open from their last ack until the run's drain ends: the
+    /// servers' CPU over the send window then holds no disconnects (drivers finish
+    /// sending at slightly different times).
+    pub(super) parked: std::sync::Mutex<Vec<SioClient>>,
+}
+
+impl Shared {
+    /// Keeps a finished driver's socket open until [`Self::close_parked`].
+    pub(super) fn park(&self, client: SioClient) {
+        self.parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner).push(client);
+    }
+
+    /// Closes the parked sockets, concurrently.
+    pub(super) async fn close_parked(&self) {
+        let parked = std::mem::take(&mut *self.parked.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        futures_util::future::join_all(parked.into_iter().map(SioClient::close)).await;
+    }
 }
 
 /// A task's setup result, sent once.
