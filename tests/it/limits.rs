@@ -293,4 +293,55 @@ async fn trips_expiring_together_are_all_refreshed(mode: Mode) {
     h.stop().await;
 }
 
-both_modes!(a_reassigned_trip_is_seen_once_the_membership_cache_refreshes, trips_expiring_together_are_all_refreshed,);
+/// Many drivers whose trips have no usable cache entry (never read on the node, then past
+/// 4 × TTL) updating at once are read through together (`access`: one reader, batched
+/// queries), and each gets its own trip's answer: accepted, `NOT_FOUND` for a deleted trip,
+/// `FORBIDDEN` for one whose driver changed.
+async fn a_burst_of_first_updates_is_answered_per_trip(mode: Mode) {
+    let h = Harness::start(mode, &["--membership-cache-ms", "100", "--location-min-interval-ms", "0"]).await;
+    let n = 16;
+    let trips: Vec<String> = (0..n).map(|_| unique("t")).collect();
+    let drivers: Vec<String> = (0..n).map(|_| unique("d")).collect();
+    for (t, d) in trips.iter().zip(&drivers) {
+        h.insert_trip("default", t, Some(d)).await;
+    }
+    let mut clients = Vec::new();
+    for d in &drivers {
+        clients.push(Client::connect(&h.a(), &token(d, "DRIVER")).await);
+    }
+    h.exec_on_trip("DELETE FROM trips WHERE tenant = 'default' AND id = $1", &trips[0]).await;
+    h.exec_on_trip("UPDATE trips SET driver_id = 'someone-else' WHERE tenant = 'default' AND id = $1", &trips[1]).await;
+    let burst = |lat: f64| {
+        futures_util::future::join_all(
+            clients
+                .iter()
+                .zip(&trips)
+                .map(|(c, t)| c.ack("driver:location:update", json!({ "tripId": t, "lat": lat, "lng": 1 }))),
+        )
+    };
+    // Never read on this node: every update misses at once.
+    let acks = burst(1.0).await;
+    assert_err(&acks[0], "NOT_FOUND");
+    assert_err(&acks[1], "FORBIDDEN");
+    for ack in &acks[2..] {
+        assert_ok(ack);
+    }
+    // Past 4 × TTL every entry is too old to be served stale: read through again.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let acks = burst(1.001).await;
+    assert_err(&acks[0], "NOT_FOUND");
+    assert_err(&acks[1], "FORBIDDEN");
+    for ack in &acks[2..] {
+        assert_ok(ack);
+    }
+    for c in clients {
+        c.close().await;
+    }
+    h.stop().await;
+}
+
+both_modes!(
+    a_reassigned_trip_is_seen_once_the_membership_cache_refreshes,
+    trips_expiring_together_are_all_refreshed,
+    a_burst_of_first_updates_is_answered_per_trip,
+);
