@@ -10,7 +10,9 @@
 #   BENCH_ONLY="console" loadtest/bench.sh  # opt-in: /console in Chromium, 10,000 drivers at 1 Hz
 #   BENCH_ONLY="rediscluster" loadtest/bench.sh  # opt-in: fanout on one private Redis and on a private
 #                                           # 3-primary Redis Cluster, alternately at each rate
-#                                           # (BENCH_RC_RATES), Redis and node CPU per update
+#                                           # (BENCH_RC_RATES), Redis and node CPU per update;
+#                                           # each run's <logs>/rc-*.window-cmdstats: Redis
+#                                           # commands (calls, µs) per update over the window
 #   BENCH_ONLY="spread" loadtest/bench.sh   # opt-in: 10,000 drivers on a private Redis Cluster: keys,
 #                                           # shard channels and commands per primary
 #   BENCH_ONLY="versus" loadtest/bench.sh   # opt-in (issue 16): fleetcast beside the Node.js baseline
