@@ -224,6 +224,13 @@ cpu_sampler() {
     done
 }
 
+# send_window JSON: "start_ms end_ms accepted" of the run's send window (its timeline's first
+# to last second with updates sent) and the updates accepted in it.
+send_window() {
+    jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
+        | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1"
+}
+
 # cmdstats_sampler FILE PORT…: every second, per Redis port, lines "unix_ms port command
 # calls usec" from `INFO commandstats`, until killed.
 cmdstats_sampler() {
@@ -243,8 +250,7 @@ cmdstats_sampler() {
 # over the ports) per accepted update over the run's send window, the costliest first.
 window_cmdstats() {
     local range
-    range=$(jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
-        | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1")
+    range=$(send_window "$1")
     awk -v r="$range" '
         BEGIN { split(r, a, " "); s = a[1]; e = a[2]; acc = a[3] }
         $1 <= s { bc[$2 " " $3] = $4; bu[$2 " " $3] = $5 }
@@ -261,8 +267,7 @@ window_cmdstats() {
 # sampled process's CPU seconds between the samples around it.
 window_cpu() {
     local range
-    range=$(jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
-        | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1")
+    range=$(send_window "$1")
     awk -v r="$range" -v hz="$(getconf CLK_TCK)" '
         BEGIN { split(r, a, " "); s = a[1]; e = a[2] }
         $1 <= s { for (i = 2; i <= NF; i++) b[i] = $i }

@@ -167,33 +167,15 @@ impl Access {
         tokio::spawn(async move {
             tokio::time::sleep(REFRESH_GATHER).await;
             let keys = std::mem::take(&mut *lock(&pending));
-            let mut by_tenant: HashMap<String, Vec<String>> = HashMap::new();
-            for (tenant, trip) in keys {
-                by_tenant.entry(tenant).or_default().push(trip);
-            }
-            for (tenant, trips) in by_tenant {
+            for (tenant, trips) in by_tenant(keys.into_iter().map(|k| (k, ()))) {
+                let trips: Vec<String> = trips.into_iter().map(|(t, ())| t).collect();
                 for chunk in trips.chunks(REFRESH_BATCH) {
-                    let read = db.trip_memberships(&Tenant(tenant.clone()), chunk).await;
-                    let mut c = lock(&cache);
-                    match read {
-                        Ok(found) => {
-                            let mut found: HashMap<String, TripMembership> = found.into_iter().collect();
-                            for trip in chunk {
-                                let key = (tenant.clone(), trip.clone());
-                                match found.remove(trip) {
-                                    Some(m) => insert(&mut c, key, m),
-                                    None => {
-                                        c.remove(&key);
-                                    }
-                                }
-                            }
-                        }
-                        Err(_) => {
-                            for trip in chunk {
-                                if let Some(e) = c.get_mut(&(tenant.clone(), trip.clone())) {
-                                    e.refreshing = false;
-                                    e.failing = true;
-                                }
+                    if read_and_store(&db, &cache, &tenant, chunk).await.is_err() {
+                        let mut c = lock(&cache);
+                        for trip in chunk {
+                            if let Some(e) = c.get_mut(&(tenant.clone(), trip.clone())) {
+                                e.refreshing = false;
+                                e.failing = true;
                             }
                         }
                     }
@@ -298,47 +280,25 @@ async fn read_misses(db: Db, cache: Arc<Mutex<HashMap<Key, Entry>>>, misses: Arc
             }
             std::mem::take(&mut m.waiting)
         };
-        let mut by_tenant: HashMap<String, Vec<(String, Waiters)>> = HashMap::new();
-        for ((tenant, trip), waiters) in batch {
-            by_tenant.entry(tenant).or_default().push((trip, waiters));
-        }
         let mut reads = Vec::new();
-        for (tenant, mut trips) in by_tenant {
+        for (tenant, mut trips) in by_tenant(batch) {
             while !trips.is_empty() {
                 let chunk: Vec<(String, Waiters)> = trips.drain(..trips.len().min(REFRESH_BATCH)).collect();
                 let (db, cache, tenant) = (&db, &cache, tenant.clone());
                 reads.push(async move {
-                    let ids: Vec<String> = chunk.iter().map(|(t, _)| t.clone()).collect();
-                    let read = db.trip_memberships(&Tenant(tenant.clone()), &ids).await;
-                    let mut found: HashMap<String, TripMembership> = match read {
-                        Ok(found) => found.into_iter().collect(),
-                        Err(e) => {
-                            for (_, waiters) in chunk {
+                    let (ids, waiters): (Vec<String>, Vec<Waiters>) = chunk.into_iter().unzip();
+                    match read_and_store(db, cache, &tenant, &ids).await {
+                        Ok(found) => {
+                            for (m, waiters) in found.into_iter().zip(waiters) {
                                 for w in waiters {
-                                    let _ = w.send(Err(e.clone()));
+                                    let _ = w.send(Ok(m.clone()));
                                 }
                             }
-                            return;
                         }
-                    };
-                    let mut answers = Vec::with_capacity(chunk.len());
-                    {
-                        let mut c = lock(cache);
-                        for (trip, waiters) in chunk {
-                            let m = found.remove(&trip);
-                            let key = (tenant.clone(), trip);
-                            match &m {
-                                Some(m) => insert(&mut c, key, m.clone()),
-                                None => {
-                                    c.remove(&key);
-                                }
+                        Err(e) => {
+                            for w in waiters.into_iter().flatten() {
+                                let _ = w.send(Err(e.clone()));
                             }
-                            answers.push((m, waiters));
-                        }
-                    }
-                    for (m, waiters) in answers {
-                        for w in waiters {
-                            let _ = w.send(Ok(m.clone()));
                         }
                     }
                 });
@@ -346,6 +306,42 @@ async fn read_misses(db: Db, cache: Arc<Mutex<HashMap<Key, Entry>>>, misses: Arc
         }
         futures_util::future::join_all(reads).await;
     }
+}
+
+/// Items keyed by (tenant, trip), grouped by tenant.
+fn by_tenant<T>(items: impl IntoIterator<Item = (Key, T)>) -> HashMap<String, Vec<(String, T)>> {
+    let mut grouped: HashMap<String, Vec<(String, T)>> = HashMap::new();
+    for ((tenant, trip), item) in items {
+        grouped.entry(tenant).or_default().push((trip, item));
+    }
+    grouped
+}
+
+/// Reads `trips` of `tenant` in one query and stores the answer: a found trip is cached
+/// afresh, a missing one dropped from the cache. Each trip's membership, in order.
+async fn read_and_store(
+    db: &Db,
+    cache: &Mutex<HashMap<Key, Entry>>,
+    tenant: &str,
+    trips: &[String],
+) -> Result<Vec<Option<TripMembership>>> {
+    let mut found: HashMap<String, TripMembership> =
+        db.trip_memberships(&Tenant(tenant.to_string()), trips).await?.into_iter().collect();
+    let mut c = lock(cache);
+    Ok(trips
+        .iter()
+        .map(|trip| {
+            let m = found.remove(trip);
+            let key = (tenant.to_string(), trip.clone());
+            match &m {
+                Some(m) => insert(&mut c, key, m.clone()),
+                None => {
+                    c.remove(&key);
+                }
+            }
+            m
+        })
+        .collect())
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
