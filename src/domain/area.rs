@@ -144,6 +144,26 @@ impl Area {
         }
     }
 
+    /// The area widened by `km` on every side (a circle's radius grows by `km`; a box's
+    /// edges move out by at least `km`).
+    pub fn grown(&self, km: f64) -> Area {
+        match *self {
+            Area::Circle { lat, lng, radius_km } => Area::Circle { lat, lng, radius_km: radius_km + km },
+            Area::BBox { min_lng, min_lat, max_lng, max_lat } => {
+                let dlat = km / KM_PER_DEG;
+                // A degree of longitude is shortest on the parallel farthest from the equator.
+                let cos = (min_lat.abs().max(max_lat.abs()) + dlat).min(89.9).to_radians().cos();
+                let dlng = km / (KM_PER_DEG * cos);
+                Area::BBox {
+                    min_lng: (min_lng - dlng).max(-180.0),
+                    min_lat: (min_lat - dlat).max(-90.0),
+                    max_lng: (max_lng + dlng).min(180.0),
+                    max_lat: (max_lat + dlat).min(90.0),
+                }
+            }
+        }
+    }
+
     /// The area's bounding box `(min_lat, min_lng, max_lat, max_lng)`.
     fn bounds(&self) -> (f64, f64, f64, f64) {
         match *self {
@@ -193,6 +213,18 @@ mod tests {
         assert!(Area::circle(52.5, 13.4, 50.0).is_ok());
         assert!(Area::circle(52.5, 13.4, 50.1).is_err());
         assert!(Area::circle(52.5, 13.4, 0.0).is_err());
+    }
+
+    #[test]
+    fn a_grown_area_holds_every_point_within_the_margin() {
+        let b = Area::bbox([13.0, 52.3, 13.8, 52.7]).expect("valid");
+        let g = b.grown(0.05);
+        // 50 m north of the north edge, east of the east edge, and beyond both.
+        assert!(!b.contains(52.7004, 13.4) && g.contains(52.7004, 13.4));
+        assert!(!b.contains(52.5, 13.8007) && g.contains(52.5, 13.8007));
+        assert!(!g.contains(52.7006, 13.4) && !g.contains(52.5, 13.8009));
+        let c = Area::circle(52.5, 13.4, 1.0).expect("valid");
+        assert!(!c.contains(52.5094, 13.4) && c.grown(0.05).contains(52.5094, 13.4));
     }
 
     #[test]

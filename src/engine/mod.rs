@@ -22,6 +22,13 @@ use crate::error::Result;
 pub const WATCH_SETTLE: std::time::Duration =
     std::time::Duration::from_millis(redis::WATCH_FOR.as_millis() as u64 + 250);
 
+/// How far, in metres, a driver's position in the geo index may lie from its latest
+/// position: a Redis Cluster writes a driver's geo cell again only when the driver moved
+/// further than this from its indexed position, changed cell, came live or was sampled (or
+/// a quarter of the location TTL passed). A search that shows or measures positions reads
+/// the index this much wider and uses the latest positions.
+pub const INDEX_SLACK_M: f64 = 50.0;
+
 pub mod frame;
 pub mod keys;
 pub mod memory;

@@ -70,21 +70,28 @@ pub async fn subscribe(app: &App, who: &Claims, spec: AreaSpec) -> Result<Subscr
     Ok(Subscribed { id: added.id, drivers, truncated, rx })
 }
 
+/// The live drivers whose indexed position is within the index's slack
+/// ([`crate::engine::INDEX_SLACK_M`]) of the area: every driver whose latest position is
+/// inside is among them (the callers keep those, by their latest positions).
+async fn indexed_near(app: &App, tenant: &Tenant, spec: &AreaSpec) -> Result<Vec<String>> {
+    let slack_km = crate::engine::INDEX_SLACK_M / 1000.0;
+    let (lat, lng, radius) = spec.area.enclosing_circle();
+    let mut near = app.engine.drivers_near(tenant, lat, lng, radius + slack_km, app.cfg.location_ttl_ms).await?;
+    let wider = spec.area.grown(slack_km);
+    near.retain(|(_, lat, lng)| wider.contains(*lat, *lng));
+    Ok(near.into_iter().map(|(d, _, _)| d).collect())
+}
+
 /// The latest positions of the live drivers inside the area now.
 async fn positions(app: &App, tenant: &Tenant, spec: &AreaSpec) -> Result<Vec<Location>> {
-    let (lat, lng, radius) = spec.area.enclosing_circle();
-    let near = app.engine.drivers_near(tenant, lat, lng, radius, app.cfg.location_ttl_ms).await?;
-    let users: Vec<UserId> = near.into_iter().map(|(d, _, _)| UserId(d)).collect();
+    let users: Vec<UserId> = indexed_near(app, tenant, spec).await?.into_iter().map(UserId).collect();
     let locations = app.engine.driver_locations(tenant, &users).await?;
     Ok(locations.into_iter().flatten().filter(|l| spec.area.contains(l.lat, l.lng)).collect())
 }
 
 /// The live drivers inside the area now, nearest to its centre first.
 async fn snapshot(app: &App, tenant: &Tenant, spec: &AreaSpec) -> Result<Vec<AreaDriver>> {
-    let (lat, lng, radius) = spec.area.enclosing_circle();
-    let mut near = app.engine.drivers_near(tenant, lat, lng, radius, app.cfg.location_ttl_ms).await?;
-    near.retain(|(_, lat, lng)| spec.area.contains(*lat, *lng));
-    let ids: Vec<String> = near.into_iter().map(|(d, _, _)| d).collect();
+    let ids = indexed_near(app, tenant, spec).await?;
     let presence = app.engine.presence_of(tenant, &ids).await?;
     let users: Vec<UserId> = ids.iter().map(|d| UserId(d.clone())).collect();
     let locations = app.engine.driver_locations(tenant, &users).await?;

@@ -221,7 +221,36 @@ async fn a_position_sent_right_after_a_new_watch_reaches_the_area(mode: Mode) {
     h.stop().await;
 }
 
+/// The snapshot in the ack places each driver at its latest position, even where the geo
+/// index holds an older one (a Redis Cluster re-indexes a driver that stays in its geo cell
+/// only past 50 m): a driver that just crossed the area's edge inwards by a few tens of
+/// metres is in it, one that crossed outwards is not.
+async fn the_snapshot_follows_small_moves_across_the_edge(mode: Mode) {
+    let h = Harness::start(mode, &["--location-min-interval-ms", "0", "--location-max-per-minute", "1000"]).await;
+    let (inward, outward) = (unique("in"), unique("out"));
+    let mut drivers = Vec::new();
+    // 22 m north of the box's north edge (48.95) and 22 m inside it: a 44 m move.
+    for (d, from, to) in [(&inward, 48.9502, 48.9498), (&outward, 48.9498, 48.9502)] {
+        let driver = Client::connect(&h.a(), &token(d, "DRIVER")).await;
+        assert_ok(&driver.ack("driver:subscribe", json!({})).await);
+        at(&driver, from, 2.4).await;
+        at(&driver, to, 2.4).await;
+        drivers.push(driver);
+    }
+    let viewer = Client::connect(&h.b(), &token("disp", "BUSINESS")).await;
+    let ack = viewer.ack("area:subscribe", json!({ "areaId": "paris", "bbox": BBOX })).await;
+    assert_ok(&ack);
+    assert_eq!(ids(&ack["drivers"]), vec![inward.clone()], "{ack}");
+    assert_eq!(ack["drivers"][0]["lat"], json!(48.9498), "{ack}");
+    viewer.close().await;
+    for d in drivers {
+        d.close().await;
+    }
+    h.stop().await;
+}
+
 both_modes!(
+    the_snapshot_follows_small_moves_across_the_edge,
     a_position_sent_right_after_a_new_watch_reaches_the_area,
     a_driver_enters_moves_inside_leaves_and_goes_offline,
     area_subscriptions_check_bounds_roles_and_limits,

@@ -309,6 +309,27 @@ async fn unanswered_offers_expire_and_go_wider(mode: Mode) {
     h.stop().await;
 }
 
+/// Offers go to the nearest drivers at their latest positions, even where the geo index
+/// holds older ones (a Redis Cluster re-indexes a driver that stays in its geo cell only past
+/// 50 m): a driver indexed nearest that then moved 40 m away is passed over for one now nearer.
+async fn offers_rank_drivers_at_their_latest_positions(mode: Mode) {
+    let h = Harness::start(mode, &["--offer-max-drivers", "1", "--location-min-interval-ms", "0"]).await;
+    let (moved_id, still_id) = (unique("moved"), unique("still"));
+    let mut moved = driver_at(&h.a(), &moved_id, ORIGIN, 1.0, json!({})).await;
+    let mut still = driver_at(&h.b(), &still_id, ORIGIN, 1.02, json!({})).await;
+    let lat = ORIGIN.0 + 1.04 / 111.195;
+    assert_ok(&moved.ack("driver:location:update", json!({ "lat": lat, "lng": ORIGIN.1 })).await);
+    let (status, trip) =
+        post(format!("{}/api/trips", h.a()), &token("p", "PASSENGER"), trip_body("PRIVATE", 1, ORIGIN)).await;
+    assert_eq!(status, 201, "{trip}");
+    let offer = still.expect("trip.offer.created", "the nearest driver now").await;
+    assert_eq!(offer["tripId"], trip["id"]);
+    let km = offer["distanceKm"].as_f64().expect("distanceKm");
+    assert!((km - 1.02).abs() < 0.005, "{offer}");
+    assert!(moved.next("trip.offer.created", Duration::from_millis(500)).await.is_none(), "now second nearest");
+    h.stop().await;
+}
+
 /// Role × action × ownership over the HTTP routes and the ride events; tenants never mix.
 async fn every_route_checks_role_ownership_and_tenant(mode: Mode) {
     let h = Harness::start(mode, &[]).await;
@@ -574,6 +595,7 @@ async fn trips_near_the_poles_are_created_and_offered(mode: Mode) {
 }
 
 both_modes!(
+    offers_rank_drivers_at_their_latest_positions,
     trips_near_the_poles_are_created_and_offered,
     equal_ids_in_two_tenants_never_mix,
     the_ride_flow_runs_end_to_end,

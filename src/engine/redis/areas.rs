@@ -29,9 +29,9 @@ impl RedisEngine {
                 let key = self.keys.geo_cell_watchers(tenant, &g);
                 let _: i64 = self.client.hset(&key, (self.node_id.as_str(), "1")).await.map_err(unavailable)?;
                 let _: i64 = self.client.pexpire(&key, SLOT_HASH_TTL_MS as i64, None).await.map_err(unavailable)?;
-                // This node's own updates see the watch at once.
-                self.cell_watch.forget(&key);
             }
+            // This node's own updates see the watch at once.
+            self.cell_watch.forget(&watches);
         }
         Ok(())
     }
@@ -46,8 +46,8 @@ impl RedisEngine {
                 for g in super::cells::geo_cells_of(cell) {
                     let key = self.keys.geo_cell_watchers(tenant, &g);
                     let _: i64 = self.client.hdel(&key, self.node_id.as_str()).await?;
-                    self.cell_watch.forget(&key);
                 }
+                self.cell_watch.forget(&watches);
             }
             Ok::<(), fred::error::Error>(())
         }

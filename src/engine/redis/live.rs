@@ -12,11 +12,13 @@ use crate::domain::{Location, Tenant, TripId, UserId};
 use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, LocationWrite, SlotKind};
 use crate::error::{Error, Result};
 
-/// On a Redis Cluster, how often at most a driver that stays in its geo cell has its
-/// position written to the cell's index (the offer search's positions are at most this old;
-/// a driver changing cell, coming live or sampled is indexed at once), and at most a
-/// quarter of the location TTL, so that no live driver's index entry looks stale.
-const INDEX_EVERY_MS: u64 = 3_000;
+/// On a Redis Cluster, how long a driver's geo-index marker lives (a quarter of the location
+/// TTL): a driver that stays within [`crate::engine::INDEX_SLACK_M`] of its indexed position,
+/// in its geo cell and unsampled, has its cell's index written again when the marker
+/// expired, so that no live driver's index entry looks stale.
+fn index_refresh_ms(l: &LocationLimits) -> u64 {
+    l.ttl_ms / 4
+}
 
 impl RedisEngine {
     pub(in crate::engine) async fn write_location(
@@ -116,7 +118,11 @@ impl RedisEngine {
             entry.clone(),
             self.clock.deadline(),
             w.driver_room.1.to_string(),
-            INDEX_EVERY_MS.min(l.ttl_ms / 4).to_string(),
+            index_refresh_ms(l).to_string(),
+            w.fix.lat.to_string(),
+            w.fix.lng.to_string(),
+            crate::engine::INDEX_SLACK_M.to_string(),
+            super::cells::GEO_CELL_DEG.to_string(),
         ];
         let started = std::time::Instant::now();
         let r: Vec<Value> =
@@ -165,20 +171,27 @@ impl RedisEngine {
         let cell_keys =
             |c: &str| vec![k.geo_cell(w.tenant, c), k.geo_cell_fresh(w.tenant, c), k.geo_cell_watchers(w.tenant, c)];
         // The update's cell, and the cell it left: the index, and whether their live-area
-        // cells are watched (then the area frame goes to those cells' rooms). A driver that
-        // stays in its cell, was indexed within `INDEX_EVERY_MS` and whose update is not sampled
-        // skips the cell's index write when this node saw the cell's watch lately (the
-        // watching node reads the area's positions again once every node's view of the
-        // watch has renewed: `engine::WATCH_SETTLE`).
-        let skip = !index_due && !sampled && !came_live && prev_cell.is_none();
-        let watch_key = k.geo_cell_watchers(w.tenant, &cell);
-        let cached = if skip { self.cell_watch.seen(&watch_key) } else { None };
+        // cells are watched (then the area frame goes to those cells' rooms). A driver whose
+        // index is not due (`location_driver.lua`: within the slack of its indexed position,
+        // in its cell, unsampled, marker alive) skips the cell's index write, and the watch
+        // comes from this node's view of the tenant's watched cells, read at most
+        // `WATCH_FOR` ago (the watching node reads its new area's positions again once every
+        // node's view has renewed: `engine::WATCH_SETTLE`).
+        let skip = !index_due && !came_live && prev_cell.is_none();
         let index = async {
-            if let Some(watched) = cached {
+            if skip {
                 metrics::counter!("fleetcast_geo_index_skipped_total").increment(1);
-                return Ok(watched);
+                let watches = k.area_watches(w.tenant);
+                let view = match self.cell_watch.seen(&watches) {
+                    Some(view) => view,
+                    None => {
+                        let asked = std::time::Instant::now();
+                        let members: Vec<String> = self.client.smembers(&watches).await?;
+                        self.cell_watch.saw(&watches, &members, asked)
+                    }
+                };
+                return Ok(view.contains(&w.cell.name()));
             }
-            let asked = std::time::Instant::now();
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(&cell), cell_args(false)).await?;
             if r.first() == Some(&1) {
@@ -186,18 +199,13 @@ impl RedisEngine {
                 let _: i64 = self.client.sadd(&registry, cell.as_str()).await?;
                 let _: i64 = self.client.pexpire(&registry, SLOT_HASH_TTL_MS as i64, None).await?;
             }
-            let watched = r.get(1) == Some(&1);
-            self.cell_watch.saw(watch_key, watched, asked);
-            Ok::<bool, fred::error::Error>(watched)
+            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
         };
         let left = async {
             let Some(prev) = &prev_cell else { return Ok(false) };
-            let asked = std::time::Instant::now();
             let r: Vec<i64> =
                 self.location_cell_script.evalsha_with_reload(&self.client, cell_keys(prev), cell_args(true)).await?;
-            let watched = r.get(1) == Some(&1);
-            self.cell_watch.saw(k.geo_cell_watchers(w.tenant, prev), watched, asked);
-            Ok::<bool, fred::error::Error>(watched)
+            Ok::<bool, fred::error::Error>(r.get(1) == Some(&1))
         };
         let (trip, index, left) = tokio::join!(trip, index, left);
         let area_cell = w.cell;
@@ -216,10 +224,11 @@ impl RedisEngine {
         let index = index.and(left);
         metrics::histogram!("fleetcast_redis_command_seconds", "command" => "location").record(started.elapsed());
         if let Err(e) = index {
-            // The update was stored and delivered; the offer index catches up with the
-            // driver's next update.
+            // The update was stored and delivered; without its marker the driver's next
+            // update writes the index again.
             crate::telemetry::storm::warn_storm!(error = %e, "geo cell not updated");
             metrics::counter!("fleetcast_redis_errors_total").increment(1);
+            let _: std::result::Result<i64, _> = self.client.del(k.geo_index_marker(w.tenant, driver)).await;
         }
         if let Err(e) = trip {
             // Not delivered to the trip: take the update back out of the rate window, so
@@ -395,6 +404,9 @@ impl RedisEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
+        if self.cluster {
+            return self.offer_candidates_sharded(tenant, lat, lng, radius_km, fresh_ms).await;
+        }
         let near = self.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await?;
         // The drivers' filters; drivers without any are not subscribed to offers.
         let keys: Vec<String> =
@@ -405,6 +417,40 @@ impl RedisEngine {
             .zip(filters)
             .filter_map(|((driver, lat, lng), filters)| Some(Candidate { driver, lat, lng, filters: filters? }))
             .collect())
+    }
+
+    /// Offer candidates on a Redis Cluster, whose geo cells may hold a driver's position up
+    /// to [`crate::engine::INDEX_SLACK_M`] from its latest: the cells are searched that much
+    /// wider, and each candidate is placed, measured and ordered at its latest position (a
+    /// driver whose latest position has expired is not a candidate).
+    async fn offer_candidates_sharded(
+        &self,
+        tenant: &Tenant,
+        lat: f64,
+        lng: f64,
+        radius_km: f64,
+        fresh_ms: u64,
+    ) -> Result<Vec<Candidate>> {
+        let slack_km = crate::engine::INDEX_SLACK_M / 1000.0;
+        let near = self.drivers_near(tenant, lat, lng, radius_km + slack_km, fresh_ms).await?;
+        let users: Vec<UserId> = near.into_iter().map(|(d, _, _)| UserId(d)).collect();
+        let keys: Vec<String> = users
+            .iter()
+            .flat_map(|u| [self.keys.offer_filters(tenant, u), self.keys.driver_location(tenant, u)])
+            .collect();
+        let values = self.get_many(keys).await?;
+        let mut found: Vec<(f64, Candidate)> = users
+            .into_iter()
+            .zip(values.chunks_exact(2))
+            .filter_map(|(u, v)| {
+                let filters = v[0].clone()?;
+                let at: Location = serde_json::from_str(v[1].as_deref()?).ok()?;
+                let d = crate::domain::rides::haversine_km((lat, lng), (at.lat, at.lng));
+                (d <= radius_km).then_some((d, Candidate { driver: u.0, lat: at.lat, lng: at.lng, filters }))
+            })
+            .collect();
+        found.sort_by(|a, b| a.0.total_cmp(&b.0).then_with(|| a.1.driver.cmp(&b.1.driver)));
+        Ok(found.into_iter().map(|(_, c)| c).collect())
     }
 
     /// The string values of many keys, in order: `MGET`s of a thousand on one Redis; on a

@@ -1,52 +1,60 @@
-//! What this node last heard from each geo cell's index script about the cell's live-area
-//! watch (Redis Cluster): whether some node watches the cell, and when it heard it. The
-//! location path reuses an answer younger than [`WATCH_FOR`] when it skips a cell's index
-//! write (`live::INDEX_EVERY`), so a watch that starts elsewhere reaches this node's skipped
+//! What this node last read of each tenant's live-area watches (Redis Cluster): the set of
+//! area cells some node watches (`{p}:areas:⟨{tenant}⟩`, members `{cell}\x1f{node}`), and
+//! when it read it. The location path consults a view younger than [`WATCH_FOR`] when it
+//! skips a geo cell's index write (`live::write_location_sharded`), and reads the set again
+//! when the view is older, so a watch that starts elsewhere reaches this node's skipped
 //! updates within that long; the watching node covers the gap by reading the area's
 //! positions again after [`crate::engine::WATCH_SETTLE`].
 
-use std::collections::HashMap;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// How long an answer is reused.
+/// How long a view is used.
 pub const WATCH_FOR: Duration = Duration::from_secs(1);
 
-/// Entries kept before the stale ones are dropped.
-const BOUND: usize = 20_000;
+/// Tenants kept before the stale views are dropped.
+const BOUND: usize = 10_000;
 
-/// The answers, by the cell's watchers key.
+/// A tenant's watched area cells, by name.
+pub type Watched = Arc<HashSet<String>>;
+
+/// The views, by the tenant's area-watches key.
 #[derive(Default)]
 pub struct WatchCache {
-    cells: Mutex<HashMap<String, (bool, Instant)>>,
+    tenants: Mutex<HashMap<String, (Watched, Instant)>>,
 }
 
 impl WatchCache {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (bool, Instant)>> {
-        self.cells.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Watched, Instant)>> {
+        self.tenants.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The cell's answer if younger than [`WATCH_FOR`].
-    pub fn seen(&self, key: &str) -> Option<bool> {
-        self.lock().get(key).filter(|(_, at)| at.elapsed() < WATCH_FOR).map(|(w, _)| *w)
+    /// The tenant's view if younger than [`WATCH_FOR`].
+    pub fn seen(&self, key: &str) -> Option<Watched> {
+        self.lock().get(key).filter(|(_, at)| at.elapsed() < WATCH_FOR).map(|(w, _)| w.clone())
     }
 
-    /// Records an answer to a question asked at `asked` (its age counts from then, so a
-    /// slow reply is not taken for a fresh one), unless a newer one is recorded.
-    pub fn saw(&self, key: String, watched: bool, asked: Instant) {
-        let mut cells = self.lock();
-        if cells.len() >= BOUND {
-            cells.retain(|_, (_, at)| at.elapsed() < WATCH_FOR);
+    /// Records a view read from the set's members, asked at `asked` (its age counts from
+    /// then, so a slow reply is not taken for a fresh one), unless a newer one is recorded.
+    pub fn saw(&self, key: &str, members: &[String], asked: Instant) -> Watched {
+        let cells: Watched = Arc::new(
+            members.iter().map(|m| m.split_once('\u{1f}').map_or(m.as_str(), |(c, _)| c).to_string()).collect(),
+        );
+        let mut tenants = self.lock();
+        if tenants.len() >= BOUND {
+            tenants.retain(|_, (_, at)| at.elapsed() < WATCH_FOR);
         }
-        match cells.get(&key) {
+        match tenants.get(key) {
             Some((_, at)) if *at > asked => {}
             _ => {
-                cells.insert(key, (watched, asked));
+                tenants.insert(key.to_string(), (cells.clone(), asked));
             }
         }
+        cells
     }
 
-    /// Forgets a cell's answer (this node starts or stops watching it).
+    /// Forgets a tenant's view (this node starts or stops watching one of its cells).
     pub fn forget(&self, key: &str) {
         self.lock().remove(key);
     }
@@ -57,19 +65,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn answers_are_reused_while_young_and_forgotten_on_demand() {
+    fn views_are_used_while_young_and_forgotten_on_demand() {
         let c = WatchCache::default();
-        assert_eq!(c.seen("k"), None);
+        assert!(c.seen("k").is_none());
         let t0 = Instant::now();
-        c.saw("k".into(), true, t0);
-        assert_eq!(c.seen("k"), Some(true));
-        c.saw("k".into(), false, t0 + Duration::from_millis(1));
-        assert_eq!(c.seen("k"), Some(false));
-        c.saw("k".into(), true, t0);
-        assert_eq!(c.seen("k"), Some(false), "an answer to an older question does not replace a newer one");
+        let v = c.saw("k", &["c1_2\u{1f}node-a".into(), "c1_2\u{1f}node-b".into(), "c3_4\u{1f}node-a".into()], t0);
+        assert_eq!(v.len(), 2, "one entry per cell, whatever the watching nodes");
+        assert!(c.seen("k").is_some_and(|w| w.contains("c1_2") && w.contains("c3_4")));
+        c.saw("k", &[], t0 + Duration::from_millis(1));
+        assert!(c.seen("k").is_some_and(|w| w.is_empty()));
+        c.saw("k", &["c1_2\u{1f}node-a".into()], t0);
+        assert!(c.seen("k").is_some_and(|w| w.is_empty()), "a view asked earlier does not replace a newer one");
         c.forget("k");
-        assert_eq!(c.seen("k"), None);
-        c.lock().insert("old".into(), (true, Instant::now() - WATCH_FOR));
-        assert_eq!(c.seen("old"), None, "an answer as old as WATCH_FOR is not reused");
+        assert!(c.seen("k").is_none());
+        c.lock().insert("old".into(), (Arc::default(), Instant::now() - WATCH_FOR));
+        assert!(c.seen("old").is_none(), "a view as old as WATCH_FOR is not used");
     }
 }
