@@ -224,10 +224,11 @@ cpu_sampler() {
     done
 }
 
-# send_window JSON: "start_ms end_ms accepted" of the run's send window (its timeline's first
-# to last second with updates sent) and the updates accepted in it.
+# send_window JSON [SKIP]: "start_ms end_ms accepted" of the run's send window (its
+# timeline's first to last second with updates sent, less its first SKIP seconds) and the
+# updates accepted in it.
 send_window() {
-    jq -r '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)]
+    jq -r --argjson k "${2:-0}" '.timelineStartUnixMs as $s | [.timeline[] | select(.sent > 0)] | .[$k:]
         | "\($s + .[0].t * 1000) \($s + (.[-1].t + 1) * 1000) \(map(.accepted) | add)"' "$1"
 }
 
@@ -262,24 +263,25 @@ window_cmdstats() {
         }' "$2" | { read -r head; echo "$head"; sort -k3 -g -r; }
 }
 
-# window_cpu JSON SAMPLES: "accepted cpu_s(pid)…" over the run's send window (its
-# timeline's first to last second with updates sent): the updates accepted in it and each
-# sampled process's CPU seconds between the samples around it.
+# window_cpu JSON SAMPLES [SKIP]: "accepted cpu_s(pid)…" over the run's send window (its
+# timeline's first to last second with updates sent, less its first SKIP seconds): the
+# updates accepted in it and each sampled process's CPU seconds between the samples around it.
 window_cpu() {
     local range
-    range=$(send_window "$1")
+    range=$(send_window "$1" "${3:-0}")
     awk -v r="$range" -v hz="$(getconf CLK_TCK)" '
         BEGIN { split(r, a, " "); s = a[1]; e = a[2] }
         $1 <= s { for (i = 2; i <= NF; i++) b[i] = $i }
         $1 >= e && !done { for (i = 2; i <= NF; i++) x[i] = $i; n = NF; done = 1 }
         END { printf "%s", a[3]; for (i = 2; i <= n; i++) printf " %.3f", (x[i] - b[i]) / hz; print "" }' "$2"
 }
-# per_update_cpu NAME NODES: the CPU per accepted update over NAME's send window from the
-# sampler's file $LOGS/NAME.cpu, which lists the NODES node pids, then PRIMARY_PIDS, then
-# REPLICA_PIDS: Redis summed over the primaries (each one apart), replicas, nodes.
+# per_update_cpu NAME NODES [SKIP]: the CPU per accepted update over NAME's send window
+# (less its first SKIP seconds) from the sampler's file $LOGS/NAME.cpu, which lists the NODES
+# node pids, then PRIMARY_PIDS, then REPLICA_PIDS: Redis summed over the primaries (each one
+# apart), replicas, nodes.
 per_update_cpu() {
     local w
-    read -r -a w <<<"$(window_cpu "$LOGS/$1.json" "$LOGS/$1.cpu" 2>/dev/null || echo 0)"
+    read -r -a w <<<"$(window_cpu "$LOGS/$1.json" "$LOGS/$1.cpu" "${3:-0}" 2>/dev/null || echo 0)"
     awk -v nn="$2" -v np="${#PRIMARY_PIDS[@]}" -v nr="${#REPLICA_PIDS[@]}" -v w="${w[*]}" 'BEGIN {
         n = split(w, a, " "); acc = a[1]; if (acc < 1) { print "no window"; exit }
         for (i = 2; i < 2 + nn; i++) nodes += a[i]
@@ -492,6 +494,11 @@ if wants rediscluster; then
             start_cluster
             name="rc-$engine-$rate"
             samples="$LOGS/$name.cpu"
+            # A second pass of the same name starts its samples afresh (a fresh Redis counts
+            # its commands from zero).
+            : >"$samples"
+            : >"$LOGS/$name.cmdstats-t"
+            : >"$LOGS/$name.cmdstats"
             cpu_sampler "$samples" "${NODE_PIDS[@]:0:3}" "${PRIMARY_PIDS[@]}" "${REPLICA_PIDS[@]}" &
             SAMPLER_PID=$!
             cmdstats_sampler "$LOGS/$name.cmdstats-t" "${PRIMARY_PORTS[@]}" &
@@ -514,6 +521,10 @@ if wants rediscluster; then
             wait "$SAMPLER_PID" 2>/dev/null || true
             SAMPLER_PID=""
             cpu=$(per_update_cpu "$name" 3)
+            # The same after the fleet came live: without the seconds in which every driver
+            # sent its first update (presence derivations, first index writes), plus one.
+            come_live=$(( (DRIVERS + rate - 1) / rate + 1 ))
+            cpu="$cpu; after the first ${come_live} s (the fleet coming live): $(per_update_cpu "$name" 3 "$come_live")"
             case $engine in
                 cluster) on="a 3-primary Redis Cluster with a replica each" ;;
                 cluster0) on="a 3-primary Redis Cluster without replicas" ;;
