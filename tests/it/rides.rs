@@ -498,10 +498,12 @@ async fn offer_matching_ranks_a_thousand_drivers(mode: Mode) {
         };
         let room = fleetcast::domain::RoomKey::driver_location(&tenant, &driver);
         let frame = fleetcast::engine::frame::encode("driver_location", 1, None, "{}");
+        // Stored as the location path stores it (a Redis Cluster's offer search reads it).
+        let json = serde_json::to_string(&fix).expect("location JSON");
         let w = fleetcast::engine::LocationWrite {
             tenant: &tenant,
             fix: &fix,
-            location_json: "{}",
+            location_json: &json,
             publish: None,
             driver_room: (&room, &frame),
             cell: fleetcast::domain::area::Cell::of(lat, lng),

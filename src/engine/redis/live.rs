@@ -404,10 +404,13 @@ impl RedisEngine {
         radius_km: f64,
         fresh_ms: u64,
     ) -> Result<Vec<Candidate>> {
+        // A Redis Cluster's geo cells may hold a driver's position up to the index's slack
+        // from its latest: they are searched that much wider (then `at_latest`).
+        let slack_km = if self.cluster { crate::engine::INDEX_SLACK_M / 1000.0 } else { 0.0 };
+        let near = self.drivers_near(tenant, lat, lng, radius_km + slack_km, fresh_ms).await?;
         if self.cluster {
-            return self.offer_candidates_sharded(tenant, lat, lng, radius_km, fresh_ms).await;
+            return self.at_latest(tenant, (lat, lng), radius_km, near).await;
         }
-        let near = self.drivers_near(tenant, lat, lng, radius_km, fresh_ms).await?;
         // The drivers' filters; drivers without any are not subscribed to offers.
         let keys: Vec<String> =
             near.iter().map(|(d, _, _)| self.keys.offer_filters(tenant, &UserId(d.clone()))).collect();
@@ -419,20 +422,16 @@ impl RedisEngine {
             .collect())
     }
 
-    /// Offer candidates on a Redis Cluster, whose geo cells may hold a driver's position up
-    /// to [`crate::engine::INDEX_SLACK_M`] from its latest: the cells are searched that much
-    /// wider, and each candidate is placed, measured and ordered at its latest position (a
-    /// driver whose latest position has expired is not a candidate).
-    async fn offer_candidates_sharded(
+    /// The offer candidates among drivers found in a Redis Cluster's geo cells, each placed,
+    /// measured and ordered at its latest position (one whose latest position has expired,
+    /// or farther than `radius_km` from `origin`, is not a candidate), with its filters.
+    async fn at_latest(
         &self,
         tenant: &Tenant,
-        lat: f64,
-        lng: f64,
+        origin: (f64, f64),
         radius_km: f64,
-        fresh_ms: u64,
+        near: Vec<(String, f64, f64)>,
     ) -> Result<Vec<Candidate>> {
-        let slack_km = crate::engine::INDEX_SLACK_M / 1000.0;
-        let near = self.drivers_near(tenant, lat, lng, radius_km + slack_km, fresh_ms).await?;
         let users: Vec<UserId> = near.into_iter().map(|(d, _, _)| UserId(d)).collect();
         let keys: Vec<String> = users
             .iter()
@@ -445,7 +444,7 @@ impl RedisEngine {
             .filter_map(|(u, v)| {
                 let filters = v[0].clone()?;
                 let at: Location = serde_json::from_str(v[1].as_deref()?).ok()?;
-                let d = crate::domain::rides::haversine_km((lat, lng), (at.lat, at.lng));
+                let d = crate::domain::rides::haversine_km(origin, (at.lat, at.lng));
                 (d <= radius_km).then_some((d, Candidate { driver: u.0, lat: at.lat, lng: at.lng, filters }))
             })
             .collect();
