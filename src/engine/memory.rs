@@ -413,8 +413,9 @@ impl MemoryEngine {
         self.lock().watched_cells.remove(&(tenant.0.clone(), cell));
     }
 
-    pub(super) async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
-        Ok(self.lock().watched_cells.contains(&(tenant.0.clone(), cell)))
+    pub(super) async fn watched_cells(&self, tenant: &Tenant) -> Result<super::WatchedCells> {
+        let s = self.lock();
+        Ok(std::sync::Arc::new(s.watched_cells.iter().filter(|(t, _)| *t == tenant.0).map(|(_, c)| c.name()).collect()))
     }
 
     pub(super) async fn drivers_near(

@@ -37,7 +37,7 @@ mod types;
 
 pub use types::{
     Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, Once, Presence,
-    PresenceChange, PresenceInput, PresenceLimits, SlotKind, with_event_id,
+    PresenceChange, PresenceInput, PresenceLimits, SlotKind, WatchedCells, with_event_id,
 };
 
 /// The engine of a node.
@@ -229,9 +229,10 @@ impl Engine {
         dispatch!(self, e => e.unwatch_cell(tenant, cell).await)
     }
 
-    /// Some node watches the cell.
-    pub async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
-        dispatch!(self, e => e.cell_watched(tenant, cell).await)
+    /// The tenant's live-area cells some node watches, read now (one read for a batch of
+    /// drivers: presence announcements ask once, not per driver).
+    pub async fn watched_cells(&self, tenant: &Tenant) -> Result<WatchedCells> {
+        dispatch!(self, e => e.watched_cells(tenant).await)
     }
 
     /// Drivers with a position fresher than `fresh_ms` within `radius_km` of `(lat, lng)`:

@@ -100,6 +100,9 @@ pub enum SlotKind {
     Offers,
 }
 
+/// The live-area cells of a tenant some node watches, by name (`domain::area::Cell::name`).
+pub type WatchedCells = std::sync::Arc<std::collections::HashSet<String>>;
+
 /// A driver near a point who subscribed to offers, with a fresh position.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {

@@ -135,10 +135,18 @@ const ANNOUNCE_AT_ONCE: usize = 32;
 
 async fn announce(app: &App, tenant: &Tenant, changes: &[PresenceChange]) {
     use futures_util::StreamExt as _;
-    futures_util::stream::iter(changes).for_each_concurrent(ANNOUNCE_AT_ONCE, |c| announce_one(app, tenant, c)).await;
+    if changes.is_empty() {
+        return;
+    }
+    // One read of the tenant's watched cells for the whole batch: while no live area
+    // watches any, a change costs its `admin:events` publish only.
+    let watched = app.engine.watched_cells(tenant).await.unwrap_or_default();
+    futures_util::stream::iter(changes)
+        .for_each_concurrent(ANNOUNCE_AT_ONCE, |c| announce_one(app, tenant, c, &watched))
+        .await;
 }
 
-async fn announce_one(app: &App, tenant: &Tenant, c: &PresenceChange) {
+async fn announce_one(app: &App, tenant: &Tenant, c: &PresenceChange, watched: &crate::engine::WatchedCells) {
     metrics::counter!("fleetcast_availability_changes_total", "availability" => c.availability.as_str()).increment(1);
     let at = crate::domain::now_iso();
     let event = AvailabilityChanged {
@@ -154,10 +162,13 @@ async fn announce_one(app: &App, tenant: &Tenant, c: &PresenceChange) {
     // Area subscribers whose area holds the driver: into the room of its cell, while
     // some node watches it. (A driver gone stale has no stored position left: each
     // node's areas notice that on their own.)
+    if watched.is_empty() {
+        return;
+    }
     let driver = UserId(c.driver.clone());
     if let Ok(Some(l)) = app.engine.driver_location(tenant, &driver).await {
         let cell = Cell::of(l.lat, l.lng);
-        if app.engine.cell_watched(tenant, cell).await.unwrap_or(false)
+        if watched.contains(&cell.name())
             && fanout::publish(&app.engine, &RoomKey::area_cell(tenant, cell), &event).await.is_err()
         {
             fanout::publish_failed(crate::events::AVAILABILITY_CHANGED);

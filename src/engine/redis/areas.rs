@@ -60,9 +60,20 @@ impl RedisEngine {
         self.release_room(&RoomKey::area_cell(tenant, cell)).await;
     }
 
-    pub(in crate::engine) async fn cell_watched(&self, tenant: &Tenant, cell: Cell) -> Result<bool> {
-        let n: i64 = self.client.exists(self.keys.cell_watchers(tenant, cell)).await.map_err(unavailable)?;
-        Ok(n > 0)
+    /// The tenant's watched cells (`{p}:areas:⟨{tenant}⟩`), read now; the read also renews
+    /// this node's view of them (`watch_cache`).
+    pub(in crate::engine) async fn watched_cells(&self, tenant: &Tenant) -> Result<crate::engine::WatchedCells> {
+        self.read_watched_cells(tenant).await.map_err(unavailable)
+    }
+
+    pub(super) async fn read_watched_cells(
+        &self,
+        tenant: &Tenant,
+    ) -> std::result::Result<crate::engine::WatchedCells, fred::error::Error> {
+        let key = self.keys.area_watches(tenant);
+        let asked = std::time::Instant::now();
+        let members: Vec<String> = self.client.smembers(&key).await?;
+        Ok(self.cell_watch.saw(&key, &members, asked))
     }
 
     pub(in crate::engine) async fn drivers_near(

@@ -181,14 +181,9 @@ impl RedisEngine {
         let index = async {
             if skip {
                 metrics::counter!("fleetcast_geo_index_skipped_total").increment(1);
-                let watches = k.area_watches(w.tenant);
-                let view = match self.cell_watch.seen(&watches) {
+                let view = match self.cell_watch.seen(&k.area_watches(w.tenant)) {
                     Some(view) => view,
-                    None => {
-                        let asked = std::time::Instant::now();
-                        let members: Vec<String> = self.client.smembers(&watches).await?;
-                        self.cell_watch.saw(&watches, &members, asked)
-                    }
+                    None => self.read_watched_cells(w.tenant).await?,
                 };
                 return Ok(view.contains(&w.cell.name()));
             }

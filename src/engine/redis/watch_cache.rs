@@ -6,18 +6,17 @@
 //! updates within that long; the watching node covers the gap by reading the area's
 //! positions again after [`crate::engine::WATCH_SETTLE`].
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+
+use crate::engine::WatchedCells as Watched;
 
 /// How long a view is used.
 pub const WATCH_FOR: Duration = Duration::from_secs(1);
 
 /// Tenants kept before the stale views are dropped.
 const BOUND: usize = 10_000;
-
-/// A tenant's watched area cells, by name.
-pub type Watched = Arc<HashSet<String>>;
 
 /// The views, by the tenant's area-watches key.
 #[derive(Default)]
