@@ -413,7 +413,7 @@ impl MemoryEngine {
         self.lock().watched_cells.remove(&(tenant.0.clone(), cell));
     }
 
-    pub(super) async fn watched_cells(&self, tenant: &Tenant) -> Result<super::WatchedCells> {
+    pub(super) async fn watched_cells(&self, tenant: &Tenant) -> Result<super::types::WatchedCells> {
         let s = self.lock();
         Ok(std::sync::Arc::new(s.watched_cells.iter().filter(|(t, _)| *t == tenant.0).map(|(_, c)| c.name()).collect()))
     }

@@ -22,13 +22,6 @@ use crate::error::Result;
 pub const WATCH_SETTLE: std::time::Duration =
     std::time::Duration::from_millis(redis::WATCH_FOR.as_millis() as u64 + 250);
 
-/// How far, in metres, a driver's position in the geo index may lie from its latest
-/// position: a Redis Cluster writes a driver's geo cell again only when the driver moved
-/// further than this from its indexed position, changed cell, came live or was sampled (or
-/// a quarter of the location TTL passed). A search that shows or measures positions reads
-/// the index this much wider and uses the latest positions.
-pub const INDEX_SLACK_M: f64 = 50.0;
-
 pub mod frame;
 pub mod keys;
 pub mod memory;
@@ -36,8 +29,8 @@ pub mod redis;
 mod types;
 
 pub use types::{
-    Candidate, Claim, Deliver, History, HistoryLimits, LocationLimits, LocationOutcome, LocationWrite, Once, Presence,
-    PresenceChange, PresenceInput, PresenceLimits, SlotKind, WatchedCells, with_event_id,
+    Candidate, Claim, Deliver, History, HistoryLimits, INDEX_SLACK_M, LocationLimits, LocationOutcome, LocationWrite,
+    Once, Presence, PresenceChange, PresenceInput, PresenceLimits, SlotKind, WatchedCells, with_event_id,
 };
 
 /// The engine of a node.

@@ -100,6 +100,13 @@ pub enum SlotKind {
     Offers,
 }
 
+/// How far, in metres, a driver's position in the geo index may lie from its latest
+/// position: a Redis Cluster writes a driver's geo cell again only when the driver moved
+/// further than this from its indexed position, changed cell, came live or was sampled (or
+/// a quarter of the location TTL passed). A search that shows or measures positions reads
+/// the index this much wider and uses the latest positions.
+pub const INDEX_SLACK_M: f64 = 50.0;
+
 /// The live-area cells of a tenant some node watches, by name (`domain::area::Cell::name`).
 pub type WatchedCells = std::sync::Arc<std::collections::HashSet<String>>;
 

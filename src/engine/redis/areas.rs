@@ -62,14 +62,14 @@ impl RedisEngine {
 
     /// The tenant's watched cells (`{p}:areas:⟨{tenant}⟩`), read now; the read also renews
     /// this node's view of them (`watch_cache`).
-    pub(in crate::engine) async fn watched_cells(&self, tenant: &Tenant) -> Result<crate::engine::WatchedCells> {
+    pub(in crate::engine) async fn watched_cells(&self, tenant: &Tenant) -> Result<crate::engine::types::WatchedCells> {
         self.read_watched_cells(tenant).await.map_err(unavailable)
     }
 
     pub(super) async fn read_watched_cells(
         &self,
         tenant: &Tenant,
-    ) -> std::result::Result<crate::engine::WatchedCells, fred::error::Error> {
+    ) -> std::result::Result<crate::engine::types::WatchedCells, fred::error::Error> {
         let key = self.keys.area_watches(tenant);
         let asked = std::time::Instant::now();
         let members: Vec<String> = self.client.smembers(&key).await?;

@@ -13,7 +13,7 @@ use crate::engine::types::{Candidate, Claim, LocationLimits, LocationOutcome, Lo
 use crate::error::{Error, Result};
 
 /// On a Redis Cluster, how long a driver's geo-index marker lives (a quarter of the location
-/// TTL): a driver that stays within [`crate::engine::INDEX_SLACK_M`] of its indexed position,
+/// TTL): a driver that stays within [`crate::engine::types::INDEX_SLACK_M`] of its indexed position,
 /// in its geo cell and unsampled, has its cell's index written again when the marker
 /// expired, so that no live driver's index entry looks stale.
 fn index_refresh_ms(l: &LocationLimits) -> u64 {
@@ -121,7 +121,7 @@ impl RedisEngine {
             index_refresh_ms(l).to_string(),
             w.fix.lat.to_string(),
             w.fix.lng.to_string(),
-            crate::engine::INDEX_SLACK_M.to_string(),
+            crate::engine::types::INDEX_SLACK_M.to_string(),
             super::cells::GEO_CELL_DEG.to_string(),
         ];
         let started = std::time::Instant::now();
@@ -401,7 +401,7 @@ impl RedisEngine {
     ) -> Result<Vec<Candidate>> {
         // A Redis Cluster's geo cells may hold a driver's position up to the index's slack
         // from its latest: they are searched that much wider (then `at_latest`).
-        let slack_km = if self.cluster { crate::engine::INDEX_SLACK_M / 1000.0 } else { 0.0 };
+        let slack_km = if self.cluster { crate::engine::types::INDEX_SLACK_M / 1000.0 } else { 0.0 };
         let near = self.drivers_near(tenant, lat, lng, radius_km + slack_km, fresh_ms).await?;
         if self.cluster {
             return self.at_latest(tenant, (lat, lng), radius_km, near).await;

@@ -4,13 +4,15 @@
 //! skips a geo cell's index write (`live::write_location_sharded`), and reads the set again
 //! when the view is older, so a watch that starts elsewhere reaches this node's skipped
 //! updates within that long; the watching node covers the gap by reading the area's
-//! positions again after [`crate::engine::WATCH_SETTLE`].
+//! positions again after [`crate::engine::WATCH_SETTLE`]. Every read of the set renews the
+//! view (`areas::read_watched_cells`, also behind `Engine::watched_cells`, which presence
+//! announcements call once per batch).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::engine::WatchedCells as Watched;
+use crate::engine::types::WatchedCells as Watched;
 
 /// How long a view is used.
 pub const WATCH_FOR: Duration = Duration::from_secs(1);
