@@ -312,6 +312,10 @@ pub async fn start(cfg: Config) -> Result<Node, StartError> {
     tasks.spawn(flows::areas::tick_loop(app.clone(), cancel.clone()));
     {
         let (app, cancel) = (app.clone(), cancel.clone());
+        tasks.spawn(async move { app.access.keep_fresh(cancel).await });
+    }
+    {
+        let (app, cancel) = (app.clone(), cancel.clone());
         let drain = Duration::from_millis(cfg.shutdown_drain_ms);
         tasks.spawn(async move { app.sampler.run(cancel, drain).await });
     }

@@ -267,3 +267,59 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     node.shutdown().await;
     db.close().await;
 }
+
+/// A driver that read its trip at `driver:connect` and sends its first update long after —
+/// past 4 × the membership cache's TTL and past `--membership-stale-if-error-ms` — just as
+/// the database goes down is accepted: the node kept the entry it uses fresh in the
+/// background while the database was up, so the update needs no read (a fleet that starts
+/// streaming a while after connecting does not queue on the database).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trip_read_at_connect_is_kept_fresh_for_a_later_first_update() {
+    let mut pg = PrivatePostgres::init();
+    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("private postgres");
+    sqlx::query("CREATE DATABASE fleetcast").execute(&admin).await.expect("create db");
+    admin.close().await;
+    let db_url = pg.url("fleetcast");
+    let prefix = unique("fcfresh");
+    let cfg = Config::from_args([
+        "--bind",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        &prefix,
+        "--database-url",
+        &db_url,
+        "--location-min-interval-ms",
+        "0",
+        "--membership-cache-ms",
+        "300",
+        "--membership-stale-if-error-ms",
+        "1000",
+    ])
+    .expect("config");
+    let node = fleetcast::start(cfg).await.expect("node");
+    let db = Db::connect(&db_url, 1).await.expect("db");
+    let (trip, driver) = (unique("t"), unique("d"));
+    let Db::Pg(pool) = &db else { unreachable!("a postgres database") };
+    sqlx::query(
+        "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
+         VALUES ('default', $1, $2, 'fresh trip', 4, 4)",
+    )
+    .bind(&trip)
+    .bind(&driver)
+    .execute(pool)
+    .await
+    .expect("insert trip");
+    db.close().await;
+    let c = Client::connect(&format!("http://{}", node.addr), &token(&driver, "DRIVER")).await;
+    assert_ok(&c.ack("driver:connect", json!({ "tripId": trip })).await);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    pg.kill();
+    let ack = c.ack("driver:location:update", json!({ "tripId": trip, "lat": 11.0, "lng": 21.0 })).await;
+    assert_eq!(ack["ok"], json!(true), "the first update, 3 s after connecting, the database down: {ack}");
+    c.close().await;
+    node.shutdown().await;
+}
