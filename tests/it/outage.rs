@@ -120,6 +120,48 @@ impl Drop for PrivatePostgres {
     }
 }
 
+/// A node on Redis and on a fresh database `fleetcast` of `pg`, with `extra` settings; the
+/// database's URL.
+async fn node_on(pg: &PrivatePostgres, prefix: &str, extra: &[&str]) -> (fleetcast::Node, String) {
+    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("private postgres");
+    sqlx::query("CREATE DATABASE fleetcast").execute(&admin).await.expect("create db");
+    admin.close().await;
+    let db_url = pg.url("fleetcast");
+    let mut args = vec![
+        "--bind",
+        "127.0.0.1:0",
+        "--jwt-secret",
+        SECRET,
+        "--redis-url",
+        REDIS,
+        "--redis-prefix",
+        prefix,
+        "--database-url",
+        &db_url,
+        "--location-min-interval-ms",
+        "0",
+    ];
+    args.extend_from_slice(extra);
+    let cfg = Config::from_args(args).expect("config");
+    (fleetcast::start(cfg).await.expect("node"), db_url)
+}
+
+/// Inserts a trip of the default tenant driven by `driver`; the trip's id.
+async fn trip_of(db: &Db, driver: &str) -> String {
+    let trip = unique("t");
+    let Db::Pg(pool) = db else { unreachable!("a postgres database") };
+    sqlx::query(
+        "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
+         VALUES ('default', $1, $2, 'a trip', 4, 4)",
+    )
+    .bind(&trip)
+    .bind(driver)
+    .execute(pool)
+    .await
+    .expect("insert trip");
+    trip
+}
+
 async fn count(db: &Db, driver: &str) -> i64 {
     let Db::Pg(p) = db else { unreachable!() };
     sqlx::query_scalar("SELECT COUNT(*) FROM location_snapshots WHERE driver_id = $1")
@@ -132,33 +174,8 @@ async fn count(db: &Db, driver: &str) -> i64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     let mut pg = PrivatePostgres::init();
-    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("private postgres");
-    sqlx::query("CREATE DATABASE fleetcast").execute(&admin).await.expect("create db");
-    admin.close().await;
-    let db_url = pg.url("fleetcast");
-    let prefix = unique("fcout");
-    let cfg = Config::from_args([
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        SECRET,
-        "--redis-url",
-        REDIS,
-        "--redis-prefix",
-        &prefix,
-        "--database-url",
-        &db_url,
-        "--location-min-interval-ms",
-        "0",
-        "--snapshot-interval-ms",
-        "100",
-        "--snapshot-flush-ms",
-        "200",
-        "--db-max-connections",
-        "4",
-    ])
-    .expect("config");
-    let node = fleetcast::start(cfg).await.expect("node");
+    let extra = ["--snapshot-interval-ms", "100", "--snapshot-flush-ms", "200", "--db-max-connections", "4"];
+    let (node, db_url) = node_on(&pg, &unique("fcout"), &extra).await;
     let db = Db::connect(&db_url, 2).await.expect("db");
     let cancel = CancellationToken::new();
     let worker = {
@@ -183,17 +200,8 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
     let c = Client::connect(&format!("http://{}", node.addr), &token(&driver, "DRIVER")).await;
     // A driver on a trip: its membership is read before the outage and must keep serving
     // through all of it (`--membership-stale-if-error-ms`), well past the cache's TTL.
-    let (trip, trip_driver) = (unique("t"), unique("d"));
-    let Db::Pg(pool) = &db else { unreachable!("a postgres database") };
-    sqlx::query(
-        "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
-         VALUES ('default', $1, $2, 'outage trip', 4, 4)",
-    )
-    .bind(&trip)
-    .bind(&trip_driver)
-    .execute(pool)
-    .await
-    .expect("insert trip");
+    let trip_driver = unique("d");
+    let trip = trip_of(&db, &trip_driver).await;
     let on_trip = Client::connect(&format!("http://{}", node.addr), &token(&trip_driver, "DRIVER")).await;
     assert_ok(&on_trip.ack("driver:connect", json!({ "tripId": trip })).await);
     let trip_update = |i: u32| json!({ "tripId": trip, "lat": 11.0 + f64::from(i) / 1000.0, "lng": 21.0 });
@@ -276,43 +284,11 @@ async fn a_sixty_second_database_outage_loses_no_sampled_update() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_trip_read_at_connect_is_kept_fresh_for_a_later_first_update() {
     let mut pg = PrivatePostgres::init();
-    let admin = sqlx::PgPool::connect(&pg.url("postgres")).await.expect("private postgres");
-    sqlx::query("CREATE DATABASE fleetcast").execute(&admin).await.expect("create db");
-    admin.close().await;
-    let db_url = pg.url("fleetcast");
-    let prefix = unique("fcfresh");
-    let cfg = Config::from_args([
-        "--bind",
-        "127.0.0.1:0",
-        "--jwt-secret",
-        SECRET,
-        "--redis-url",
-        REDIS,
-        "--redis-prefix",
-        &prefix,
-        "--database-url",
-        &db_url,
-        "--location-min-interval-ms",
-        "0",
-        "--membership-cache-ms",
-        "300",
-        "--membership-stale-if-error-ms",
-        "1000",
-    ])
-    .expect("config");
-    let node = fleetcast::start(cfg).await.expect("node");
+    let extra = ["--membership-cache-ms", "300", "--membership-stale-if-error-ms", "1000"];
+    let (node, db_url) = node_on(&pg, &unique("fcfresh"), &extra).await;
     let db = Db::connect(&db_url, 1).await.expect("db");
-    let (trip, driver) = (unique("t"), unique("d"));
-    let Db::Pg(pool) = &db else { unreachable!("a postgres database") };
-    sqlx::query(
-        "INSERT INTO trips (tenant, id, driver_id, title, total_seats, available_seats) \
-         VALUES ('default', $1, $2, 'fresh trip', 4, 4)",
-    )
-    .bind(&trip)
-    .bind(&driver)
-    .execute(pool)
-    .await
-    .expect("insert trip");
+    let driver = unique("d");
+    let trip = trip_of(&db, &driver).await;
     db.close().await;
     let c = Client::connect(&format!("http://{}", node.addr), &token(&driver, "DRIVER")).await;
     assert_ok(&c.ack("driver:connect", json!({ "tripId": trip })).await);
