@@ -7,7 +7,8 @@
 //! This file owns the connection, the scripts and the engine's life (start, readiness,
 //! shutdown); [`broker`] holds the room pub/sub, history and the catch-up after a gap, [`live`] the live state
 //! (locations, slots, offer candidates, node registry), [`clock`] the deadline each write
-//! carries so that a timed-out write never runs later.
+//! carries so that a timed-out write never runs later, [`supervise`] restarts fred's
+//! connection task of a client when it ends.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ mod cells;
 mod clock;
 mod live;
 mod presence;
+mod supervise;
 mod watch_cache;
 
 pub use watch_cache::WATCH_FOR;
@@ -159,6 +161,11 @@ impl RedisEngine {
                     c.connection_timeout = Duration::from_secs(2);
                     c.internal_command_timeout = s.timeout;
                     c.max_command_attempts = 1;
+                    // No redirect is followed (with one attempt a followed `MOVED` fails
+                    // anyway, after fred refreshed its routing; a followed `ASK` ends
+                    // fred's connection task: `supervise`): a command that meets a slot
+                    // in migration answers `UNAVAILABLE`.
+                    c.max_redirections = 0;
                     c.tcp = TcpConfig { nodelay: Some(true), ..Default::default() };
                 })
                 // Unlimited attempts, 100 ms apart: cross-node delivery resumes within ~2 s.
@@ -167,8 +174,7 @@ impl RedisEngine {
         };
         let client = builder(CLIENT_BROADCAST).build()?;
         let subscriber = builder(SUBSCRIBER_BROADCAST).build_subscriber_client()?;
-        client.connect();
-        subscriber.connect();
+        let (client_task, subscriber_task) = (client.connect(), subscriber.connect());
         let wait = Duration::from_secs(5);
         if tokio::time::timeout(wait, client.wait_for_connect()).await.is_err()
             || tokio::time::timeout(wait, subscriber.wait_for_connect()).await.is_err()
@@ -215,6 +221,14 @@ impl RedisEngine {
             cancel: CancellationToken::new(),
             tasks: TaskTracker::new(),
         };
+        supervise::supervise(&engine.tasks, engine.cancel.clone(), engine.client.clone(), client_task, "command");
+        supervise::supervise(
+            &engine.tasks,
+            engine.cancel.clone(),
+            engine.subscriber.clone(),
+            subscriber_task,
+            "subscriber",
+        );
         Ok(engine)
     }
 
