@@ -30,6 +30,8 @@
 #   BENCH_PROFILE=1 loadtest/bench.sh       # also `perf record` node 1 during the top fanout rate
 #   BENCH_NO_BUILD=1 loadtest/bench.sh      # use the binaries already in target/release
 #   BENCH_RAMP=3000 loadtest/bench.sh       # fanout connection ramp (connections/s, default 1000)
+#   BENCH_SOURCE_ADDRESSES=16 loadtest/bench.sh  # the load tool's websockets from 16 loopback
+#                                           # source addresses (--source-addresses)
 #
 # It builds the release binaries, starts a 3-node cluster on 127.0.0.1:3101-3103 (plus a
 # node on 3104 with the contract's default rate limits, for `burst`) on a unique Redis
@@ -322,10 +324,11 @@ run_lt() {
     local name=$1
     shift
     log "$name: $(shown "$@")"
-    "$LT" "$@" --json >"$LOGS/$name.json" 2>"$LOGS/$name.err" || log "$name exited non-zero (see $LOGS/$name.err)"
+    "$LT" "$@" ${BENCH_SOURCE_ADDRESSES:+--source-addresses "$BENCH_SOURCE_ADDRESSES"} --json >"$LOGS/$name.json" \
+        2>"$LOGS/$name.err" || log "$name exited non-zero (see $LOGS/$name.err)"
     tail -n 3 "$LOGS/$name.err" >&2 || true
 }
-shown() { local s="fleetcast-loadtest $*"; s=${s//$SECRET/\$SECRET}; s=${s//$ROOT\//}; echo "${s//$DB_URL/\$DB_URL}"; }
+shown() { local s="fleetcast-loadtest $*${BENCH_SOURCE_ADDRESSES:+ --source-addresses $BENCH_SOURCE_ADDRESSES}"; s=${s//$SECRET/\$SECRET}; s=${s//$ROOT\//}; echo "${s//$DB_URL/\$DB_URL}"; }
 
 if [[ -z "${BENCH_NO_BUILD:-}" ]]; then
     log "building release binaries"

@@ -58,6 +58,11 @@ struct Cli {
     /// Internal: the run id shared by a parent and its workers.
     #[arg(long, global = true, hide = true)]
     run_id: Option<String>,
+    /// Spread websocket connections to a loopback target over this many source addresses
+    /// (127.0.0.1, 127.0.0.2, …), so that the kernel's search for a free source port does not
+    /// grow with tens of thousands of connections (1: the kernel's choice of 127.0.0.1).
+    #[arg(long, global = true, default_value_t = 1)]
+    source_addresses: u32,
 }
 
 #[derive(Debug, Subcommand)]
@@ -110,6 +115,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    protocol::set_source_addresses(cli.source_addresses);
     let procs = match cli.worker {
         Some(slot) => Procs::Worker(slot, tokio::sync::Mutex::new(ParentLink::connect())),
         None if cli.command.workers() > 1 => Procs::Parent(cli.command.workers()),

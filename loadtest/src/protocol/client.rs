@@ -5,12 +5,15 @@
 //! deadline.
 
 use std::fmt;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use futures_util::{SinkExt as _, StreamExt as _};
 use serde_json::Value;
-use tokio::net::TcpStream;
+use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message, Utf8Bytes};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
@@ -124,6 +127,41 @@ fn ws_config() -> WebSocketConfig {
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// How many loopback source addresses the websockets of this process spread over
+/// (`--source-addresses`): 127.0.0.1, 127.0.0.2, … in turn, for a loopback target. With one
+/// address, tens of thousands of connections to one server port make the kernel search
+/// ever longer for a free source port on every connect (`__inet_hash_connect`), which the
+/// load tool then pays, not the server.
+static SOURCE_ADDRESSES: AtomicU32 = AtomicU32::new(1);
+static NEXT_SOURCE: AtomicU32 = AtomicU32::new(0);
+
+/// Sets [`SOURCE_ADDRESSES`] (1..=250).
+pub fn set_source_addresses(n: u32) {
+    SOURCE_ADDRESSES.store(n.clamp(1, 250), Ordering::Relaxed);
+}
+
+/// Opens the websocket of `url`, from the next loopback source address when the target is
+/// a loopback address and more than one is configured; Nagle off either way (location
+/// packets are small and latency is what we measure).
+async fn open(url: &str) -> Result<Ws, ClientError> {
+    let request = url.into_client_request()?;
+    let spread = SOURCE_ADDRESSES.load(Ordering::Relaxed);
+    let target = request.uri().host().and_then(|h| h.parse::<Ipv4Addr>().ok()).filter(|ip| ip.is_loopback());
+    let (Some(ip), true) = (target, spread > 1) else {
+        return Ok(tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await?.0);
+    };
+    let port = request.uri().port_u16().unwrap_or(80);
+    let i = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % spread;
+    let source = Ipv4Addr::new(127, 0, 0, 1 + i as u8);
+    let socket = TcpSocket::new_v4().map_err(tungstenite::Error::from)?;
+    socket.bind(SocketAddr::new(source.into(), 0)).map_err(tungstenite::Error::from)?;
+    let stream = socket.connect(SocketAddr::new(ip.into(), port)).await.map_err(tungstenite::Error::from)?;
+    stream.set_nodelay(true).map_err(tungstenite::Error::from)?;
+    let (ws, _response) =
+        tokio_tungstenite::client_async_with_config(request, MaybeTlsStream::Plain(stream), Some(ws_config())).await?;
+    Ok(ws)
+}
+
 /// One Socket.IO connection in the default namespace. Not shared: one task owns it.
 pub struct SioClient {
     ws: Ws,
@@ -141,8 +179,7 @@ impl SioClient {
     }
 
     async fn handshake(url: &str, token: &str) -> Result<Self, ClientError> {
-        // Nagle off: location packets are small and latency is what we measure.
-        let (mut ws, _response) = tokio_tungstenite::connect_async_with_config(url, Some(ws_config()), true).await?;
+        let mut ws = open(url).await?;
 
         let open = loop {
             match ws.next().await {

@@ -12,5 +12,5 @@
 mod client;
 mod codec;
 
-pub use self::client::{ClientError, Incoming, SioClient, socket_url};
+pub use self::client::{ClientError, Incoming, SioClient, set_source_addresses, socket_url};
 pub use self::codec::{AckOutcome, Packet, SioPacket, decode, encode_connect, encode_event, scan_location};
