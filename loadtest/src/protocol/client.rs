@@ -141,18 +141,24 @@ pub fn set_source_addresses(n: u32) {
 }
 
 /// Opens the websocket of `url`, from the next loopback source address when the target is
-/// a loopback address and more than one is configured; Nagle off either way (location
-/// packets are small and latency is what we measure).
+/// a loopback address and more than one is configured ([`open_from`]).
 async fn open(url: &str) -> Result<Ws, ClientError> {
-    let request = url.into_client_request()?;
     let spread = SOURCE_ADDRESSES.load(Ordering::Relaxed);
+    let turn = if spread > 1 { NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) } else { 0 };
+    open_from(url, spread, turn).await
+}
+
+/// Opens the websocket of `url`; to a loopback target with `spread` > 1, from source
+/// address 127.0.0.(1 + `turn` % `spread`). Nagle off either way (location packets are
+/// small and latency is what we measure).
+async fn open_from(url: &str, spread: u32, turn: u32) -> Result<Ws, ClientError> {
+    let request = url.into_client_request()?;
     let target = request.uri().host().and_then(|h| h.parse::<Ipv4Addr>().ok()).filter(|ip| ip.is_loopback());
     let (Some(ip), true) = (target, spread > 1) else {
         return Ok(tokio_tungstenite::connect_async_with_config(request, Some(ws_config()), true).await?.0);
     };
     let port = request.uri().port_u16().unwrap_or(80);
-    let i = NEXT_SOURCE.fetch_add(1, Ordering::Relaxed) % spread;
-    let source = Ipv4Addr::new(127, 0, 0, 1 + i as u8);
+    let source = Ipv4Addr::new(127, 0, 0, 1 + (turn % spread.min(250)) as u8);
     let socket = TcpSocket::new_v4().map_err(tungstenite::Error::from)?;
     socket.bind(SocketAddr::new(source.into(), 0)).map_err(tungstenite::Error::from)?;
     let stream = socket.connect(SocketAddr::new(ip.into(), port)).await.map_err(tungstenite::Error::from)?;
@@ -330,5 +336,27 @@ mod tests {
             socket_url("ws://h:1/socket.io/?EIO=4&transport=websocket"),
             "ws://h:1/socket.io/?EIO=4&transport=websocket"
         );
+    }
+
+    /// Websockets to a loopback target come from 127.0.0.1, .2, .3 in turn with a spread of
+    /// three, and from the kernel's choice (127.0.0.1) with one.
+    #[tokio::test]
+    async fn websockets_spread_over_loopback_source_addresses() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("listen");
+        let url = format!("ws://{}/", listener.local_addr().expect("addr"));
+        let server = tokio::spawn(async move {
+            let mut peers = Vec::new();
+            for _ in 0..4 {
+                let (stream, peer) = listener.accept().await.expect("accept");
+                let _ws = tokio_tungstenite::accept_async(stream).await.expect("websocket handshake");
+                peers.push(peer.ip().to_string());
+            }
+            peers
+        });
+        for turn in 0..3 {
+            open_from(&url, 3, turn).await.expect("open");
+        }
+        open_from(&url, 1, 7).await.expect("open");
+        assert_eq!(server.await.expect("server"), ["127.0.0.1", "127.0.0.2", "127.0.0.3", "127.0.0.1"]);
     }
 }
