@@ -58,9 +58,10 @@ struct Cli {
     /// Internal: the run id shared by a parent and its workers.
     #[arg(long, global = true, hide = true)]
     run_id: Option<String>,
-    /// Spread websocket connections to a loopback target over this many source addresses
-    /// (127.0.0.1, 127.0.0.2, …), so that the kernel's search for a free source port does not
-    /// grow with tens of thousands of connections (1: the kernel's choice of 127.0.0.1).
+    /// Spread websocket connections to a loopback target given as an address (127.x.y.z,
+    /// not `localhost`) over this many source addresses (127.0.0.1, 127.0.0.2, …), so that
+    /// the kernel's search for a free source port does not grow with tens of thousands of
+    /// connections (1: the kernel's choice of 127.0.0.1).
     #[arg(long, global = true, default_value_t = 1)]
     source_addresses: u32,
 }
