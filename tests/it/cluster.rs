@@ -186,10 +186,7 @@ async fn under_traffic(case: &str, cluster: &PrivateCluster, trip: &str, fault: 
     assert_ok(&driver.ack("driver:connect", json!({ "tripId": trip })).await);
     assert_ok(&passenger.ack("passenger:subscribe", json!({ "tripId": trip })).await);
     let http = reqwest::Client::new();
-    let resubscribed = || async {
-        let text = http.get(format!("{}/metrics", h.b())).send().await.expect("metrics").text().await.expect("text");
-        metric_sum(&text, "fleetcast_pubsub_resubscribed_total")
-    };
+    let resubscribed = || async { metric_sum(&metrics(&h.b()).await, "fleetcast_pubsub_resubscribed_total") };
     let before = resubscribed().await;
 
     let (stop, sent) = (Arc::new(AtomicBool::new(false)), Arc::new(AtomicU64::new(0)));
@@ -560,10 +557,7 @@ async fn a_slot_in_migration_refuses_its_writes_and_the_node_goes_on_serving() {
     let status = |trip: &str, s: &str| json!({ "tripId": trip, "status": s });
     assert_ok(&driver.ack("driver:status", status(&other, "STARTED")).await);
     // Restarts counted by this process's nodes (the metrics are process-wide).
-    let restarts = || async {
-        let text = reqwest::get(format!("{}/metrics", h.a())).await.expect("metrics").text().await.expect("text");
-        metric_sum(&text, "fleetcast_redis_router_restarts_total")
-    };
+    let restarts = || async { metric_sum(&metrics(&h.a()).await, "fleetcast_redis_router_restarts_total") };
     let restarts_before = restarts().await;
 
     let (from_id, from) = cluster.owner(s);

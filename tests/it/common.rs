@@ -297,6 +297,12 @@ pub fn trip_body(trip_type: &str, seats: u32, origin: (f64, f64)) -> Value {
     })
 }
 
+/// A node's `/metrics` text (the recorder is process-wide in tests: counters add up over
+/// every node of the process, so tests compare before and after).
+pub async fn metrics(url: &str) -> String {
+    reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text")
+}
+
 /// The sum over all label sets of the metric `name` in a `/metrics` text (the test binary's
 /// nodes share one recorder).
 pub fn metric_sum(metrics: &str, name: &str) -> f64 {

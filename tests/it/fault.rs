@@ -443,12 +443,6 @@ async fn wait_readyz(url: &str, status: u16, within: Duration) {
     }
 }
 
-/// A node's `/metrics` text (the recorder is process-wide in tests: counters add up over
-/// every node of the process, so tests compare before and after).
-async fn metrics(url: &str) -> String {
-    reqwest::get(format!("{url}/metrics")).await.expect("metrics").text().await.expect("text")
-}
-
 /// The statuses a passenger receives within `within`, in order.
 async fn statuses(c: &mut Client, within: Duration) -> Vec<(String, String)> {
     let mut got = Vec::new();
